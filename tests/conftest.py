@@ -1,0 +1,30 @@
+"""Shared fixtures.
+
+Real data lives in ``../shared/data`` beside the checkout (see DEVELOPERS.md); tests read it in
+place and never copy it into the project. ``WORKBENCH_SHARED_DATA`` overrides the location.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    env = os.environ.get("WORKBENCH_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+SHARED_DATA = _shared_data_dir()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ``../shared/data``. Missing data is a failure, not a skip: CI has it."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared test data not found at {SHARED_DATA} (set WORKBENCH_SHARED_DATA)")
+    return SHARED_DATA

@@ -1,0 +1,206 @@
+"""The ``workbench`` command line.
+
+Sub-commands
+------------
+``workbench info PATH``
+    Print one JSON object describing a DICOM folder, volume file, PLUS sequence file,
+    PLUS device-set XML or case folder. Exit 0 on success; exit 2 with a one-line error
+    naming the file and the problem on bad input.
+``workbench anonymize IN_DIR OUT_DIR``
+    Write a de-identified copy of a DICOM folder (DICOM PS3.15 basic profile).
+``workbench demo``
+    Run the headless pipeline on the demo data and print what it did.
+
+Every sub-command imports what it needs when it runs, so ``workbench --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from workbench import __version__
+from workbench.errors import WorkbenchError
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+_SEQUENCE_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def _has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in suffixes)
+
+
+def _header_mentions_frames(path: Path) -> bool:
+    """True if the text header of a MetaIO/NRRD file has PLUS ``Seq_Frame`` fields."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    return b"Seq_Frame" in head
+
+
+def _is_dicom_file(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        preamble = fh.read(132)
+    return len(preamble) == 132 and preamble[128:132] == b"DICM"
+
+
+def _folder_has_dicom(folder: Path) -> bool:
+    for candidate in folder.rglob("*"):
+        if candidate.is_file() and (candidate.suffix.lower() == ".dcm" or _is_dicom_file(candidate)):
+            return True
+    return False
+
+
+def describe(path: str | Path) -> dict:
+    """Describe any input workbench reads, as a JSON-ready dict with a ``kind`` key.
+
+    Raises
+    ------
+    WorkbenchError
+        If the path does not exist or is not a kind of input workbench knows.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise WorkbenchError("no such file or folder", path)
+    describer = _pick_describer(path)
+    return describer(path)
+
+
+def _describe_json(path: Path) -> dict:
+    """Describe a JSON file: 3D Slicer markups or a JSON Schema."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WorkbenchError(f"not valid JSON ({exc})", path) from None
+    if isinstance(document, dict) and "markups" in document:
+        from workbench.io.markups import describe_markups
+
+        return describe_markups(path)
+    if isinstance(document, dict) and "json-schema.org" in str(document.get("$schema", "")):
+        return {
+            "kind": "json_schema",
+            "path": str(path),
+            "title": document.get("title"),
+            "id": document.get("$id") or document.get("id"),
+            "draft": document["$schema"],
+        }
+    raise WorkbenchError("JSON file is neither Slicer markups, a JSON Schema nor a case.json", path)
+
+
+def _pick_describer(path: Path) -> Callable[[Path], dict]:
+    if path.is_dir():
+        if (path / "case.json").is_file():
+            from workbench.case import describe_case
+
+            return describe_case
+        if _folder_has_dicom(path):
+            from workbench.io.dicom import describe_dicom
+
+            return describe_dicom
+        raise WorkbenchError("folder holds neither a case.json nor DICOM files", path)
+    if path.name == "case.json":
+        from workbench.case import describe_case
+
+        return lambda p: describe_case(p.parent)
+    if path.name.lower().endswith(".json"):
+        return _describe_json
+    if path.suffix.lower() in (".tfm", ".h5", ".hdf5"):
+        from workbench.io.itk_transform import describe_transform
+
+        return describe_transform
+    if path.suffix.lower() == ".xml":
+        from workbench.io.plus_config import describe_device_set
+
+        return describe_device_set
+    if _has_suffix(path, _SEQUENCE_SUFFIXES) and _header_mentions_frames(path):
+        from workbench.io.sequence import describe_sequence
+
+        return describe_sequence
+    if _has_suffix(path, _VOLUME_SUFFIXES):
+        from workbench.io.volume import describe_volume
+
+        return describe_volume
+    if path.suffix.lower() == ".dcm" or _is_dicom_file(path):
+        from workbench.io.dicom import describe_dicom
+
+        return lambda p: describe_dicom(p.parent)
+    raise WorkbenchError(
+        "unknown kind of file: expected a DICOM folder, a volume or image (.nii, .nii.gz, .nrrd, .mha, "
+        ".mhd, .png), a PLUS sequence file, a PLUS device-set .xml, an ITK transform (.tfm, .h5), "
+        "Slicer markups (.mrk.json) or a case folder",
+        path,
+    )
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    info = describe(args.path)
+    json.dump(info, sys.stdout, indent=2 if args.pretty else None, allow_nan=False)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def _cmd_anonymize(args: argparse.Namespace) -> int:
+    from workbench.anonymize import anonymize_folder
+
+    report = anonymize_folder(args.in_dir, args.out_dir, case_id=args.case_id)
+    json.dump(report.to_dict(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from workbench.demo import run_demo
+
+    run_demo(out_dir=Path(args.out), shared_data=Path(args.shared_data) if args.shared_data else None)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="Planning workbench for US-MRI fusion-guided lumbar paravertebral nerve blocks.",
+    )
+    parser.add_argument("--version", action="version", version=f"workbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe a DICOM folder, volume, sequence file, device set or case as JSON")
+    p.add_argument("path", help="file or folder to describe")
+    p.add_argument("--pretty", action="store_true", help="indent the JSON")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("anonymize", help="write a de-identified copy of a DICOM folder")
+    p.add_argument("in_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--case-id", default=None, help="pseudonymous case id written as PatientName/PatientID")
+    p.set_defaults(func=_cmd_anonymize)
+
+    p = sub.add_parser("demo", help="run the headless pipeline on the demo data and report what it did")
+    p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    p.add_argument("--shared-data", default=None, help="folder of the shared test data (default: ../shared/data)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``workbench`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except WorkbenchError as exc:
+        print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"workbench {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

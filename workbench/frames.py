@@ -1,0 +1,346 @@
+"""Coordinate frames and the transforms between them.
+
+Every transform knows the frame it maps from and the frame it maps to, and is named
+``FromToTo`` as in PLUS (``ImageToProbe``, ``ProbeToReference``, ``ReferenceToMri``).
+Frame names never contain ``"To"``. Matrices are 4x4 homogeneous; points are column
+vectors multiplied from the left, so a chain reads with the inner names cancelling::
+
+    image_to_mri = reference_to_mri @ probe_to_reference @ image_to_probe
+
+The table of frames (origin, axes, unit) is ``docs/frames.md``.
+
+A :class:`TransformRepository` stores transforms as edges of a graph and answers
+``get("ImageToMri")`` by finding a path and composing (and inverting) edges, as the
+PLUS transform repository does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from workbench.errors import FrameError
+
+__all__ = [
+    "Transform",
+    "TransformRepository",
+    "split_transform_name",
+    "transform_name",
+    "validate_frame_name",
+]
+
+_FRAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
+
+
+def validate_frame_name(name: str) -> str:
+    """Return ``name`` if it is a valid frame name, else raise :class:`FrameError`.
+
+    A frame name starts with a letter, holds letters, digits and ``_`` only, and does
+    not contain ``"To"`` (which would make transform names ambiguous).
+    """
+    if not isinstance(name, str) or not _FRAME_RE.match(name):
+        raise FrameError(f"invalid frame name {name!r}: use letters, digits and '_', starting with a letter")
+    if "To" in name:
+        raise FrameError(f"invalid frame name {name!r}: frame names must not contain 'To'")
+    return name
+
+
+def split_transform_name(name: str) -> tuple[str, str]:
+    """Split a ``FromToTo`` transform name into its two frame names.
+
+    A trailing ``"Transform"`` (as in PLUS sequence fields) is ignored.
+
+    >>> split_transform_name("ProbeToReference")
+    ('Probe', 'Reference')
+    """
+    base = name[: -len("Transform")] if name.endswith("Transform") and name != "Transform" else name
+    parts = base.split("To")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise FrameError(f"invalid transform name {name!r}: expected <From>To<To> with exactly one 'To'")
+    return validate_frame_name(parts[0]), validate_frame_name(parts[1])
+
+
+def transform_name(from_frame: str, to_frame: str) -> str:
+    """Name of the transform from ``from_frame`` to ``to_frame``, e.g. ``"ImageToProbe"``."""
+    return f"{validate_frame_name(from_frame)}To{validate_frame_name(to_frame)}"
+
+
+def _as_points(points: np.ndarray | Iterable[float], what: str) -> tuple[np.ndarray, bool]:
+    arr = np.asarray(points, dtype=float)
+    single = arr.ndim == 1
+    arr2 = np.atleast_2d(arr)
+    if arr2.ndim != 2 or arr2.shape[1] != 3:
+        raise FrameError(f"{what} must have shape (3,) or (N, 3), got {arr.shape}")
+    return arr2, single
+
+
+@dataclass(frozen=True, eq=False)
+class Transform:
+    """An affine (usually rigid) transform from ``from_frame`` to ``to_frame``.
+
+    Parameters
+    ----------
+    matrix : (4, 4) float array
+        Homogeneous matrix taking column vectors in ``from_frame`` to ``to_frame``.
+        Translation is in the unit of ``to_frame``; the 3x3 part may carry scale
+        (e.g. ``ImageToProbe`` maps pixels to mm). Must be finite with last row
+        ``0 0 0 1``.
+    from_frame, to_frame : str
+        Frame names as in ``docs/frames.md`` (no ``"To"`` inside).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> probe_to_reference = Transform(np.eye(4), "Probe", "Reference")
+    >>> probe_to_reference.name
+    'ProbeToReference'
+    """
+
+    matrix: np.ndarray
+    from_frame: str
+    to_frame: str
+
+    def __post_init__(self) -> None:
+        validate_frame_name(self.from_frame)
+        validate_frame_name(self.to_frame)
+        try:
+            m = np.array(self.matrix, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise FrameError(f"{self.name}: matrix is not numeric ({exc})") from None
+        if m.shape != (4, 4):
+            raise FrameError(f"{self.name}: matrix must be 4x4, got shape {m.shape}")
+        if not np.all(np.isfinite(m)):
+            raise FrameError(f"{self.name}: matrix contains NaN or infinity")
+        if not np.allclose(m[3], _LAST_ROW, atol=1e-9):
+            raise FrameError(f"{self.name}: last row must be 0 0 0 1, got {m[3].tolist()}")
+        if abs(np.linalg.det(m[:3, :3])) < 1e-12:
+            raise FrameError(f"{self.name}: matrix is singular")
+        m[3] = _LAST_ROW
+        m.setflags(write=False)
+        object.__setattr__(self, "matrix", m)
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def from_name(cls, name: str, matrix: np.ndarray | Iterable) -> "Transform":
+        """Build from a ``FromToTo`` name, e.g. ``Transform.from_name("ImageToProbe", m)``."""
+        from_frame, to_frame = split_transform_name(name)
+        return cls(np.asarray(matrix, dtype=float), from_frame, to_frame)
+
+    @classmethod
+    def identity(cls, from_frame: str, to_frame: str) -> "Transform":
+        """Identity transform between two frames that coincide."""
+        return cls(np.eye(4), from_frame, to_frame)
+
+    @classmethod
+    def from_rotation_translation(
+        cls, rotation: np.ndarray, translation_mm: np.ndarray | Iterable[float], from_frame: str, to_frame: str
+    ) -> "Transform":
+        """Build from a (3, 3) rotation (or linear part) and a (3,) translation in ``to_frame`` units."""
+        m = np.eye(4)
+        m[:3, :3] = np.asarray(rotation, dtype=float)
+        m[:3, 3] = np.asarray(translation_mm, dtype=float)
+        return cls(m, from_frame, to_frame)
+
+    # -- properties ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """``FromToTo`` name of this transform."""
+        return f"{self.from_frame}To{self.to_frame}"
+
+    @property
+    def linear(self) -> np.ndarray:
+        """(3, 3) linear part (rotation, possibly with scale)."""
+        return self.matrix[:3, :3].copy()
+
+    @property
+    def translation(self) -> np.ndarray:
+        """(3,) translation, in the unit of ``to_frame``."""
+        return self.matrix[:3, 3].copy()
+
+    @property
+    def scale(self) -> np.ndarray:
+        """(3,) column norms of the linear part: the length in ``to_frame`` units of a unit step along each ``from_frame`` axis."""
+        return np.linalg.norm(self.matrix[:3, :3], axis=0)
+
+    def is_rigid(self, tol: float = 1e-4) -> bool:
+        """True if the linear part is a proper rotation: ``R^T R = I`` and ``det R = +1`` within ``tol``."""
+        r = self.matrix[:3, :3]
+        return bool(np.allclose(r.T @ r, np.eye(3), atol=tol) and abs(np.linalg.det(r) - 1.0) < tol)
+
+    # -- algebra ------------------------------------------------------------------
+    def __matmul__(self, other: "Transform") -> "Transform":
+        """Compose: ``(b_to_c @ a_to_b)`` is ``a_to_c``. Frames must chain."""
+        if not isinstance(other, Transform):
+            return NotImplemented
+        if other.to_frame != self.from_frame:
+            raise FrameError(
+                f"cannot compose {self.name} @ {other.name}: {other.name} ends in {other.to_frame!r} "
+                f"but {self.name} starts from {self.from_frame!r}"
+            )
+        return Transform(self.matrix @ other.matrix, other.from_frame, self.to_frame)
+
+    def inverse(self) -> "Transform":
+        """The transform from ``to_frame`` back to ``from_frame``."""
+        if self.is_rigid(1e-6):
+            r = self.matrix[:3, :3]
+            m = np.eye(4)
+            m[:3, :3] = r.T
+            m[:3, 3] = -r.T @ self.matrix[:3, 3]
+        else:
+            m = np.linalg.inv(self.matrix)
+        return Transform(m, self.to_frame, self.from_frame)
+
+    def apply_to_points(self, points: np.ndarray | Iterable[float]) -> np.ndarray:
+        """Map positions (w = 1) from ``from_frame`` to ``to_frame``.
+
+        Parameters
+        ----------
+        points : (3,) or (N, 3) float array
+            Positions in ``from_frame`` units.
+
+        Returns
+        -------
+        (3,) or (N, 3) float array
+            Positions in ``to_frame`` units; same shape as the input.
+        """
+        pts, single = _as_points(points, "points")
+        out = pts @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+        return out[0] if single else out
+
+    def apply_to_vectors(self, vectors: np.ndarray | Iterable[float]) -> np.ndarray:
+        """Map displacements/directions (w = 0): the translation is not applied.
+
+        Directions are not re-normalised: with a scaled linear part (e.g. ``ImageToProbe``)
+        the result carries the scale, as a displacement should.
+        """
+        vec, single = _as_points(vectors, "vectors")
+        out = vec @ self.matrix[:3, :3].T
+        return out[0] if single else out
+
+    def allclose(self, other: "Transform", atol: float = 1e-6) -> bool:
+        """Same frames and matrices equal within ``atol``."""
+        return (
+            self.from_frame == other.from_frame
+            and self.to_frame == other.to_frame
+            and bool(np.allclose(self.matrix, other.matrix, atol=atol))
+        )
+
+    def to_list(self) -> list[float]:
+        """The matrix as 16 numbers, row major (as PLUS writes it)."""
+        return [float(v) for v in self.matrix.ravel()]
+
+    def __repr__(self) -> str:
+        rows = "; ".join(" ".join(f"{v:.6g}" for v in row) for row in self.matrix)
+        return f"Transform({self.name}: [{rows}])"
+
+
+@dataclass
+class TransformRepository:
+    """A graph of transforms between named frames, answering any connected ``FromToTo``.
+
+    Edges are stored as given; :meth:`get` searches the shortest path between the two
+    frames (breadth first) and composes stored edges, inverting those traversed
+    backwards. Setting a transform replaces a stored edge between the same two frames
+    in either direction, so the graph never holds two contradicting edges.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> repo = TransformRepository()
+    >>> repo.set_transform(Transform(np.eye(4), "Image", "Probe"))
+    >>> repo.set_transform(Transform(np.eye(4), "Probe", "Tracker"))
+    >>> repo.set_transform(Transform(np.eye(4), "Reference", "Tracker"))
+    >>> repo.get("ImageToReference").name
+    'ImageToReference'
+    """
+
+    _edges: dict[tuple[str, str], Transform] = field(default_factory=dict)
+
+    def set_transform(self, transform: Transform) -> None:
+        """Store ``transform``, replacing any edge between the same two frames."""
+        key = (transform.from_frame, transform.to_frame)
+        self._edges.pop((key[1], key[0]), None)
+        self._edges[key] = transform
+
+    def set_matrix(self, name: str, matrix: np.ndarray) -> None:
+        """Store a matrix under a ``FromToTo`` name."""
+        self.set_transform(Transform.from_name(name, matrix))
+
+    def remove(self, name: str) -> None:
+        """Remove the stored edge ``name`` (or its inverse). Missing edges raise :class:`FrameError`."""
+        a, b = split_transform_name(name)
+        if self._edges.pop((a, b), None) is None and self._edges.pop((b, a), None) is None:
+            raise FrameError(f"no stored transform {name} to remove")
+
+    @property
+    def frames(self) -> set[str]:
+        """Every frame that appears in a stored transform."""
+        return {f for key in self._edges for f in key}
+
+    def __iter__(self) -> Iterator[Transform]:
+        return iter(self._edges.values())
+
+    def __len__(self) -> int:
+        return len(self._edges)
+
+    def has(self, name: str) -> bool:
+        """True if ``name`` can be computed from the stored transforms."""
+        try:
+            self.get(name)
+        except FrameError:
+            return False
+        return True
+
+    def get(self, name: str) -> Transform:
+        """Compute the transform ``name`` (``FromToTo``) from the stored edges.
+
+        Raises
+        ------
+        FrameError
+            If a frame is unknown or the two frames are not connected.
+        """
+        source, target = split_transform_name(name)
+        if source == target:
+            return Transform.identity(source, target)
+        known = self.frames
+        for frame in (source, target):
+            if frame not in known:
+                raise FrameError(f"cannot compute {name}: no stored transform involves frame {frame!r}")
+        path = self._path(source, target)
+        if path is None:
+            raise FrameError(f"cannot compute {name}: frames {source!r} and {target!r} are not connected")
+        result = Transform.identity(source, source)
+        for step in path:
+            result = step @ result
+        return result
+
+    def _path(self, source: str, target: str) -> list[Transform] | None:
+        """Breadth-first search; returns the list of transforms (oriented along the path)."""
+        neighbours: dict[str, list[tuple[str, Transform, bool]]] = {}
+        for (a, b), t in self._edges.items():
+            neighbours.setdefault(a, []).append((b, t, False))
+            neighbours.setdefault(b, []).append((a, t, True))
+        previous: dict[str, tuple[str, Transform, bool] | None] = {source: None}
+        queue = deque([source])
+        while queue:
+            frame = queue.popleft()
+            if frame == target:
+                break
+            for nxt, t, inverted in neighbours.get(frame, []):
+                if nxt not in previous:
+                    previous[nxt] = (frame, t, inverted)
+                    queue.append(nxt)
+        if target not in previous:
+            return None
+        steps: list[Transform] = []
+        frame = target
+        while previous[frame] is not None:
+            prev_frame, t, inverted = previous[frame]
+            steps.append(t.inverse() if inverted else t)
+            frame = prev_frame
+        return steps[::-1]
