@@ -1,0 +1,353 @@
+"""3D volumes (MRI) in LPS millimetres: loading, saving and describing.
+
+:func:`load_volume` reads a DICOM series (a folder or one of its ``.dcm`` files) or a
+NIfTI / NRRD / MetaImage file and returns a :class:`LoadedVolume`, whose ``image`` is a
+``SimpleITK.Image`` with origin, spacing and direction in the patient LPS frame ``Mri``.
+The voxel index frame is ``MriVoxel``; ``LoadedVolume.mri_voxel_to_mri`` maps it to ``Mri``.
+See docs/frames.md.
+
+NIfTI stores RAS on disk; SimpleITK converts it to LPS when reading and back when writing,
+so nothing in workbench ever sees RAS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from workbench.errors import VolumeError
+from workbench.frames import Transform
+
+__all__ = [
+    "VOLUME_SUFFIXES",
+    "LoadedVolume",
+    "compute_source_digest",
+    "describe_volume",
+    "load_volume",
+    "save_volume",
+    "volume_suffix",
+]
+
+#: File name endings read and written by SimpleITK, and the format each one is.
+VOLUME_SUFFIXES: dict[str, str] = {
+    ".nii.gz": "nifti",
+    ".nii": "nifti",
+    ".nrrd": "nrrd",
+    ".nhdr": "nrrd",
+    ".mha": "metaimage",
+    ".mhd": "metaimage",
+}
+
+_DIGEST_VERSION = b"workbench-volume-digest-v1\n"
+
+_SITK_PREFIX = re.compile(r"^(?:(?:itk::|sitk::|ITK )ERROR:\s*)?(?:\w+\(0x[0-9a-fA-F]+\):\s*)?(?:\[\w+\]\s*)?")
+
+_SCALAR_TYPES = ("UInt8", "Int8", "UInt16", "Int16", "UInt32", "Int32", "UInt64", "Int64", "Float32", "Float64")
+#: numpy dtype name of one voxel component, by SimpleITK pixel ID (scalar and vector images).
+_DTYPE_BY_PIXEL_ID: dict[int, str] = {
+    getattr(sitk, f"sitk{prefix}{name}"): name.lower() for name in _SCALAR_TYPES for prefix in ("", "Vector")
+}
+
+
+@dataclass
+class LoadedVolume:
+    """A 3D volume in the ``Mri`` (patient LPS, mm) frame with its provenance.
+
+    Attributes
+    ----------
+    image : SimpleITK.Image
+        3D scalar image; origin, spacing and direction in LPS mm (ITK convention).
+    metadata : dict
+        Non-identifying facts about the source (``source_kind``, and for DICOM modality,
+        series description, patient position, manufacturer, rescale...). Never names,
+        IDs, dates, institutions or UIDs.
+    warnings : list of str
+        Problems found while loading that did not stop it (e.g. a missing slice).
+    source_digest : str
+        SHA-256 hex of the voxel values and the geometry (see :func:`compute_source_digest`):
+        the same for every re-load and for an anonymised copy, so a plan can name its
+        volume without identifiers.
+    source_path : pathlib.Path
+        The file or DICOM folder read.
+    """
+
+    image: sitk.Image
+    metadata: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    source_digest: str = ""
+    source_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.source_digest:
+            self.source_digest = compute_source_digest(self.image)
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """Number of voxels along (i, j, k)."""
+        return tuple(int(v) for v in self.image.GetSize())
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel spacing along (i, j, k), mm."""
+        return tuple(float(v) for v in self.image.GetSpacing())
+
+    @property
+    def origin_lps_mm(self) -> tuple[float, float, float]:
+        """LPS position of the centre of voxel (0, 0, 0), mm."""
+        return tuple(float(v) for v in self.image.GetOrigin())
+
+    @property
+    def direction(self) -> tuple[float, ...]:
+        """9 numbers, row major: column c is the LPS unit vector of index axis c (as ``GetDirection``)."""
+        return tuple(float(v) for v in self.image.GetDirection())
+
+    @property
+    def index_to_lps_matrix(self) -> np.ndarray:
+        """(4, 4) float array: the ``MriVoxelToMri`` affine, ``origin + direction @ diag(spacing) @ ijk``."""
+        matrix = np.eye(4)
+        matrix[:3, :3] = np.reshape(self.direction, (3, 3)) @ np.diag(self.spacing_mm)
+        matrix[:3, 3] = self.origin_lps_mm
+        return matrix
+
+    @property
+    def mri_voxel_to_mri(self) -> Transform:
+        """:attr:`index_to_lps_matrix` as a ``MriVoxelToMri`` :class:`~workbench.frames.Transform`."""
+        return Transform.from_name("MriVoxelToMri", self.index_to_lps_matrix)
+
+    def index_to_lps(self, ijk: np.ndarray) -> np.ndarray:
+        """Map continuous voxel indices to LPS positions.
+
+        Parameters
+        ----------
+        ijk : (3,) or (N, 3) float array
+            Continuous indices (i along columns, j along rows, k along slices), ``MriVoxel`` frame.
+
+        Returns
+        -------
+        (3,) or (N, 3) float array
+            Positions in the ``Mri`` frame (LPS), mm.
+        """
+        return self.mri_voxel_to_mri.apply_to_points(ijk)
+
+    def lps_to_index(self, points_lps: np.ndarray) -> np.ndarray:
+        """Map LPS positions to continuous voxel indices (inverse of :meth:`index_to_lps`).
+
+        Parameters
+        ----------
+        points_lps : (3,) or (N, 3) float array
+            Positions in the ``Mri`` frame, mm.
+
+        Returns
+        -------
+        (3,) or (N, 3) float array
+            Continuous indices (i, j, k); integers at voxel centres.
+        """
+        return self.mri_voxel_to_mri.inverse().apply_to_points(points_lps)
+
+
+def compute_source_digest(image: sitk.Image) -> str:
+    """SHA-256 hex over the voxel values, pixel type and geometry of ``image``.
+
+    Geometry (size, spacing, origin, direction) enters rounded to 1e-6 (mm or unit vector
+    component), so the digest is stable across re-loads of the same data; voxel values
+    enter as their little-endian bytes in (k, j, i) order.
+    """
+    geometry = {  # "+ 0.0" turns -0.0 into 0.0, which would otherwise serialise differently
+        "size": list(image.GetSize()),
+        "spacing": [round(v, 6) + 0.0 for v in image.GetSpacing()],
+        "origin": [round(v, 6) + 0.0 for v in image.GetOrigin()],
+        "direction": [round(v, 6) + 0.0 for v in image.GetDirection()],
+        "pixel_type": image.GetPixelIDTypeAsString(),
+        "components": image.GetNumberOfComponentsPerPixel(),
+    }
+    voxels = sitk.GetArrayViewFromImage(image)
+    digest = hashlib.sha256(_DIGEST_VERSION)
+    digest.update(json.dumps(geometry, sort_keys=True).encode("ascii"))
+    digest.update(np.ascontiguousarray(voxels, dtype=voxels.dtype.newbyteorder("<")).tobytes())
+    return digest.hexdigest()
+
+
+def volume_suffix(path: str | os.PathLike) -> str | None:
+    """The volume file ending of ``path`` (``".nii.gz"``, ``".nrrd"``...) or None if not a volume file."""
+    name = Path(path).name.lower()
+    return next((suffix for suffix in VOLUME_SUFFIXES if name.endswith(suffix)), None)
+
+
+def load_volume(path: str | os.PathLike) -> LoadedVolume:
+    """Load an MRI volume from a DICOM series or a volume file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A folder of DICOM files (its largest image series is loaded, see
+        :func:`workbench.io.dicom.load_dicom_series`), a ``.dcm`` file (the series it
+        belongs to, from its folder), or a ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``,
+        ``.mha`` or ``.mhd`` file holding one 3D scalar volume.
+
+    Returns
+    -------
+    LoadedVolume
+        Image in LPS mm (frame ``Mri``, see docs/frames.md).
+
+    Raises
+    ------
+    VolumeError
+        Missing or unsupported file, unreadable file, not a 3D scalar volume.
+    DicomError
+        The DICOM series cannot be loaded.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError("file or folder not found", path)
+    if path.is_dir() or path.suffix.lower() == ".dcm":
+        from workbench.io import dicom  # dicom imports this module; import here to avoid a cycle
+
+        return dicom.load_dicom_series(path) if path.is_dir() else dicom.load_dicom_file_series(path)
+    image = _read_image(path)
+    if image.GetDimension() != 3:
+        raise VolumeError(f"expected a 3D volume, got a {image.GetDimension()}D image", path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeError(
+            f"expected a scalar volume, got {image.GetNumberOfComponentsPerPixel()} components per voxel", path
+        )
+    metadata = {
+        "source_kind": VOLUME_SUFFIXES[volume_suffix(path)],
+        "pixel_type": _pixel_type(image.GetPixelID()),
+    }
+    return LoadedVolume(image=image, metadata=metadata, source_path=path)
+
+
+def describe_volume(path: str | os.PathLike) -> dict[str, Any]:
+    """Geometry and pixel type of an image file, read from its header only (for ``workbench info``).
+
+    Any format SimpleITK reads is described (volumes, and 2D images such as ``.png``, whose
+    lists then have 2 or 4 entries); only :func:`load_volume` insists on a 3D volume.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``kind`` ("volume"), ``path``, ``size`` (voxels along i, j, k),
+        ``spacing_mm``, ``origin_lps_mm`` (mm, LPS), ``direction`` (row major),
+        ``pixel_type`` (numpy dtype name of one component) and ``components`` (per voxel).
+
+    Raises
+    ------
+    VolumeError
+        Missing, unsupported or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeError("file not found", path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with _sitk_errors(path, "cannot read"):
+        reader.ReadImageInformation()
+    return {
+        "kind": "volume",
+        "path": str(path),
+        "size": [int(v) for v in reader.GetSize()],
+        "spacing_mm": [float(v) for v in reader.GetSpacing()],
+        "origin_lps_mm": [float(v) for v in reader.GetOrigin()],
+        "direction": [float(v) for v in reader.GetDirection()],
+        "pixel_type": _pixel_type(reader.GetPixelID()),
+        "components": int(reader.GetNumberOfComponents()),
+    }
+
+
+def save_volume(image_or_loaded: sitk.Image | LoadedVolume, path: str | os.PathLike) -> Path:
+    """Write a volume atomically; the format follows the file ending.
+
+    The image is written under its final name into a temporary folder beside ``path``
+    (so detached ``.mhd``/``.nhdr`` headers name the right data file), then each file is
+    moved into place with ``os.replace``, data files before the header. A failure leaves
+    any previous file at ``path`` untouched.
+
+    Parameters
+    ----------
+    image_or_loaded : SimpleITK.Image or LoadedVolume
+        The volume; its LPS geometry is written as is (NIfTI gets RAS on disk via SimpleITK).
+    path : str or path-like
+        Target ending in ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha`` or ``.mhd``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    VolumeError
+        Unsupported ending, not an image, or the write failed.
+    """
+    path = Path(path)
+    image = image_or_loaded.image if isinstance(image_or_loaded, LoadedVolume) else image_or_loaded
+    if not isinstance(image, sitk.Image):
+        raise VolumeError(f"cannot save a {type(image).__name__}: expected a SimpleITK.Image or LoadedVolume", path)
+    _require_suffix(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        with _sitk_errors(path, "cannot write"):
+            sitk.WriteImage(image, str(staging / path.name), useCompression=True)
+        header = staging / path.name
+        for written in sorted(staging.iterdir(), key=lambda p: p == header):
+            _fsync_file(written)
+            os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _read_image(path: Path) -> sitk.Image:
+    _require_suffix(path)
+    with _sitk_errors(path, "cannot read"):
+        return sitk.ReadImage(str(path))
+
+
+def _require_suffix(path: Path) -> None:
+    if volume_suffix(path) is None:
+        raise VolumeError(
+            f"unsupported volume file type (expected one of {', '.join(VOLUME_SUFFIXES)} or a DICOM folder)", path
+        )
+
+
+@contextlib.contextmanager
+def _sitk_errors(path: Path, what: str):
+    """Turn SimpleITK's multi-line RuntimeError into a one-line :class:`VolumeError`."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise VolumeError(f"{what} volume: {_sitk_problem(exc)}", path) from None
+
+
+def _sitk_problem(exc: RuntimeError) -> str:
+    """The informative part of a SimpleITK/ITK exception text, in one line.
+
+    The first line names SimpleITK's source location and is dropped; ITK's
+    ``ITK ERROR: NrrdImageIO(0x...):`` prefixes are stripped; of the remaining lines the
+    first (what failed) and the last (the innermost cause) are kept.
+    """
+    lines = [_SITK_PREFIX.sub("", line).strip() for line in str(exc).splitlines()[1:]]
+    lines = [line for line in lines if line] or ["unknown SimpleITK error"]
+    kept = lines[:1] + lines[-1:] if len(lines) > 1 else lines
+    return " -- ".join(kept)
+
+
+def _pixel_type(pixel_id: int) -> str:
+    return _DTYPE_BY_PIXEL_ID.get(pixel_id) or sitk.GetPixelIDValueAsString(pixel_id)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
