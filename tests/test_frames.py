@@ -19,17 +19,24 @@ def test_names_split_and_join():
     assert split_transform_name("ImageToProbe") == ("Image", "Probe")
     assert split_transform_name("ProbeToTrackerTransform") == ("Probe", "Tracker")
     assert transform_name("Reference", "Mri") == "ReferenceToMri"
+    # As PLUS parses names: "To" splits only where a capitalised word follows.
+    assert split_transform_name("ToolToTracker") == ("Tool", "Tracker")
+    assert split_transform_name("StylusTipToStylus") == ("StylusTip", "Stylus")
 
 
-@pytest.mark.parametrize("bad", ["ImageProbe", "ToProbe", "ImageTo", "AToBToC", "Image To Probe", ""])
+@pytest.mark.parametrize(
+    "bad", ["ImageProbe", "ToProbe", "ImageTo", "AToBToC", "Image To Probe", "", "Image_To", "ToolToToTracker"]
+)
 def test_bad_transform_names_rejected(bad):
     with pytest.raises(FrameError, match="invalid transform name|invalid frame name"):
         split_transform_name(bad)
 
 
-def test_frame_names_must_not_contain_to():
-    with pytest.raises(FrameError, match="must not contain 'To'"):
-        Transform(np.eye(4), "ToolTip", "Reference")
+@pytest.mark.parametrize("bad", ["ProbeToReference", "ToTracker", "NeedleTo"])
+def test_frame_names_must_not_contain_the_word_to(bad):
+    with pytest.raises(FrameError, match="must not contain the word 'To'"):
+        Transform(np.eye(4), bad, "Reference")
+    assert Transform(np.eye(4), "ToolTip", "Reference").name == "ToolTipToReference"
 
 
 def test_point_vs_vector_and_scale():

@@ -34,35 +34,45 @@ __all__ = [
 ]
 
 _FRAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# PLUS parses a transform name at the "To" that starts a capitalised word ("ProbeToTracker"),
+# so "Tool" is a valid frame name but "ProbeTo" or "ToTracker" are not.
+_SPLIT_RE = re.compile(r"To(?=[A-Z])")
 _LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
 
 
 def validate_frame_name(name: str) -> str:
     """Return ``name`` if it is a valid frame name, else raise :class:`FrameError`.
 
-    A frame name starts with a letter, holds letters, digits and ``_`` only, and does
-    not contain ``"To"`` (which would make transform names ambiguous).
+    A frame name starts with a letter and holds letters, digits and ``_`` only. It must not
+    contain the word ``To`` (``To`` followed by a capital letter, or at the end), which would
+    make transform names ambiguous; ``Tool`` or ``Photo`` are fine, as in PLUS.
     """
     if not isinstance(name, str) or not _FRAME_RE.match(name):
         raise FrameError(f"invalid frame name {name!r}: use letters, digits and '_', starting with a letter")
-    if "To" in name:
-        raise FrameError(f"invalid frame name {name!r}: frame names must not contain 'To'")
+    if _SPLIT_RE.search(name) or name.endswith("To"):
+        raise FrameError(f"invalid frame name {name!r}: frame names must not contain the word 'To'")
     return name
 
 
 def split_transform_name(name: str) -> tuple[str, str]:
     """Split a ``FromToTo`` transform name into its two frame names.
 
-    A trailing ``"Transform"`` (as in PLUS sequence fields) is ignored.
+    The split is at the one ``To`` that starts a capitalised word, as PLUS parses names; a
+    trailing ``"Transform"`` (as in PLUS sequence fields) is ignored.
 
     >>> split_transform_name("ProbeToReference")
     ('Probe', 'Reference')
+    >>> split_transform_name("ToolToTracker")
+    ('Tool', 'Tracker')
     """
-    base = name[: -len("Transform")] if name.endswith("Transform") and name != "Transform" else name
-    parts = base.split("To")
-    if len(parts) != 2 or not parts[0] or not parts[1]:
-        raise FrameError(f"invalid transform name {name!r}: expected <From>To<To> with exactly one 'To'")
-    return validate_frame_name(parts[0]), validate_frame_name(parts[1])
+    base = name[: -len("Transform")] if isinstance(name, str) and name.endswith("Transform") else name
+    matches = list(_SPLIT_RE.finditer(base)) if isinstance(base, str) else []
+    if len(matches) != 1 or matches[0].start() == 0:
+        raise FrameError(
+            f"invalid transform name {name!r}: expected <From>To<To> with exactly one 'To' before a capital letter"
+        )
+    split = matches[0]
+    return validate_frame_name(base[: split.start()]), validate_frame_name(base[split.end() :])
 
 
 def transform_name(from_frame: str, to_frame: str) -> str:
