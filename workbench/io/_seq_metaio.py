@@ -1,0 +1,241 @@
+"""MetaIO (``.mha`` / ``.mhd``) container of PLUS sequence files: header parsing and writing.
+
+The header is ``Key = Value`` lines; ``ElementDataFile`` is the last one and the pixel
+data follow it (``LOCAL``) or sit in the named file beside the header (``.raw`` / ``.zraw``).
+See the PLUS page "Sequence file" (FileSequenceFile.md).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import SequenceFileError
+from workbench.io._seq_common import (
+    DataLocation,
+    ParsedHeader,
+    PixelLayout,
+    header_lines,
+    parse_positive_int,
+    parse_sizes,
+)
+
+IMAGE_STATUS_FIELD = "ImageStatus"
+
+#: MetaIO type names -> little-endian numpy dtypes (MET_LONG is 4 bytes in MetaIO).
+ELEMENT_TYPES = {
+    "MET_CHAR": "i1",
+    "MET_UCHAR": "u1",
+    "MET_SHORT": "i2",
+    "MET_USHORT": "u2",
+    "MET_INT": "i4",
+    "MET_UINT": "u4",
+    "MET_LONG": "i4",
+    "MET_ULONG": "u4",
+    "MET_LONG_LONG": "i8",
+    "MET_ULONG_LONG": "u8",
+    "MET_FLOAT": "f4",
+    "MET_DOUBLE": "f8",
+}
+_TYPE_NAMES = {np.dtype(code).str: name for name, code in reversed(ELEMENT_TYPES.items())}
+
+#: Fields PLUS writes only for compatibility with other MetaIO readers, with PLUS's values.
+COMPATIBILITY_DEFAULTS = {
+    "AnatomicalOrientation": "RAI",
+    "CenterOfRotation": "0 0 0",
+    "ElementSpacing": "1 1 1",
+    "Offset": "0 0 0",
+    "TransformMatrix": "1 0 0 0 1 0 0 0 1",
+}
+
+#: Fields that describe the pixel block; the writer generates them, the reader consumes them.
+LAYOUT_FIELDS = frozenset(
+    {
+        "ObjectType",
+        "NDims",
+        "BinaryData",
+        "BinaryDataByteOrderMSB",
+        "ElementByteOrderMSB",
+        "CompressedData",
+        "CompressedDataSize",
+        "DimSize",
+        "Kinds",
+        "ElementType",
+        "ElementNumberOfChannels",
+        "ElementDataFile",
+        "HeaderSize",
+    }
+)
+
+#: Header order of the fields PLUS writes before the custom ones.
+_FIELD_ORDER = (
+    "ObjectType",
+    "NDims",
+    "AnatomicalOrientation",
+    "BinaryData",
+    "BinaryDataByteOrderMSB",
+    "CenterOfRotation",
+    "CompressedData",
+    "CompressedDataSize",
+    "DimSize",
+    "Kinds",
+    "ElementNumberOfChannels",
+    "ElementSpacing",
+    "ElementType",
+    "Offset",
+    "TransformMatrix",
+    "UltrasoundImageOrientation",
+    "UltrasoundImageType",
+)
+
+_END_RE = re.compile(rb"(?m)^[ \t]*ElementDataFile[ \t]*=[^\n]*(?:\n|\Z)")
+_FRAME_AXIS_KINDS = ("list", "time")
+
+
+def find_header_end(buffer: bytearray, at_eof: bool) -> int | None:
+    """Offset just after the ``ElementDataFile`` line, or None if not (yet) found."""
+    match = _END_RE.search(buffer)
+    if match is None or (not at_eof and not match.group().endswith(b"\n")):
+        return None
+    return match.end()
+
+
+def parse_header(text: str, data_offset: int | None, path: Path) -> ParsedHeader:
+    """Parse a MetaIO sequence header (the text up to and including ``ElementDataFile``).
+
+    Raises
+    ------
+    SequenceFileError
+        On a malformed line, a duplicate field, or layout fields PLUS sequences cannot have.
+    """
+    if data_offset is None:
+        raise SequenceFileError("truncated header: no 'ElementDataFile = ...' line", path)
+    layout_values: dict[str, str] = {}
+    fields: list[tuple[str, str]] = []
+    first_seen: dict[str, int] = {}
+    for lineno, line in header_lines(text, path):
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise SequenceFileError(f"header line {lineno} is not 'Key = Value': {line[:60]!r}", path)
+        if key in first_seen:
+            raise SequenceFileError(f"field {key} appears twice (header lines {first_seen[key]} and {lineno})", path)
+        first_seen[key] = lineno
+        if key in LAYOUT_FIELDS:
+            layout_values[key] = value
+        else:
+            fields.append((key, value))
+    layout = _layout(layout_values, path)
+    location = _location(layout_values, data_offset, path)
+    return ParsedHeader("metaio", layout, location, fields, IMAGE_STATUS_FIELD)
+
+
+def _required(values: dict[str, str], key: str, path: Path) -> str:
+    if key not in values:
+        raise SequenceFileError(f"missing {key} field in the header", path)
+    return values[key]
+
+
+def _bool(values: dict[str, str], key: str, default: bool, path: Path) -> bool:
+    text = values.get(key)
+    if text is None:
+        return default
+    if text.lower() not in ("true", "false"):
+        raise SequenceFileError(f"{key} = {text[:40]!r}: expected True or False", path)
+    return text.lower() == "true"
+
+
+def _layout(values: dict[str, str], path: Path) -> PixelLayout:
+    ndims = _required(values, "NDims", path)
+    if ndims != "3":
+        raise SequenceFileError(f"NDims = {ndims[:20]}: only sequences of 2D frames (NDims = 3) are supported", path)
+    width, height, frames = parse_sizes(_required(values, "DimSize", path), 3, "DimSize", path)
+    _check_kinds(values.get("Kinds"), path)
+    if not _bool(values, "BinaryData", True, path):
+        raise SequenceFileError("BinaryData = False (text pixel data) is not supported", path)
+    if values.get("HeaderSize", "0") != "0":
+        raise SequenceFileError(f"HeaderSize = {values['HeaderSize'][:20]} is not supported", path)
+    element_type = _required(values, "ElementType", path)
+    if element_type not in ELEMENT_TYPES:
+        raise SequenceFileError(f"unknown ElementType {element_type[:40]!r}", path)
+    big_endian = _bool(values, "BinaryDataByteOrderMSB", False, path) or _bool(
+        values, "ElementByteOrderMSB", False, path
+    )
+    dtype = np.dtype(ELEMENT_TYPES[element_type]).newbyteorder(">" if big_endian else "<")
+    channels = parse_positive_int(values.get("ElementNumberOfChannels", "1"), "ElementNumberOfChannels", path)
+    compressed = _bool(values, "CompressedData", False, path)
+    return PixelLayout(width, height, frames, channels, dtype, compressed)
+
+
+def _check_kinds(kinds: str | None, path: Path) -> None:
+    if kinds is None:
+        return
+    tokens = kinds.split()
+    if len(tokens) != 3:
+        raise SequenceFileError(f"Kinds = {kinds[:60]!r}: expected 3 axis kinds", path)
+    if tokens[2] not in _FRAME_AXIS_KINDS:
+        raise SequenceFileError(
+            f"Kinds = {' '.join(tokens)}: a 3D volume, not a sequence of 2D frames (last kind must be list or time)",
+            path,
+        )
+
+
+def _location(values: dict[str, str], data_offset: int, path: Path) -> DataLocation:
+    data_file = values["ElementDataFile"]
+    compressed_size = None
+    if "CompressedDataSize" in values:
+        text = values["CompressedDataSize"]
+        if not (text.isascii() and text.isdigit()):
+            raise SequenceFileError(f"CompressedDataSize = {text[:40]!r}: expected a byte count", path)
+        compressed_size = int(text)
+    if data_file == "LOCAL":
+        return DataLocation(path, data_offset, compressed_size)
+    if not data_file:
+        raise SequenceFileError("ElementDataFile is empty: expected LOCAL or a file name", path)
+    if data_file.split()[0] == "LIST" or "%" in data_file:
+        raise SequenceFileError(
+            f"ElementDataFile = {data_file[:60]!r}: lists and file patterns are not supported, only LOCAL or one file",
+            path,
+        )
+    return DataLocation(path.parent / data_file, 0, compressed_size)
+
+
+def element_type_name(dtype: np.dtype) -> str | None:
+    """MetaIO ``ElementType`` for ``dtype``, or None if MetaIO cannot store it."""
+    return _TYPE_NAMES.get(dtype.newbyteorder("<").str)
+
+
+def format_header(
+    layout: PixelLayout,
+    compressed_size: int,
+    header: dict[str, str],
+    frame_items: list[tuple[str, str]],
+    data_file: str,
+) -> bytes:
+    """Header text in PLUS's field order, up to and including ``ElementDataFile``.
+
+    ``header`` holds the custom fields (``UltrasoundImageOrientation`` included); the
+    compatibility fields PLUS always writes are added with PLUS's values where missing.
+    """
+    values = {
+        **COMPATIBILITY_DEFAULTS,
+        **header,
+        "ObjectType": "Image",
+        "NDims": "3",
+        "BinaryData": "True",
+        "BinaryDataByteOrderMSB": "False",
+        "CompressedData": str(layout.compressed),
+        "DimSize": f"{layout.width} {layout.height} {layout.frames}",
+        "Kinds": "domain domain list",
+        "ElementNumberOfChannels": str(layout.channels),
+        "ElementType": element_type_name(layout.dtype),
+    }
+    if layout.compressed:
+        values["CompressedDataSize"] = str(compressed_size)
+    items = [(key, values[key]) for key in _FIELD_ORDER if key in values]
+    items += [(key, value) for key, value in header.items() if key not in _FIELD_ORDER]
+    items += frame_items
+    items.append(("ElementDataFile", data_file))
+    return "".join(f"{key} = {value}\n" for key, value in items).encode("utf-8")
