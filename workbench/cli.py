@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -37,11 +38,18 @@ def _has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
     return any(name.endswith(s) for s in suffixes)
 
 
+_FRAME_FIELD_RE = re.compile(rb"Seq_Frame\d+_\w*(?:Timestamp|Transform)\b")
+
+
 def _header_mentions_frames(path: Path) -> bool:
-    """True if the text header of a MetaIO/NRRD file has PLUS ``Seq_Frame`` fields."""
+    """True if the text header of a MetaIO/NRRD file has PLUS per-frame timestamps or transforms.
+
+    PLUS also writes reconstructed *volumes* through its sequence writer, leaving a lone
+    ``Seq_Frame0000_ImageStatus`` in the header; those are volumes, not sweeps.
+    """
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
-    return b"Seq_Frame" in head
+    return _FRAME_FIELD_RE.search(head) is not None
 
 
 def _is_dicom_file(path: Path) -> bool:

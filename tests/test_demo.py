@@ -1,0 +1,55 @@
+"""The headless demo pipeline (`make demo` until the notebooks exist)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+
+from workbench.case import load_case
+from workbench.demo import DEMO_CASE_ID, MRI_SUBDIR, image_corners_px, run_demo
+from workbench.errors import WorkbenchError
+from workbench.io.sequence import read_sequence
+from workbench.io.volume import load_volume
+
+IDENTIFYING = ("PatientID", "PatientBirthDate", "InstitutionName", "StudyDate", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def test_demo_runs_end_to_end_and_keeps_identifiers_out(shared_data, tmp_path):
+    stream = io.StringIO()
+    summary = run_demo(tmp_path / "demo", shared_data=shared_data, stream=stream)
+    log = stream.getvalue()
+    assert log.count("\n[") + log.startswith("[") == 7, log  # seven numbered steps
+
+    case = load_case(tmp_path / "demo" / "case")
+    assert case.case_id == DEMO_CASE_ID == summary["case_id"]
+    assert case.mri.size_px == (256, 256, 35)
+    sweep = read_sequence(tmp_path / "demo" / "case" / case.sweeps[0].path)
+    assert len(sweep) == 21 and sweep.image_size_px == (820, 616)
+    np.testing.assert_allclose(case.sweeps[0].image_to_probe.matrix[0, 3], 15.3978)
+
+    mri = load_volume(tmp_path / "demo" / "case" / case.mri.path)
+    np.testing.assert_allclose(mri.spacing_mm, [1.015625, 1.015625, 4.8], atol=1e-4)
+    np.testing.assert_allclose(mri.origin_lps_mm, [81.6, -130.0, 130.0], atol=1e-3)
+
+    first = pydicom.dcmread(next((shared_data / MRI_SUBDIR).rglob("*.dcm")), stop_before_pixels=True)
+    secrets = [str(first.get(k)) for k in IDENTIFYING if first.get(k)]
+    assert len(secrets) >= 4
+    for path in (tmp_path / "demo").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in data, f"{secret!r} leaked into {path}"
+
+
+def test_demo_refuses_a_folder_it_did_not_make(shared_data, tmp_path):
+    (tmp_path / "mine.txt").write_text("user data")
+    with pytest.raises(WorkbenchError, match="not made by `workbench demo`"):
+        run_demo(tmp_path, shared_data=shared_data, stream=io.StringIO())
+    assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_image_corners_are_pixel_centres():
+    np.testing.assert_array_equal(image_corners_px(820, 616)[3], [819, 615, 0])
