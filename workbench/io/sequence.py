@@ -142,6 +142,44 @@ class TrackedSequence:
             return (0, 0)
         return (int(self.images.shape[2]), int(self.images.shape[1]))
 
+    def images_mf(self) -> np.ndarray:
+        """Pixels flipped into the ``MF`` orientation of the ``Image`` frame (docs/frames.md).
+
+        ``ImageToProbe`` calibrations apply to MF images; PLUS flips frames to MF when it reads
+        them, and so must anyone who maps pixels through a calibration. A ``U`` (unmarked) first
+        letter reverses the columns, an ``N`` (near) second letter reverses the rows; the third
+        letter of 3D orientations (``MFA``) concerns the elevation axis and changes nothing for
+        2D frames. Returns a view, not a copy.
+
+        Returns
+        -------
+        (N, H, W) or (N, H, W, C) array
+            Same dtype as :attr:`images`; row 0 is nearest the transducer, column 0 on the
+            unmarked side.
+
+        Raises
+        ------
+        SequenceFileError
+            For RF orientations (``FM``, ``NM``, ...), which are not B-mode images, or a
+            sequence without images.
+        """
+        if self.images is None or self.images.size == 0:
+            raise SequenceFileError("sequence has no images to orient", self.source_path)
+        orientation = self.image_orientation
+        if orientation == "XX":
+            return self.images
+        if orientation[0] not in "MU" or orientation[1] not in "FN":
+            raise SequenceFileError(
+                f"image orientation {orientation} is RF data (scan lines along x), not a B-mode image",
+                self.source_path,
+            )
+        images = self.images
+        if orientation[0] == "U":
+            images = images[:, :, ::-1]
+        if orientation[1] == "N":
+            images = images[:, ::-1, :]
+        return images
+
     def transform(self, name: str, index: int) -> Transform:
         """The transform ``name`` (e.g. ``"ProbeToTracker"``) of frame ``index`` (0..N-1).
 
