@@ -19,6 +19,7 @@ from workbench.case import (
     CURRENT_SCHEMA_VERSION,
     MIGRATIONS,
     SCHEMA_FILES,
+    Attachment,
     Case,
     FileRef,
     Landmark,
@@ -29,6 +30,7 @@ from workbench.case import (
     describe_case,
     file_sha256,
     load_case,
+    path_sha256,
     save_case,
 )
 from workbench.errors import CaseBundleError
@@ -145,7 +147,7 @@ def test_case_json_is_readable_text(bundle):
     assert document["schema_version"] == 1
     assert list(document) == [
         "schema_version", "case_id", "title", "created_utc", "modified_utc", "software",
-        "mri", "sweeps", "landmarks", "targets", "transforms", "notes",
+        "mri", "sweeps", "landmarks", "targets", "transforms", "attachments", "notes",
     ]  # fmt: skip
 
 
@@ -204,7 +206,7 @@ def test_schemas_are_draft_2020_12_and_closed(version):
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["properties"]["schema_version"] == {"const": version}
     objects = list(_object_schemas(schema))
-    assert len(objects) == (6 if version == 1 else 3)
+    assert len(objects) == (7 if version == 1 else 3)
     assert all(obj["additionalProperties"] is False for obj in objects)
 
 
@@ -618,6 +620,7 @@ def test_describe_case(bundle):
         "landmarks": 3,
         "targets": 1,
         "transforms": ["ReferenceToMri"],
+        "attachments": {},
     }
     json.dumps(info, allow_nan=False)
 
@@ -672,3 +675,48 @@ def test_add_file_crash_leaves_no_partial_file(tmp_path, monkeypatch):
         add_file(folder, source, "mri")
     monkeypatch.undo()
     assert os.listdir(folder / "mri") == []
+
+
+# -- attachments ----------------------------------------------------------------------------
+
+
+def _with_attachments(folder: Path) -> Case:
+    (folder / "mri" / "dicom").mkdir(parents=True)
+    for i in range(3):
+        (folder / "mri" / "dicom" / f"{i:04d}.dcm").write_bytes(bytes([i]) * 10)
+    (folder / "labels.nrrd").write_bytes(b"label map bytes")
+    case = _full_case(folder)
+    case.attachments = [
+        Attachment("mri_dicom", "mri/dicom", path_sha256(folder / "mri" / "dicom"), "synthetic DICOM series"),
+        Attachment("label_map", "labels.nrrd", path_sha256(folder / "labels.nrrd")),
+    ]
+    return case
+
+
+def test_attachments_round_trip_and_are_counted(tmp_path):
+    folder = tmp_path / "case"
+    saved = save_case(_with_attachments(folder), folder)
+    loaded = load_case(folder)
+    assert loaded.attachments == saved.attachments
+    assert describe_case(folder)["attachments"] == {"label_map": 1, "mri_dicom": 1}
+
+
+def test_folder_digest_is_a_manifest_of_names_and_contents(tmp_path):
+    folder = tmp_path / "case"
+    save_case(_with_attachments(folder), folder)
+    before = path_sha256(folder / "mri" / "dicom")
+    expected = hashlib.sha256(
+        "".join(f"{i:04d}.dcm\t{hashlib.sha256(bytes([i]) * 10).hexdigest()}\n" for i in range(3)).encode()
+    ).hexdigest()
+    assert before == expected
+    (folder / "mri" / "dicom" / "0002.dcm").rename(folder / "mri" / "dicom" / "0003.dcm")
+    with pytest.raises(CaseBundleError, match=r"attachments\[0\]\.path 'mri/dicom' has SHA-256"):
+        load_case(folder)
+
+
+def test_attachment_role_must_be_known(tmp_path):
+    folder = tmp_path / "case"
+    case = _with_attachments(folder)
+    case.attachments.append(Attachment("x-ray", "labels.nrrd", path_sha256(folder / "labels.nrrd")))
+    with pytest.raises(CaseBundleError, match=r"attachments\[2\]\.role"):
+        save_case(case, folder)

@@ -39,6 +39,8 @@ __all__ = [
     "IDENTIFYING_DICOM_ATTRIBUTES",
     "MIGRATIONS",
     "SCHEMA_FILES",
+    "ATTACHMENT_ROLES",
+    "Attachment",
     "Case",
     "FileRef",
     "Landmark",
@@ -48,6 +50,7 @@ __all__ = [
     "add_file",
     "describe_case",
     "file_sha256",
+    "path_sha256",
     "load_case",
     "save_case",
 ]
@@ -189,6 +192,31 @@ class Target:
     point_lps_mm: tuple[float, float, float]
 
 
+#: What an attachment is for (``Attachment.role``).
+ATTACHMENT_ROLES = ("label_map", "ground_truth", "mri_dicom", "preview", "plan", "report", "other")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """Any other file (or folder) of the bundle: label map, ground truth, previews, a DICOM series.
+
+    Attributes
+    ----------
+    role : str
+        One of :data:`ATTACHMENT_ROLES`.
+    path, sha256 : str
+        Relative path and digest (:func:`path_sha256`: the file's SHA-256, or for a folder the
+        SHA-256 of its manifest of relative names and file digests).
+    description : str
+        Free text, no identifiers.
+    """
+
+    role: str
+    path: str
+    sha256: str
+    description: str = ""
+
+
 @dataclass
 class Case:
     """A planning case as stored in ``case.json``.
@@ -208,6 +236,8 @@ class Case:
     targets : list of Target
     transforms : dict of str to Transform
         Keyed by ``FromToTo`` name, e.g. ``"ReferenceToMri"``.
+    attachments : list of Attachment
+        Label maps, ground truth, previews, DICOM series folders.
     software : str
         Version of workbench that saved the case.
     schema_version : int
@@ -225,6 +255,7 @@ class Case:
     landmarks: list[Landmark] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     transforms: dict[str, Transform] = field(default_factory=dict)
+    attachments: list[Attachment] = field(default_factory=list)
     notes: str = ""
     software: str = __version__
     schema_version: int = CURRENT_SCHEMA_VERSION
@@ -254,6 +285,7 @@ class Case:
         document["transforms"] = {
             name: _matrix_list(transform, name, f"transforms.{name}") for name, transform in self.transforms.items()
         }
+        document["attachments"] = [dataclasses.asdict(a) for a in self.attachments]
         document["notes"] = self.notes
         return document
 
@@ -280,6 +312,7 @@ class Case:
                 name: _transform_from_list(name, values, f"transforms.{name}", path)
                 for name, values in document["transforms"].items()
             },
+            attachments=[Attachment(**a) for a in document.get("attachments", [])],
             notes=document.get("notes", ""),
             software=document["software"],
             schema_version=document["schema_version"],
@@ -536,14 +569,16 @@ def _check_document(document: dict, case_json: Path) -> Case:
     return Case.from_dict(document, case_json)
 
 
-def _file_refs(case: Case) -> Iterator[tuple[str, str, str]]:
-    """(label, relative path, sha256) of every file the case references."""
+def _file_refs(case: Case) -> Iterator[tuple[str, str, str, bool]]:
+    """(label, relative path, sha256, folder allowed) of everything the case references."""
     if case.mri is not None:
-        yield "mri", case.mri.path, case.mri.sha256
+        yield "mri", case.mri.path, case.mri.sha256, False
     for index, sweep in enumerate(case.sweeps):
-        yield f"sweeps[{index}]", sweep.path, sweep.sha256
+        yield f"sweeps[{index}]", sweep.path, sweep.sha256, False
         if sweep.device_set is not None:
-            yield f"sweeps[{index}].device_set", sweep.device_set.path, sweep.device_set.sha256
+            yield f"sweeps[{index}].device_set", sweep.device_set.path, sweep.device_set.sha256, False
+    for index, attachment in enumerate(case.attachments):
+        yield f"attachments[{index}]", attachment.path, attachment.sha256, True
 
 
 def _resolve_inside(root: Path, relative: str, label: str, case_json: Path) -> Path:
@@ -564,12 +599,13 @@ def _resolve_inside(root: Path, relative: str, label: str, case_json: Path) -> P
 
 def _check_files(case: Case, folder: Path, case_json: Path, verify_digests: bool) -> None:
     root = folder.resolve()
-    for label, relative, sha256 in _file_refs(case):
+    for label, relative, sha256, folder_allowed in _file_refs(case):
         target = _resolve_inside(root, relative, label, case_json)
-        if not target.is_file():
-            raise CaseBundleError(f"{label}.path {relative!r} is not a file in the case folder", case_json)
+        if not (target.is_file() or (folder_allowed and target.is_dir())):
+            kind = "a file or folder" if folder_allowed else "a file"
+            raise CaseBundleError(f"{label}.path {relative!r} is not {kind} in the case folder", case_json)
         if verify_digests:
-            actual = file_sha256(target)
+            actual = path_sha256(target)
             if actual != sha256:
                 raise CaseBundleError(
                     f"{label}.path {relative!r} has SHA-256 {actual[:16]}..., case.json records "
@@ -688,6 +724,7 @@ def describe_case(folder: str | Path) -> dict:
         "landmarks": len(case.landmarks),
         "targets": len(case.targets),
         "transforms": sorted(case.transforms),
+        "attachments": {role: sum(a.role == role for a in case.attachments) for role in sorted({a.role for a in case.attachments})},
     }
 
 
@@ -754,6 +791,21 @@ def file_sha256(path: str | Path) -> str:
         while chunk := fh.read(_COPY_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def path_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, or of a folder's manifest.
+
+    A folder's manifest lists every file below it as ``<relative posix path>\t<sha256>\n``
+    in sorted order, so the digest changes when any file is added, removed, renamed or edited.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    manifest = hashlib.sha256()
+    for member in sorted(p for p in path.rglob("*") if p.is_file()):
+        manifest.update(f"{member.relative_to(path).as_posix()}\t{file_sha256(member)}\n".encode())
+    return manifest.hexdigest()
 
 
 def add_file(case_folder: str | Path, src_path: str | Path, kind: str) -> tuple[str, str]:
