@@ -10,6 +10,12 @@ Sub-commands
     Write a de-identified copy of a DICOM folder (DICOM PS3.15 basic profile).
 ``workbench demo``
     Run the headless pipeline on the demo data and print what it did.
+``workbench reconstruct SEQUENCE --plus-config XML --out VOLUME``
+    Reconstruct a tracked sweep into a volume as PLUS's VolumeReconstructor does.
+``workbench compare A B``
+    Compare two volumes voxel by voxel (JSON).
+``workbench bench reconstruct [--json]``
+    Benchmarks (speed and memory), never timed unit tests.
 
 Every sub-command imports what it needs when it runs, so ``workbench --help`` is fast.
 """
@@ -187,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--case-id", default=None, help="pseudonymous case id written as PatientName/PatientID")
     p.set_defaults(func=_cmd_anonymize)
+
+    from workbench.reconstruction.cli import register as register_reconstruction
+
+    bench = sub.add_parser("bench", help="run a benchmark; prints figures (or JSON with --json)")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    register_reconstruction(sub, bench_sub)
 
     p = sub.add_parser("demo", help="run the headless pipeline on the demo data and report what it did")
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")

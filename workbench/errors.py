@@ -50,3 +50,7 @@ class VolumeError(WorkbenchError):
 
 class CaseBundleError(WorkbenchError):
     """A case folder or its case.json is malformed, unsafe or of a newer version."""
+
+
+class ReconstructionError(WorkbenchError):
+    """A tracked sweep cannot be reconstructed into a volume as asked."""

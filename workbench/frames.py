@@ -195,15 +195,14 @@ class Transform:
         return Transform(self.matrix @ other.matrix, other.from_frame, self.to_frame)
 
     def inverse(self) -> "Transform":
-        """The transform from ``to_frame`` back to ``from_frame``."""
-        if self.is_rigid(1e-6):
-            r = self.matrix[:3, :3]
-            m = np.eye(4)
-            m[:3, :3] = r.T
-            m[:3, 3] = -r.T @ self.matrix[:3, 3]
-        else:
-            m = np.linalg.inv(self.matrix)
-        return Transform(m, self.to_frame, self.from_frame)
+        """The transform from ``to_frame`` back to ``from_frame``.
+
+        Always a general 4x4 inverse, as PLUS's transform repository computes it: tracker
+        matrices are written with 6 significant digits and are orthonormal only to ~1e-6, so
+        transposing the rotation would move far points by ~1e-4 mm and change the voxel
+        choices of a reconstruction compared with PLUS.
+        """
+        return Transform(np.linalg.inv(self.matrix), self.to_frame, self.from_frame)
 
     def apply_to_points(self, points: np.ndarray | Iterable[float]) -> np.ndarray:
         """Map positions (w = 1) from ``from_frame`` to ``to_frame``.
