@@ -47,3 +47,12 @@ def test_read_modes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="write modes only"):
         with atomic_open(tmp_path / "x", "r"):
             pass
+
+
+def test_saved_files_get_umask_permissions_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "plan.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "plan.json").stat().st_mode & 0o777 == 0o644

@@ -26,6 +26,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; saved files get normal permissions
         if "b" in mode:
             fh = os.fdopen(fd, "wb")
         else:
@@ -52,6 +53,13 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     """Write ``text`` to ``path`` atomically."""
     with atomic_open(path, "w", encoding=encoding) as fh:
         fh.write(text)
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
