@@ -54,3 +54,7 @@ class CaseBundleError(WorkbenchError):
 
 class ReconstructionError(WorkbenchError):
     """A tracked sweep cannot be reconstructed into a volume as asked."""
+
+
+class PhantomError(WorkbenchError):
+    """Parameters of the synthetic phantom, MRI, ultrasound simulation or sweeps are invalid."""

@@ -1,0 +1,134 @@
+"""Tissue classes of the phantom label map and their physical properties.
+
+One table, shared by the anatomy builder, the MRI synthesiser and the ultrasound simulator, so a
+structure added to the anatomy is imaged consistently by both modalities.
+
+Sources for the property values
+-------------------------------
+- Acoustic impedance, speed of sound and attenuation: Duck FA, *Physical Properties of Tissue*
+  (Academic Press, 1990), tables 4.1-4.20; Szabo TL, *Diagnostic Ultrasound Imaging*, 2nd ed.
+  (2014), appendix B. Attenuation is in dB/(cm MHz).
+- T2-weighted signal (relative, 0..1, at TE ~ 100 ms as in 3D SPACE/CUBE/VISTA): CSF, fat and
+  the disc nucleus bright; muscle dark; cortical bone and ligament nearly void; marrow
+  intermediate (fatty marrow); Bushberg et al., *The Essential Physics of Medical Imaging*,
+  ch. 12, and T2 relaxation tables in Bojorquez et al., MRI 35 (2017) 69-80.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = ["Label", "TissueProperties", "TISSUE", "BONE_LABELS", "LEVEL_NAMES"]
+
+
+class Label(IntEnum):
+    """Values of the phantom label map (uint8). 0 is air outside the body."""
+
+    AIR = 0
+    SKIN = 1
+    FAT = 2  # subcutaneous fat
+    ERECTOR_SPINAE = 3
+    MULTIFIDUS = 4
+    QUADRATUS_LUMBORUM = 5
+    PSOAS = 6
+    SOFT_TISSUE = 7  # everything else inside the body: viscera, fascia, fill
+    VERTEBRAL_BODY = 8
+    PEDICLE = 9
+    LAMINA = 10
+    SPINOUS_PROCESS = 11
+    TRANSVERSE_PROCESS = 12
+    ARTICULAR_PROCESS = 13  # superior/inferior articular processes (facet joint bone)
+    SACRUM = 14
+    FACET_JOINT = 15  # joint space and cartilage between articular processes
+    DISC_ANNULUS = 16
+    DISC_NUCLEUS = 17
+    LIGAMENT = 18  # ligamentum flavum, interspinous/supraspinous ligaments
+    DURA = 19  # dural sac wall
+    CSF = 20
+    NERVE_ROOT = 21  # exiting nerve roots and the cauda equina
+    DORSAL_ROOT_GANGLION = 22
+    RADICULAR_ARTERY = 23
+    AORTA = 24
+    IVC = 25
+    KIDNEY = 26
+    EPIDURAL_FAT = 27
+
+
+#: Labels that are bone (cortex and marrow are told apart by depth below the bone surface).
+BONE_LABELS = frozenset(
+    {
+        Label.VERTEBRAL_BODY,
+        Label.PEDICLE,
+        Label.LAMINA,
+        Label.SPINOUS_PROCESS,
+        Label.TRANSVERSE_PROCESS,
+        Label.ARTICULAR_PROCESS,
+        Label.SACRUM,
+    }
+)
+
+#: Names of the vertebral levels in the level map (value i -> LEVEL_NAMES[i]; 0 = not a vertebra).
+LEVEL_NAMES = ("", "L1", "L2", "L3", "L4", "L5", "S1")
+
+
+@dataclass(frozen=True)
+class TissueProperties:
+    """What a tissue class looks like to MRI and ultrasound.
+
+    Attributes
+    ----------
+    t2_signal : float
+        Relative T2-weighted signal, 0 (void) .. 1 (CSF).
+    impedance_mrayl : float
+        Acoustic impedance, MRayl (10^6 kg m^-2 s^-1).
+    attenuation_db_cm_mhz : float
+        Attenuation coefficient, dB / (cm MHz).
+    backscatter : float
+        Relative echogenicity of the speckle inside the tissue, 0..1.
+    speed_m_s : float
+        Speed of sound, m/s.
+    """
+
+    t2_signal: float
+    impedance_mrayl: float
+    attenuation_db_cm_mhz: float
+    backscatter: float
+    speed_m_s: float = 1540.0
+
+
+_BONE = TissueProperties(t2_signal=0.05, impedance_mrayl=7.8, attenuation_db_cm_mhz=20.0, backscatter=0.9, speed_m_s=3500.0)
+
+#: Properties of every label. Bone labels share cortical-bone acoustics; the MRI synthesiser
+#: gives bone interiors (marrow) ``MARROW_T2_SIGNAL`` instead of the cortical value.
+TISSUE: dict[Label, TissueProperties] = {
+    Label.AIR: TissueProperties(0.0, 0.0004, 12.0, 0.0, 343.0),
+    Label.SKIN: TissueProperties(0.35, 1.70, 2.5, 0.55, 1600.0),
+    Label.FAT: TissueProperties(0.85, 1.38, 0.6, 0.20, 1450.0),
+    Label.ERECTOR_SPINAE: TissueProperties(0.22, 1.65, 1.1, 0.35, 1580.0),
+    Label.MULTIFIDUS: TissueProperties(0.22, 1.65, 1.1, 0.38, 1580.0),
+    Label.QUADRATUS_LUMBORUM: TissueProperties(0.22, 1.65, 1.1, 0.35, 1580.0),
+    Label.PSOAS: TissueProperties(0.24, 1.65, 1.1, 0.33, 1580.0),
+    Label.SOFT_TISSUE: TissueProperties(0.40, 1.63, 0.7, 0.30, 1560.0),
+    **{label: _BONE for label in BONE_LABELS},
+    Label.FACET_JOINT: TissueProperties(0.55, 1.75, 1.0, 0.25, 1650.0),
+    Label.DISC_ANNULUS: TissueProperties(0.15, 1.75, 1.5, 0.45, 1650.0),
+    Label.DISC_NUCLEUS: TissueProperties(0.80, 1.60, 0.8, 0.15, 1550.0),
+    Label.LIGAMENT: TissueProperties(0.08, 1.80, 1.8, 0.60, 1650.0),
+    Label.DURA: TissueProperties(0.10, 1.70, 1.5, 0.55, 1600.0),
+    Label.CSF: TissueProperties(1.00, 1.50, 0.002, 0.01, 1505.0),
+    Label.NERVE_ROOT: TissueProperties(0.45, 1.65, 1.0, 0.40, 1600.0),
+    Label.DORSAL_ROOT_GANGLION: TissueProperties(0.55, 1.65, 1.0, 0.30, 1600.0),
+    Label.RADICULAR_ARTERY: TissueProperties(0.05, 1.66, 0.2, 0.02, 1580.0),  # flow void
+    Label.AORTA: TissueProperties(0.05, 1.66, 0.2, 0.02, 1580.0),
+    Label.IVC: TissueProperties(0.30, 1.66, 0.2, 0.03, 1580.0),
+    Label.KIDNEY: TissueProperties(0.55, 1.64, 1.0, 0.30, 1560.0),
+    Label.EPIDURAL_FAT: TissueProperties(0.85, 1.38, 0.6, 0.20, 1450.0),
+}
+
+#: T2 signal of fatty bone marrow (bone interior deeper than the cortex).
+MARROW_T2_SIGNAL = 0.45
+#: Thickness of the cortical shell of vertebrae, mm (lumbar cortex ~ 0.4-1.5 mm; Silva et al. 1994).
+CORTEX_THICKNESS_MM = 1.0
+
+assert set(TISSUE) == set(Label), "every label needs tissue properties"
