@@ -134,11 +134,12 @@ def test_anonymize_command_then_info_on_the_copy(shared_data, tmp_path):
 
 
 def test_info_on_a_case_folder(shared_data, tmp_path, capsys):
-    from workbench.demo import run_demo
     import io
 
-    run_demo(tmp_path / "demo", shared_data=shared_data, stream=io.StringIO())
-    code, info, _ = run_info(tmp_path / "demo" / "case", capsys)
+    from workbench.demo import _public_data_part, _Steps
+
+    _public_data_part(tmp_path, _Steps(io.StringIO()), shared_data)
+    code, info, _ = run_info(tmp_path / "case", capsys)
     assert code == 0 and info["kind"] == "case" and info["sweeps"]["count"] == 1
-    code, info_json, _ = run_info(tmp_path / "demo" / "case" / "case.json", capsys)
+    code, info_json, _ = run_info(tmp_path / "case" / "case.json", capsys)
     assert info_json == info

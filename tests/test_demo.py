@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -13,18 +14,36 @@ from workbench.demo import DEMO_CASE_ID, MRI_SUBDIR, image_corners_px, run_demo
 from workbench.errors import WorkbenchError
 from workbench.io.sequence import read_sequence
 from workbench.io.volume import load_volume
+from workbench.phantom.democase import DemoCaseSpec
+
+SMALL_CASE = DemoCaseSpec(seed=3, sweep_speed_mm_s=90.0, sweeps=("transverse",), posture_change=False)
+
+
+@pytest.fixture()
+def demo_cache(tmp_path_factory, monkeypatch):
+    """A demo-case cache shared by the tests here (the small case is generated once)."""
+    cache = tmp_path_factory.getbasetemp() / "demo-cache"
+    monkeypatch.setenv("WORKBENCH_CACHE", str(cache))
+    return cache
+
 
 IDENTIFYING = ("PatientID", "PatientBirthDate", "InstitutionName", "StudyDate", "StudyInstanceUID", "SeriesInstanceUID")
 
 
-def test_demo_runs_end_to_end_and_keeps_identifiers_out(shared_data, tmp_path):
+def test_demo_runs_end_to_end_and_keeps_identifiers_out(shared_data, tmp_path, demo_cache):
     stream = io.StringIO()
-    summary = run_demo(tmp_path / "demo", shared_data=shared_data, stream=stream)
+    summary = run_demo(tmp_path / "demo", shared_data=shared_data, stream=stream, demo_spec=SMALL_CASE)
     log = stream.getvalue()
-    assert log.count("\n[") + log.startswith("[") == 7, log  # seven numbered steps
+    assert log.count("\n[") + log.startswith("[") == 10, log  # 3 steps on the demo case, 7 on public data
+
+    # the synthetic part: the cached case was opened and its sweep reconstructed
+    assert Path(summary["demo_case"]["case"]).parent == demo_cache
+    volume = load_volume(summary["demo_case"]["sweep_volume"])
+    assert summary["demo_case"]["frames_inserted"] > 20 and min(volume.size) > 10
+    assert summary["demo_case"]["targets"] == 8
 
     case = load_case(tmp_path / "demo" / "case")
-    assert case.case_id == DEMO_CASE_ID == summary["case_id"]
+    assert case.case_id == DEMO_CASE_ID == summary["public_data"]["case_id"]
     assert case.mri.size_px == (256, 256, 35)
     sweep = read_sequence(tmp_path / "demo" / "case" / case.sweeps[0].path)
     assert len(sweep) == 21 and sweep.image_size_px == (820, 616)
@@ -42,6 +61,16 @@ def test_demo_runs_end_to_end_and_keeps_identifiers_out(shared_data, tmp_path):
             data = path.read_bytes()
             for secret in secrets:
                 assert secret.encode() not in data, f"{secret!r} leaked into {path}"
+
+
+def test_demo_without_public_data_runs_the_synthetic_part(tmp_path, demo_cache, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_SHARED_DATA", str(tmp_path / "nowhere"))
+    stream = io.StringIO()
+    summary = run_demo(tmp_path / "demo", stream=stream, demo_spec=SMALL_CASE)
+    assert set(summary) == {"demo_case"}
+    assert "Public data not found" in stream.getvalue()
+    with pytest.raises(WorkbenchError, match="shared demo data not found"):
+        run_demo(tmp_path / "demo", shared_data=tmp_path / "nowhere", stream=io.StringIO(), demo_spec=SMALL_CASE)
 
 
 def test_demo_refuses_a_folder_it_did_not_make(shared_data, tmp_path):

@@ -14,7 +14,9 @@ Sub-commands
     Reconstruct a tracked sweep into a volume as PLUS's VolumeReconstructor does.
 ``workbench compare A B``
     Compare two volumes voxel by voxel (JSON).
-``workbench bench reconstruct [--json]``
+``workbench demo-case --out DIR [--seed N] [--bmi 32] [--protocol seed-3d-space]``
+    Generate the synthetic lumbar demo case with ground truth.
+``workbench bench reconstruct|demo-case [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 
 Every sub-command imports what it needs when it runs, so ``workbench --help`` is fast.
@@ -26,6 +28,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -175,6 +178,46 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_demo_case(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from workbench.case import describe_case
+    from workbench.phantom.democase import DEFAULT_DEMO_CASE, generate_demo_case
+
+    overrides = {
+        "seed": args.seed,
+        "bmi": args.bmi,
+        "age_years": args.age,
+        "protocol": args.protocol,
+        "sweeps": tuple(args.sweeps) if args.sweeps else None,
+        "posture_change": False if args.no_posture_change else None,
+    }
+    spec = dataclasses.replace(DEFAULT_DEMO_CASE, **{k: v for k, v in overrides.items() if v is not None})
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    folder = generate_demo_case(args.out, spec, progress=progress)
+    json.dump(describe_case(folder), sys.stdout)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def _cmd_bench_demo_case(args: argparse.Namespace) -> int:
+    from workbench.phantom.bench import run_demo_case_benchmark
+
+    report = run_demo_case_benchmark()
+    if args.json:
+        json.dump(report, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for stage in report["stages"]:
+            print(f"{stage['seconds']:8.2f} s  {stage['stage']}")
+        print(f"{report['seconds']:8.2f} s  total (target {report['target_seconds']} s)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
@@ -199,6 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark; prints figures (or JSON with --json)")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     register_reconstruction(sub, bench_sub)
+    p = bench_sub.add_parser("demo-case", help="generate the default demo case in a temporary folder, timing each stage")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.set_defaults(func=_cmd_bench_demo_case)
+
+    p = sub.add_parser(
+        "demo-case", help="generate a synthetic lumbar case: MRI DICOM, tracked sweeps, landmarks, targets, ground truth"
+    )
+    p.add_argument("--out", required=True, help="new or empty folder for the case bundle")
+    p.add_argument("--seed", type=int, default=None, help="makes the case reproducible (default 7)")
+    p.add_argument("--bmi", type=float, default=None, help="body-mass index, kg/m^2 (default 28)")
+    p.add_argument("--age", type=float, default=None, help="age in years (default 55)")
+    p.add_argument("--protocol", default=None, help="MRI protocol: seed-3d-space (default) or isotropic-1mm")
+    p.add_argument("--sweeps", nargs="+", default=None, help="sweep presets (default: paramedian-sagittal-left, transverse)")
+    p.add_argument("--no-posture-change", action="store_true", help="same vertebra poses at MRI and procedure")
+    p.set_defaults(func=_cmd_demo_case)
 
     p = sub.add_parser("demo", help="run the headless pipeline on the demo data and report what it did")
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")

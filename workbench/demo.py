@@ -1,19 +1,27 @@
 """The headless demo pipeline behind ``make demo`` / ``workbench demo``.
 
-Until the built-in phantom case and the notebooks exist, the demo runs the workbench's
-foundation on the public data in ``../shared/data`` and says what it did at every step:
+Until the notebooks exist, the demo runs the workbench headless and says what it did at every
+step. First on the built-in synthetic case (``workbench.phantom.democase``, generated on first
+use and cached):
 
-1. list the DICOM series of the MRI folder and de-identify it into the output folder;
-2. load the de-identified series (LPS geometry, warnings, a pixel digest that survives
+1. open the demo case bundle, load its MRI from the DICOM series it was written as;
+2. read the first tracked sweep and its PLUS device set, and reconstruct it into a volume
+   in the Reference frame as PLUS would.
+
+Then, where the public data of ``../shared/data`` is present:
+
+3. list the DICOM series of the MRI folder and de-identify it into the output folder;
+4. load the de-identified series (LPS geometry, warnings, a pixel digest that survives
    de-identification);
-3. read the PLUS device set (``ImageToProbe`` calibration) and the tracked sweep;
-4. compute every frame's ``ImageToReference`` through the transform repository and the extent
+5. read the PLUS device set (``ImageToProbe`` calibration) and the tracked sweep;
+6. compute every frame's ``ImageToReference`` through the transform repository and the extent
    of the swept image corners in the Reference frame;
-5. write a case bundle holding the MRI volume, the sweep and the calibration, and load it back.
+7. write a case bundle holding the MRI volume, the sweep and the calibration, and load it back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -27,6 +35,9 @@ from workbench.errors import WorkbenchError
 from workbench.frames import Transform
 
 DEMO_CASE_ID = "DEMO-SPINE-PHANTOM"
+#: Voxel size of the demo's sweep reconstruction, mm (the device set asks for 0.5 mm; 1 mm keeps
+#: the demo quick and is still finer than the MRI's 2.3 mm pixels).
+DEMO_VOLUME_SPACING_MM = 1.0
 MRI_SUBDIR = Path("mri-dicom-dcm_qa_decubitus") / "HFS"
 SWEEP_FILE = Path("plus-spine-phantom-freehand") / "SpinePhantomFreehand.igs.mha"
 DEVICE_SET_FILE = Path("plus-spine-phantom-freehand") / "PlusDeviceSet_VolumeReconstructionOnly_SpinePhantom_NN_MEAN.xml"
@@ -99,17 +110,85 @@ def _fresh_demo_folder(out_dir: Path) -> Path:
     return out_dir
 
 
-def run_demo(out_dir: Path, shared_data: Path | None = None, stream: TextIO = sys.stdout) -> dict:
-    """Run the headless pipeline; returns the summary it prints last.
+def run_demo(
+    out_dir: Path,
+    shared_data: Path | None = None,
+    stream: TextIO = sys.stdout,
+    demo_spec=None,
+) -> dict:
+    """Run the headless pipeline; returns a summary of both parts.
 
     Parameters
     ----------
     out_dir : Path
-        Folder for the de-identified MRI and the case bundle. Created; output of an earlier
-        demo run in it is replaced, any other non-empty folder is refused.
+        Folder for the reconstructed volume, the de-identified MRI and the case bundle. Created;
+        output of an earlier demo run in it is replaced, any other non-empty folder is refused.
     shared_data : Path, optional
-        Folder of the shared public data (default :func:`default_shared_data`).
+        Folder of the shared public data. Default :func:`default_shared_data`, skipped with a
+        note when absent; a folder given explicitly must exist.
+    demo_spec : workbench.phantom.democase.DemoCaseSpec, optional
+        Which synthetic case to open (default: the built-in one).
     """
+    from workbench.phantom.democase import DEFAULT_DEMO_CASE
+
+    if shared_data is not None and not Path(shared_data).is_dir():
+        raise WorkbenchError("shared demo data not found (set WORKBENCH_SHARED_DATA or --shared-data)", shared_data)
+    out_dir = _fresh_demo_folder(Path(out_dir))
+    steps = _Steps(stream)
+    summary = {"demo_case": _demo_case_part(out_dir, steps, demo_spec or DEFAULT_DEMO_CASE)}
+    shared_data = Path(shared_data) if shared_data is not None else default_shared_data()
+    if not shared_data.is_dir():
+        steps.say(f"Public data not found at {shared_data}: skipped the PLUS/DICOM part")
+        return summary
+    summary["public_data"] = _public_data_part(out_dir, steps, shared_data)
+    return summary
+
+
+def _demo_case_part(out_dir: Path, steps: "_Steps", spec) -> dict:
+    """Open the synthetic demo case, load its DICOM MRI, reconstruct its first sweep."""
+    from workbench.case import load_case
+    from workbench.io.dicom import load_dicom_series
+    from workbench.io.plus_config import read_device_set
+    from workbench.io.sequence import read_sequence
+    from workbench.phantom.democase import default_demo_case
+    from workbench.reconstruction.reconstruct import reconstruct_volume
+
+    case_dir = default_demo_case(spec, progress=steps.detail)
+    case = load_case(case_dir)
+    steps.say(f"Opened the built-in demo case {case.case_id} at {case_dir}")
+    steps.detail(case.title)
+    steps.detail(f"{len(case.landmarks)} landmarks, {len(case.targets)} targets, {len(case.sweeps)} tracked sweeps")
+
+    dicom = next(a for a in case.attachments if a.role == "mri_dicom")
+    mri = load_dicom_series(case_dir / dicom.path)
+    steps.say(f"Loaded the MRI from its DICOM series ({mri.metadata.get('patient_position')}, {len(mri.warnings)} warnings)")
+    steps.detail(f"size {list(mri.size)}, spacing {np.round(mri.spacing_mm, 3).tolist()} mm")
+
+    sweep = case.sweeps[0]
+    sequence = read_sequence(case_dir / sweep.path)
+    device_set = read_device_set(case_dir / sweep.device_set.path)
+    config = dataclasses.replace(device_set.volume_reconstruction, output_spacing_mm=(DEMO_VOLUME_SPACING_MM,) * 3)
+    result = reconstruct_volume(sequence, device_set.image_to_probe(), config)
+    volume_path = result.write(out_dir / "demo_sweep_volume.mha")
+    covered = float(result.covered.mean())
+    steps.say(f"Reconstructed {Path(sweep.path).name} in the Reference frame as PLUS would, at {DEMO_VOLUME_SPACING_MM:g} mm")
+    steps.detail(
+        f"{result.frames_inserted} frames in, {result.frames_skipped} skipped (INVALID); "
+        f"{list(result.grid.size_px)} voxels of {result.grid.spacing_mm[0]:g} mm, {covered:.0%} hit by a frame"
+    )
+    steps.detail(f"written to {volume_path}")
+    return {
+        "case": str(case_dir),
+        "landmarks": len(case.landmarks),
+        "targets": len(case.targets),
+        "sweep_volume": str(volume_path),
+        "frames_inserted": result.frames_inserted,
+        "frames_skipped": result.frames_skipped,
+    }
+
+
+def _public_data_part(out_dir: Path, steps: "_Steps", shared_data: Path) -> dict:
+    """The foundation on real public data: DICOM de-identification, PLUS sweep, a case bundle."""
     from workbench.anonymize import anonymize_folder
     from workbench.case import Case, MriRef, SweepRef, add_file, describe_case, load_case, save_case
     from workbench.io.dicom import list_series, load_dicom_series
@@ -117,13 +196,10 @@ def run_demo(out_dir: Path, shared_data: Path | None = None, stream: TextIO = sy
     from workbench.io.sequence import read_sequence, write_sequence
     from workbench.io.volume import save_volume
 
-    shared_data = Path(shared_data) if shared_data else default_shared_data()
     if not shared_data.is_dir():
         raise WorkbenchError("shared demo data not found (set WORKBENCH_SHARED_DATA or --shared-data)", shared_data)
-    out_dir = _fresh_demo_folder(Path(out_dir))
     case_dir = out_dir / "case"
     staging_dir = out_dir / "staging"
-    steps = _Steps(stream)
 
     mri_dir = shared_data / MRI_SUBDIR
     series = list_series(mri_dir)
