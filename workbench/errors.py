@@ -58,3 +58,11 @@ class ReconstructionError(WorkbenchError):
 
 class PhantomError(WorkbenchError):
     """Parameters of the synthetic phantom, MRI, ultrasound simulation or sweeps are invalid."""
+
+
+class RegistrationError(WorkbenchError):
+    """Registration inputs cannot give a transform: too few or collinear landmarks, bad weights, NaN points."""
+
+
+class PlanError(WorkbenchError):
+    """A puncture plan (plan.json, imported markups, an exported transform) is malformed or unsafe to write."""
