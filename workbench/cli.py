@@ -16,6 +16,8 @@ Sub-commands
     Compare two volumes voxel by voxel (JSON).
 ``workbench demo-case --out DIR [--seed N] [--bmi 32] [--protocol seed-3d-space]``
     Generate the synthetic lumbar demo case with ground truth.
+``workbench plan CASE_DIR --out OUT_DIR`` / ``workbench plan --check plan.json``
+    Build and export puncture plans (JSON, Slicer markups, ITK transform, CSV, HTML report).
 ``workbench bench reconstruct|demo-case [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 
@@ -238,11 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case-id", default=None, help="pseudonymous case id written as PatientName/PatientID")
     p.set_defaults(func=_cmd_anonymize)
 
+    from workbench.planning.cli import register as register_plan
     from workbench.reconstruction.cli import register as register_reconstruction
 
     bench = sub.add_parser("bench", help="run a benchmark; prints figures (or JSON with --json)")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     register_reconstruction(sub, bench_sub)
+    register_plan(sub)
     p = bench_sub.add_parser("demo-case", help="generate the default demo case in a temporary folder, timing each stage")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=_cmd_bench_demo_case)

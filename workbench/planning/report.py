@@ -1,0 +1,253 @@
+"""A self-contained, printable HTML report of a plan (images embedded as base64 PNG).
+
+Per trajectory: the fused ultrasound/MRI view at 50 % blend in the plane of the needle (skin at
+the top, as on ultrasound) with the target and the path drawn, the same plane of the MRI alone,
+axial, coronal and sagittal MRI slices through the target (radiological view), the numbers and
+the safety status. Images are resampled from volumes in the ``Mri`` frame (LPS mm); see
+docs/frames.md and docs/planning.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from scipy import ndimage
+
+from workbench._atomic import atomic_write_text
+from workbench.planning.model import Plan, Trajectory
+from workbench.planning.safety import SafetyReport
+
+__all__ = ["VolumeSampler", "encode_png", "render_report", "write_report"]
+
+#: Half the side of every view, mm, and its pixel size, mm.
+VIEW_HALF_SIZE_MM = 60.0
+VIEW_PIXEL_MM = 0.5
+_PATH_COLOUR = np.array([0, 220, 255], dtype=float)
+_TARGET_COLOUR = np.array([255, 40, 40], dtype=float)
+_US_COLOUR = np.array([255, 190, 60], dtype=float)
+# (title, column direction, row direction) in LPS: radiological views, anterior / superior at the top.
+_ORTHOGONAL_VIEWS = (
+    ("Axial MRI through the target", (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    ("Coronal MRI through the target", (1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+    ("Sagittal MRI through the target", (0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
+)
+
+
+@dataclass(frozen=True)
+class VolumeSampler:
+    """A scalar volume in the ``Mri`` frame for resampling planes.
+
+    Attributes
+    ----------
+    voxels : (K, J, I) float array
+        Indexed [k, j, i].
+    index_to_lps : (4, 4) float array
+        Voxel index (i, j, k) to LPS mm.
+    """
+
+    voxels: np.ndarray
+    index_to_lps: np.ndarray
+
+    @classmethod
+    def from_volume(cls, volume) -> "VolumeSampler":
+        """From a :class:`~workbench.io.volume.LoadedVolume`."""
+        import SimpleITK as sitk
+
+        return cls(sitk.GetArrayFromImage(volume.image).astype(np.float32), volume.index_to_lps_matrix)
+
+    @classmethod
+    def from_reconstruction(cls, result) -> "VolumeSampler":
+        """From a :class:`~workbench.reconstruction.reconstruct.ReconstructionResult` built in the ``Mri`` frame."""
+        matrix = np.diag([*result.grid.spacing_mm, 1.0])
+        matrix[:3, 3] = result.grid.origin_mm
+        return cls(result.volume.astype(np.float32), matrix)
+
+    def plane(self, centre_lps: np.ndarray, columns_lps: np.ndarray, rows_lps: np.ndarray) -> np.ndarray:
+        """Resample the square plane around ``centre_lps`` spanned by unit ``columns_lps``/``rows_lps``.
+
+        Returns a (N, N) float array (N = 2 * VIEW_HALF_SIZE_MM / VIEW_PIXEL_MM), NaN outside the volume.
+        """
+        offsets = np.arange(-VIEW_HALF_SIZE_MM, VIEW_HALF_SIZE_MM, VIEW_PIXEL_MM)
+        rows, cols = np.meshgrid(offsets, offsets, indexing="ij")
+        points = centre_lps + cols[..., None] * columns_lps + rows[..., None] * rows_lps
+        ijk = (points.reshape(-1, 3) - self.index_to_lps[:3, 3]) @ np.linalg.inv(self.index_to_lps[:3, :3]).T
+        values = ndimage.map_coordinates(self.voxels, ijk[:, ::-1].T, order=1, mode="constant", cval=np.nan)
+        return values.reshape(rows.shape)
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 array to PNG bytes (8-bit RGB, no interlace)."""
+    height, width, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[row].tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def _normalised(values: np.ndarray) -> np.ndarray:
+    """Window to the 1st-99.5th percentile of the finite values; NaN -> 0. Returns 0..1."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros_like(values)
+    low, high = np.percentile(finite, [1.0, 99.5])
+    return np.nan_to_num(np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0))
+
+
+def _to_pixel(points_lps: np.ndarray, centre, columns, rows) -> np.ndarray:
+    """(N, 2) (row, column) pixel positions of LPS points projected onto a view."""
+    relative = np.atleast_2d(points_lps) - centre
+    return np.stack([relative @ rows, relative @ columns], axis=1) / VIEW_PIXEL_MM + VIEW_HALF_SIZE_MM / VIEW_PIXEL_MM
+
+
+def _draw(rgb: np.ndarray, trajectory: Trajectory, centre, columns, rows) -> None:
+    """Draw the path (entry to target) and a ring around the target onto ``rgb`` in place."""
+    entry, target = np.array(trajectory.entry_lps_mm), np.array(trajectory.target_lps_mm)
+    steps = np.linspace(0.0, 1.0, int(trajectory.insertion_depth_mm / VIEW_PIXEL_MM * 2) + 2)
+    path = _to_pixel(entry + np.outer(steps, target - entry), centre, columns, rows)
+    angles = np.linspace(0.0, 2 * np.pi, 64)
+    ring = _to_pixel(target, centre, columns, rows) + 8.0 * np.stack([np.sin(angles), np.cos(angles)], axis=1)
+    for pixels, colour in ((path, _PATH_COLOUR), (ring, _TARGET_COLOUR)):
+        rc = np.rint(pixels).astype(int)
+        inside = np.all((rc >= 0) & (rc < rgb.shape[:2]), axis=1)
+        rgb[rc[inside, 0], rc[inside, 1]] = colour
+
+
+def _image(mri: np.ndarray, us: np.ndarray | None, trajectory, centre, columns, rows) -> bytes:
+    grey = _normalised(mri)[..., None] * 255.0
+    rgb = np.repeat(grey, 3, axis=2)
+    if us is not None:
+        covered = np.isfinite(us) & (np.nan_to_num(us) > 0)
+        blend = 0.5 * grey + 0.5 * _normalised(us)[..., None] * _US_COLOUR
+        rgb = np.where(covered[..., None], blend, rgb)
+    _draw(rgb, trajectory, centre, columns, rows)
+    return encode_png(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def _needle_plane(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+    """Columns and rows of the in-plane view: rows along the needle (skin at the top), columns toward superior."""
+    rows = trajectory.direction_lps
+    towards = np.array([0.0, 0.0, 1.0]) if abs(rows[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    columns = towards - (towards @ rows) * rows
+    return columns / np.linalg.norm(columns), rows
+
+
+def _figure(title: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(title)}</figcaption></figure>'
+
+
+def _number_rows(plan: Plan, trajectory: Trajectory) -> list[tuple[str, str]]:
+    g = plan.geometry(trajectory)
+    rows = [
+        ("Target", f"{trajectory.structure} — LPS ({', '.join(f'{v:.1f}' for v in trajectory.target_lps_mm)}) mm"),
+        ("Skin entry", f"LPS ({', '.join(f'{v:.1f}' for v in trajectory.entry_lps_mm)}) mm"),
+        ("Needle", trajectory.needle.label),
+        ("Insertion depth", f"{g.insertion_depth_mm:.1f} mm"),
+        ("Needle left outside the skin", f"{g.remaining_needle_mm:.1f} mm"),
+        ("Angle to axial / sagittal / coronal plane", f"{g.angle_to_axial_deg:.1f}° / {g.angle_to_sagittal_deg:.1f}° / {g.angle_to_coronal_deg:.1f}°"),
+        ("Angle to skin normal", "—" if g.angle_to_skin_normal_deg is None else f"{g.angle_to_skin_normal_deg:.1f}°"),
+        ("Injectate", f"{trajectory.injectate_ml:g} mL {trajectory.drugs}".strip()),
+        ("Approach", trajectory.approach or "—"),
+    ]
+    if g.angle_to_reference_planes_deg is not None:
+        angles = g.angle_to_reference_planes_deg
+        rows.append(("Entry in Reference", f"({', '.join(f'{v:.1f}' for v in g.entry_reference_mm)}) mm"))
+        rows.append(("Angle to Reference xy / yz / xz plane", f"{angles['xy']:.1f}° / {angles['yz']:.1f}° / {angles['xz']:.1f}°"))
+    return rows
+
+
+def _safety_html(safety: SafetyReport | None) -> str:
+    if safety is None:
+        return '<p class="status">Safety: not checked (no label map)</p>'
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in safety.reasons) or "<li>no finding</li>"
+    clearances = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{'&gt; search distance' if v is None else f'{v:.1f} mm'}</td></tr>"
+        for name, v in safety.clearance_mm.items()
+    )
+    return (
+        f'<p class="status {safety.status}">Safety: {safety.status.upper()}</p><ul>{reasons}</ul>'
+        f"<table><tr><th>Structure</th><th>Clearance</th></tr>{clearances}</table>"
+    )
+
+
+def _trajectory_section(plan, trajectory, mri: VolumeSampler, us: VolumeSampler | None, safety) -> str:
+    target = np.array(trajectory.target_lps_mm)
+    midpoint = (target + np.array(trajectory.entry_lps_mm)) / 2.0
+    columns, rows = _needle_plane(trajectory)
+    mri_plane = mri.plane(midpoint, columns, rows)
+    us_plane = None if us is None else us.plane(midpoint, columns, rows)
+    fused_title = "Fused US/MRI, 50 % blend, needle plane" if us is not None else "Needle plane (no ultrasound volume to fuse)"
+    figures = [
+        _figure(fused_title, _image(mri_plane, us_plane, trajectory, midpoint, columns, rows)),
+        _figure("MRI alone, needle plane", _image(mri_plane, None, trajectory, midpoint, columns, rows)),
+    ]
+    for title, cols, rws in _ORTHOGONAL_VIEWS:
+        c, r = np.array(cols), np.array(rws)
+        figures.append(_figure(title, _image(mri.plane(target, c, r), None, trajectory, target, c, r)))
+    numbers = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _number_rows(plan, trajectory))
+    return (
+        f'<section class="trajectory"><h2>{html.escape(trajectory.name)}</h2>'
+        f'<table class="numbers">{numbers}</table>{_safety_html(safety)}'
+        f'<div class="figures">{"".join(figures)}</div></section>'
+    )
+
+
+_CSS = """
+body { font-family: sans-serif; margin: 1.5em; color: #111; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { border: 1px solid #999; padding: 2px 6px; text-align: left; font-size: 10pt; }
+.figures { display: flex; flex-wrap: wrap; gap: 8px; }
+figure { margin: 0; width: 240px; }
+figure img { width: 240px; height: 240px; image-rendering: auto; }
+figcaption { font-size: 9pt; }
+.status { font-weight: bold; font-size: 12pt; }
+.ok { color: #0a6b16; } .warning { color: #a86400; } .blocked { color: #b00000; }
+@media print { section.trajectory { page-break-after: always; } body { margin: 0; } }
+"""
+
+
+def render_report(
+    plan: Plan,
+    mri: VolumeSampler,
+    us: VolumeSampler | None = None,
+    safety: Mapping[str, SafetyReport] | None = None,
+) -> str:
+    """The HTML text of the report (one section per trajectory)."""
+    p = plan.provenance
+    registration = plan.registration
+    reg_text = "none" if registration is None else (
+        f"{registration.method}; FRE {registration.fre_mm if registration.fre_mm is not None else '—'} mm; "
+        f"TRE {registration.tre_mm if registration.tre_mm is not None else '—'} mm"
+    )
+    header = (
+        f"<h1>Puncture plan {html.escape(plan.plan_id)}</h1><p>{html.escape(plan.title)}</p>"
+        f"<table><tr><th>Author</th><td>{html.escape(p.author) or '—'}</td></tr>"
+        f"<tr><th>Created (UTC)</th><td>{html.escape(p.created_utc)}</td></tr>"
+        f"<tr><th>Software</th><td>{html.escape(p.software)}</td></tr>"
+        f"<tr><th>MRI digest</th><td>{html.escape(p.mri_digest or '—')}</td></tr>"
+        f"<tr><th>Registration</th><td>{html.escape(reg_text)}</td></tr></table>"
+        "<p>Views: radiological (patient left on the image right); needle-plane views have the skin at the top. "
+        "Cyan: needle path; red ring: target.</p>"
+    )
+    sections = "".join(_trajectory_section(plan, t, mri, us, (safety or {}).get(t.name)) for t in plan.trajectories)
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Plan {html.escape(plan.plan_id)}</title>'
+        f"<style>{_CSS}</style></head><body>{header}{sections}</body></html>\n"
+    )
+
+
+def write_report(path: str | Path, plan: Plan, mri: VolumeSampler, us: VolumeSampler | None = None, safety=None) -> Path:
+    """Write :func:`render_report` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    atomic_write_text(path, render_report(plan, mri, us, safety))
+    return path
