@@ -18,7 +18,7 @@ Sub-commands
     Generate the synthetic lumbar demo case with ground truth.
 ``workbench plan CASE_DIR --out OUT_DIR`` / ``workbench plan --check plan.json``
     Build and export puncture plans (JSON, Slicer markups, ITK transform, CSV, HTML report).
-``workbench bench reconstruct|demo-case [--json]``
+``workbench bench reconstruct|demo-case|registration [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 
 Every sub-command imports what it needs when it runs, so ``workbench --help`` is fast.
@@ -242,10 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from workbench.planning.cli import register as register_plan
     from workbench.reconstruction.cli import register as register_reconstruction
+    from workbench.registration.bench import register_bench as register_registration_bench
 
     bench = sub.add_parser("bench", help="run a benchmark; prints figures (or JSON with --json)")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     register_reconstruction(sub, bench_sub)
+    register_registration_bench(bench_sub)
     register_plan(sub)
     p = bench_sub.add_parser("demo-case", help="generate the default demo case in a temporary folder, timing each stage")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")

@@ -1,0 +1,364 @@
+"""Accuracy benchmark of the automatic registrations on simulated cases.
+
+``workbench bench registration --cases N --trials M --json``: N simulated cases (phantom seeds
+and habitus BMI 22-35, a left and a right paramedian sweep each, reconstructed in
+``Reference``, the simulator's default tracker noise), M random initial misalignments per case
+(translation uniform up to 20 mm and rotation uniform up to 15 deg, random directions, about the
+centroid of the targets), every method run from each. TRE is the distance between each
+nerve-root target (``Phantom.targets_lps``) mapped through the estimated and through the true
+``ReferenceToMri``; a trial's TRE is the mean over the targets, a success is a trial TRE
+< 3 mm. Frames: see docs/frames.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from workbench.errors import RegistrationError, WorkbenchError
+from workbench.frames import Transform
+from workbench.registration.params import IcpParameters, Lc2Parameters, MattesParameters
+from workbench.registration.result import RegistrationResult
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "METHODS",
+    "RegistrationCase",
+    "random_misalignment",
+    "register_bench",
+    "run_registration_benchmark",
+    "simulate_registration_case",
+]
+
+#: A trial succeeds when its TRE is below this, mm.
+SUCCESS_TRE_MM = 3.0
+#: Initial-offset bins of the report (translation magnitude, mm).
+OFFSET_BINS_MM = {"0-10": (0.0, 10.0), "10-20": (10.0, 20.0)}
+
+
+@dataclass(eq=False)
+class RegistrationCase:
+    """A simulated case prepared for every method.
+
+    Attributes
+    ----------
+    mri : SimpleITK.Image
+        T2 MRI, LPS mm (``Mri``).
+    us_volume : SimpleITK.Image
+        Reconstructed US volume in ``Reference`` mm.
+    us_mask : (nz, ny, nx) bool array
+        Voxels the sweeps covered.
+    us_points_reference : (N, 3) float array, mm
+        Bone surface points found in the frames (``Reference``).
+    mri_points : (M, 3) float array, mm
+        Posterior bone surface of the label map (``Mri``).
+    reference_to_mri : Transform
+        Ground truth ``ReferenceToMri``.
+    targets_mri : (K, 3) float array, mm
+        Nerve-root targets in ``Mri`` (MRI-time posture).
+    description : dict
+        Seed, BMI and preparation time, s.
+    """
+
+    mri: object
+    us_volume: object
+    us_mask: np.ndarray
+    us_points_reference: np.ndarray
+    mri_points: np.ndarray
+    reference_to_mri: Transform
+    targets_mri: np.ndarray
+    description: dict
+
+
+def simulate_registration_case(
+    seed: int = 0,
+    bmi: float = 25.0,
+    *,
+    phantom_spacing_mm: float = 1.0,
+    volume_spacing_mm: float = 1.0,
+    sweep_speed_mm_s: float = 80.0,
+) -> RegistrationCase:
+    """Simulate a case: phantom, MRI, a left and a right paramedian sweep, reconstruction, bone points."""
+    from workbench.phantom.anatomy import SpineParameters, build_phantom
+    from workbench.phantom.mri import synthesize_t2
+    from workbench.phantom.sweep import SweepSpec, default_reference_to_mri, default_tracker_to_mri, simulate_sweep
+    from workbench.registration.surface import mri_bone_points, us_bone_points
+
+    start = time.perf_counter()
+    phantom = build_phantom(SpineParameters(seed=seed, bmi=bmi, spacing_mm=phantom_spacing_mm))
+    mri = synthesize_t2(phantom, seed=seed)
+    reference_to_mri = default_reference_to_mri(phantom, z_mm=float(phantom.vertebra_centres_lps["S1"][2]) - 15.0)
+    tracker_to_mri = default_tracker_to_mri(phantom, z_mm=float(phantom.vertebra_centres_lps["L3"][2]))
+    sweeps = [
+        simulate_sweep(
+            phantom,
+            SweepSpec.between_levels(
+                phantom, "S1", "L2", side=side, speed_mm_s=sweep_speed_mm_s, seed=seed * 10 + index
+            ),
+            reference_to_mri=reference_to_mri,
+            tracker_to_mri=tracker_to_mri,
+            muscle_fat_fraction=phantom.muscle_fat_fraction,
+        )
+        for index, side in enumerate(("left", "right"))
+    ]
+    sequence = _concatenated([sweep.sequence for sweep in sweeps])
+    probe = sweeps[0].probe
+    reconstruction = _reconstruct(sequence, probe, volume_spacing_mm)
+    return RegistrationCase(
+        mri=mri,
+        us_volume=reconstruction.to_sitk(),
+        us_mask=reconstruction.covered,
+        us_points_reference=us_bone_points(sequence, probe.image_to_probe()),
+        mri_points=mri_bone_points(phantom.labels),
+        reference_to_mri=reference_to_mri,
+        targets_mri=np.array(list(phantom.targets_lps.values())),
+        description={"seed": seed, "bmi": bmi, "preparation_s": round(time.perf_counter() - start, 2)},
+    )
+
+
+def _concatenated(sequences):
+    """One tracked sequence holding the frames of several, one after the other (timestamps shifted)."""
+    from workbench.io.sequence import TrackedSequence
+
+    timestamps, offset_s = [], 0.0
+    for sequence in sequences:
+        timestamps.append(sequence.timestamps_s + offset_s)
+        offset_s = timestamps[-1][-1] + 1.0
+    names = sequences[0].transforms
+    return TrackedSequence(
+        images=np.concatenate([s.images for s in sequences]),
+        timestamps_s=np.concatenate(timestamps),
+        transforms={name: np.concatenate([s.transforms[name] for s in sequences]) for name in names},
+        transform_status={name: np.concatenate([s.status_of(name) for s in sequences]) for name in names},
+        header=dict(sequences[0].header),
+        image_orientation=sequences[0].image_orientation,
+    )
+
+
+def _reconstruct(sequence, probe, spacing_mm: float):
+    from workbench.io.plus_config import VolumeReconstructionConfig
+    from workbench.reconstruction.reconstruct import reconstruct_volume
+
+    (origin_x, origin_y), (size_x, size_y) = probe.clip_rectangle
+    config = VolumeReconstructionConfig(
+        output_spacing_mm=(spacing_mm,) * 3,
+        clip_rectangle_origin_px=(origin_x, origin_y),
+        clip_rectangle_size_px=(size_x, size_y),
+        fan_angles_deg=probe.fan_angles_deg,
+        fan_origin_px=probe.fan_origin_px,
+        fan_radius_start_px=probe.fan_radius_start_px,
+        fan_radius_stop_px=probe.fan_radius_stop_px,
+        interpolation="LINEAR",
+    )
+    return reconstruct_volume(sequence, probe.image_to_probe(), config)
+
+
+def random_misalignment(
+    rng: np.random.Generator, centre_mm, max_translation_mm: float = 20.0, max_rotation_deg: float = 15.0
+) -> tuple[np.ndarray, float, float]:
+    """A random rigid motion: translation and rotation angle uniform up to the maxima, random directions.
+
+    Returns
+    -------
+    matrix : (4, 4) float array
+        The motion (rotation about ``centre_mm`` (3,) mm, then the translation).
+    translation_mm, rotation_deg : float
+        Its magnitudes.
+    """
+    from workbench.registration.intensity import rigid_offset
+
+    translation_mm = rng.uniform(0.0, max_translation_mm)
+    rotation_deg = rng.uniform(0.0, max_rotation_deg)
+    axis, direction = (vector / np.linalg.norm(vector) for vector in rng.normal(size=(2, 3)))
+    return rigid_offset(np.r_[rotation_deg * axis, translation_mm * direction], centre_mm), translation_mm, rotation_deg
+
+
+# -- methods -------------------------------------------------------------------------------------
+
+
+def _icp(case: RegistrationCase, initial: Transform) -> RegistrationResult:
+    from workbench.registration.surface import register_icp
+
+    return register_icp(case.us_points_reference, case.mri_points, initial, IcpParameters())
+
+
+def _lc2(case: RegistrationCase, initial: Transform, params: Lc2Parameters = Lc2Parameters()) -> RegistrationResult:
+    from workbench.registration.intensity import register_lc2
+
+    return register_lc2(case.mri, case.us_volume, initial, case.us_mask, params)
+
+
+def _icp_then_lc2(case: RegistrationCase, initial: Transform) -> RegistrationResult:
+    icp = _icp(case, initial)
+    refine = Lc2Parameters(
+        levels_mm=(2.0,), initial_step_mm=1.0, initial_step_deg=1.0, max_translation_mm=5.0, max_rotation_deg=5.0
+    )
+    lc2 = _lc2(case, icp.transform, refine)
+    return lc2.with_updates(method="bone-icp+lc2", run_time_s=icp.run_time_s + lc2.run_time_s)
+
+
+def _mattes(case: RegistrationCase, initial: Transform) -> RegistrationResult:
+    from workbench.registration.intensity import register_mattes
+
+    return register_mattes(case.mri, case.us_volume, initial, case.us_mask, MattesParameters())
+
+
+#: Benchmark methods: name -> run(case, initial ReferenceToMri) -> RegistrationResult.
+METHODS: dict[str, Callable[[RegistrationCase, Transform], RegistrationResult]] = {
+    "bone-icp": _icp,
+    "lc2": _lc2,
+    "bone-icp+lc2": _icp_then_lc2,
+    "mattes-mi": _mattes,
+}
+#: What the benchmark runs unless told otherwise ("bone-icp+lc2" doubles the run time and, on the
+#: simulated cases, makes the ICP result worse; see docs/registration.md).
+DEFAULT_METHODS = ("bone-icp", "lc2", "mattes-mi")
+
+
+def run_registration_benchmark(
+    cases: int = 3,
+    trials: int = 5,
+    seed: int = 0,
+    methods=DEFAULT_METHODS,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Run every method from random misalignments on simulated cases and summarise TRE and time.
+
+    Parameters
+    ----------
+    cases, trials : int
+        Simulated cases, and misalignments per case (each method runs from the same ones).
+    seed : int
+        Seeds the cases (seed + case index) and the misalignments.
+    methods : iterable of str
+        Keys of :data:`METHODS`.
+    progress : callable(str), optional
+
+    Returns
+    -------
+    dict
+        ``{"methods": {name: {"median_tre_mm", "p90_tre_mm", "success_rate", "median_time_s",
+        "trials", "failures", "by_offset": {"0-10": {...}, "10-20": {...}}}}, "cases", "trials",
+        "seed", "case_descriptions", "definition"}``.
+    """
+    methods = tuple(methods)
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown:
+        raise WorkbenchError(f"unknown registration method(s) {unknown}; choose from {sorted(METHODS)}")
+    if cases < 1 or trials < 1:
+        raise WorkbenchError(f"the benchmark needs at least 1 case and 1 trial, got {cases} and {trials}")
+    say = progress or (lambda message: None)
+    rng = np.random.default_rng([seed, 5])
+    records = {name: [] for name in methods}
+    descriptions = []
+    for case_index in range(cases):
+        bmi = float(rng.uniform(22.0, 35.0))
+        say(f"case {case_index + 1}/{cases}: simulating (seed {seed + case_index}, BMI {bmi:.1f})")
+        case = simulate_registration_case(seed + case_index, bmi)
+        descriptions.append(case.description)
+        centre_reference = case.reference_to_mri.inverse().apply_to_points(case.targets_mri.mean(axis=0))
+        for _ in range(trials):
+            motion, translation_mm, _ = random_misalignment(rng, centre_reference)
+            initial = Transform(case.reference_to_mri.matrix @ motion, "Reference", "Mri")
+            for name in methods:
+                records[name].append((translation_mm, *_run_trial(METHODS[name], case, initial)))
+                say(f"  {name}: offset {translation_mm:.1f} mm -> TRE {records[name][-1][1]:.2f} mm")
+    return {
+        "benchmark": "registration",
+        "methods": {name: _summary(rows) for name, rows in records.items()},
+        "cases": cases,
+        "trials": trials,
+        "seed": seed,
+        "case_descriptions": descriptions,
+        "definition": (
+            "trial TRE = mean distance over the nerve-root targets between the estimated and true ReferenceToMri; "
+            f"success = trial TRE < {SUCCESS_TRE_MM:g} mm; offsets: translation up to 20 mm and rotation up to "
+            "15 deg about the targets' centroid; by_offset bins by translation"
+        ),
+    }
+
+
+def _run_trial(run, case: RegistrationCase, initial: Transform) -> tuple[float, float]:
+    """(TRE mm, run time s); a registration that raises counts as a failure with infinite TRE."""
+    try:
+        result = run(case, initial)
+    except RegistrationError:
+        return float("inf"), 0.0
+    truth_reference = case.reference_to_mri.inverse().apply_to_points(case.targets_mri)
+    errors_mm = np.linalg.norm(result.transform.apply_to_points(truth_reference) - case.targets_mri, axis=1)
+    return float(errors_mm.mean()), float(result.run_time_s)
+
+
+def _summary(rows: list[tuple[float, float, float]]) -> dict:
+    summary = _statistics(rows)
+    summary["by_offset"] = {
+        label: _statistics([row for row in rows if low <= row[0] < high])
+        for label, (low, high) in OFFSET_BINS_MM.items()
+    }
+    return summary
+
+
+def _statistics(rows) -> dict:
+    if not rows:
+        empty = dict.fromkeys(("median_tre_mm", "p90_tre_mm", "success_rate", "median_time_s"))
+        return {**empty, "trials": 0, "failures": 0}
+    tre_mm = np.array([row[1] for row in rows])
+    finite = np.isfinite(tre_mm)
+    return {
+        "median_tre_mm": _rounded(np.median(tre_mm)),
+        "p90_tre_mm": _rounded(np.percentile(tre_mm, 90, method="higher")),
+        "success_rate": round(float(np.mean(tre_mm < SUCCESS_TRE_MM)), 3),
+        "median_time_s": _rounded(np.median([row[2] for row in rows])),
+        "trials": len(rows),
+        "failures": int(np.count_nonzero(~finite)),
+    }
+
+
+def _rounded(value: float) -> float | None:
+    """Rounded to 3 decimals; None for an infinite value (a failed registration), which JSON lacks."""
+    return round(float(value), 3) if np.isfinite(value) else None
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def register_bench(bench_subparsers) -> None:
+    """Add ``registration`` to the ``workbench bench`` sub-commands."""
+    p = bench_subparsers.add_parser(
+        "registration", help="TRE, success rate and run time of the automatic registrations on simulated cases"
+    )
+    p.add_argument("--cases", type=int, default=3, help="simulated cases (default 3)")
+    p.add_argument("--trials", type=int, default=5, help="random misalignments per case (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the cases and misalignments (default 0)")
+    p.add_argument(
+        "--methods", nargs="+", choices=sorted(METHODS), default=list(DEFAULT_METHODS),
+        help=f"methods to run (default: {' '.join(DEFAULT_METHODS)})",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.set_defaults(func=_cmd_bench_registration)
+
+
+def _cmd_bench_registration(args: argparse.Namespace) -> int:
+    import sys
+
+    progress = None if args.json else (lambda message: print(message, file=sys.stderr, flush=True))
+    results = run_registration_benchmark(args.cases, args.trials, args.seed, args.methods, progress)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"{'method':<14} {'median TRE':>10} {'p90 TRE':>8} {'success':>8} {'time':>7}")
+    for name, row in results["methods"].items():
+        print(
+            f"{name:<14} {_text(row['median_tre_mm'], 'mm'):>10} {_text(row['p90_tre_mm'], 'mm'):>8} "
+            f"{row['success_rate']:>8.0%} {_text(row['median_time_s'], 's'):>7}"
+        )
+    return 0
+
+
+def _text(value: float | None, unit: str) -> str:
+    return "failed" if value is None else f"{value:.2f} {unit}"

@@ -1,0 +1,230 @@
+"""Parameters of the automatic registration methods, as typed frozen dataclasses.
+
+Notebooks build widgets from the fields (``dataclasses.fields``); every method stores its
+parameters in :attr:`RegistrationResult.parameters` via :func:`as_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from workbench.errors import RegistrationError
+
+__all__ = ["BonePointParameters", "IcpParameters", "Lc2Parameters", "MattesParameters", "as_dict"]
+
+
+def as_dict(params) -> dict:
+    """The dataclass as plain JSON values (tuples become lists)."""
+    values = dataclasses.asdict(params)
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+
+
+def _check_positive(owner: str, **values) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise RegistrationError(f"{owner} {name} must be a positive number, got {value!r}")
+
+
+def _check_levels(owner: str, levels_mm) -> None:
+    if not levels_mm:
+        raise RegistrationError(f"{owner} levels_mm must name at least one resolution level")
+    _check_positive(owner, **{f"levels_mm[{i}]": v for i, v in enumerate(levels_mm)})
+
+
+@dataclass(frozen=True)
+class Lc2Parameters:
+    """LC2 (linear correlation of linear combination) registration, Wein et al. 2008.
+
+    Attributes
+    ----------
+    levels_mm : tuple of float
+        Voxel size of each resolution level, coarse to fine, mm.
+    patch_radius_vox : int
+        Patches are cubes of ``2 r + 1`` voxels at each level.
+    us_smoothing_fraction : float
+        Gaussian sigma of the speckle-reducing US smoothing, as a fraction of the level's voxel size.
+    min_patch_coverage : float
+        Patches with a smaller fraction of covered voxels are left out (0..1).
+    max_evaluations : int
+        Metric evaluations per level, at most.
+    initial_step_mm, initial_step_deg : float
+        First search step of the optimiser per translation / rotation parameter.
+    tolerance_mm : float
+        The optimiser stops when a step changes the parameters (scaled) by less than this.
+    max_translation_mm, max_rotation_deg : float
+        Bounds of the search about the initial transform (per parameter).
+    """
+
+    levels_mm: tuple[float, ...] = (4.0, 2.0)
+    patch_radius_vox: int = 3
+    us_smoothing_fraction: float = 0.5
+    min_patch_coverage: float = 0.3
+    max_evaluations: int = 400
+    initial_step_mm: float = 4.0
+    initial_step_deg: float = 3.0
+    tolerance_mm: float = 0.05
+    max_translation_mm: float = 30.0
+    max_rotation_deg: float = 25.0
+
+    def __post_init__(self) -> None:
+        _check_levels("LC2", self.levels_mm)
+        _check_positive(
+            "LC2",
+            patch_radius_vox=self.patch_radius_vox,
+            us_smoothing_fraction=self.us_smoothing_fraction,
+            min_patch_coverage=self.min_patch_coverage,
+            max_evaluations=self.max_evaluations,
+            initial_step_mm=self.initial_step_mm,
+            initial_step_deg=self.initial_step_deg,
+            tolerance_mm=self.tolerance_mm,
+            max_translation_mm=self.max_translation_mm,
+            max_rotation_deg=self.max_rotation_deg,
+        )
+
+
+@dataclass(frozen=True)
+class MattesParameters:
+    """SimpleITK Mattes mutual information registration (baseline).
+
+    Attributes
+    ----------
+    histogram_bins : int
+    sampling_fraction : float
+        Fraction of the covered US voxels sampled per iteration (0..1).
+    shrink_factors : tuple of int
+        Per resolution level, coarse to fine.
+    smoothing_sigmas_mm : tuple of float
+        Gaussian smoothing per level, mm.
+    learning_rate : float
+        First step of the regular-step gradient descent (scaled parameters, ~mm).
+    min_step : float
+    iterations : int
+        Per level, at most.
+    seed : int
+        Seeds the random sampling.
+    """
+
+    histogram_bins: int = 32
+    sampling_fraction: float = 0.2
+    shrink_factors: tuple[int, ...] = (4, 2)
+    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0)
+    learning_rate: float = 2.0
+    min_step: float = 0.01
+    iterations: int = 150
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "Mattes",
+            histogram_bins=self.histogram_bins,
+            sampling_fraction=self.sampling_fraction,
+            learning_rate=self.learning_rate,
+            min_step=self.min_step,
+            iterations=self.iterations,
+        )
+        if len(self.shrink_factors) != len(self.smoothing_sigmas_mm) or not self.shrink_factors:
+            raise RegistrationError(
+                "Mattes shrink_factors and smoothing_sigmas_mm need one entry per level, equally many"
+            )
+
+
+@dataclass(frozen=True)
+class IcpParameters:
+    """Trimmed rigid ICP of US bone points to the MRI bone surface.
+
+    Attributes
+    ----------
+    distance_schedule_mm : tuple of float
+        Pairs farther apart than this are dropped; one stage per value, loose to tight.
+    trim_fraction : float
+        Of the pairs within the distance, keep this closest fraction (0..1].
+    max_iterations : int
+        Per stage, at most.
+    tolerance_mm : float
+        A stage ends when the points move less than this (RMS) in an iteration.
+    min_pairs : int
+        Fewer pairs than this within the distance is a failure.
+    point_to_plane : bool
+        Minimise distances to the MRI surface's tangent planes (slides along the surface and
+        avoids the voxel-staircase local minima of point-to-point ICP) instead of to the points.
+    restart_offset_mm : float
+        Also start from the initial pose shifted by this along +-x, +-y, +-z (Mri) and keep the
+        best; 0 runs from the initial pose only.
+    restart_subsample : int
+        The restarts use every n-th US point.
+    inlier_distance_mm : float
+        A restart's score: the fraction of US points this close to the MRI surface.
+    """
+
+    distance_schedule_mm: tuple[float, ...] = (20.0, 10.0, 5.0, 3.0, 2.0)
+    trim_fraction: float = 0.8
+    max_iterations: int = 30
+    tolerance_mm: float = 0.005
+    min_pairs: int = 20
+    point_to_plane: bool = True
+    restart_offset_mm: float = 12.0
+    restart_subsample: int = 4
+    inlier_distance_mm: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_levels("ICP", self.distance_schedule_mm)
+        _check_positive(
+            "ICP",
+            trim_fraction=self.trim_fraction,
+            max_iterations=self.max_iterations,
+            tolerance_mm=self.tolerance_mm,
+            min_pairs=self.min_pairs,
+            restart_subsample=self.restart_subsample,
+            inlier_distance_mm=self.inlier_distance_mm,
+        )
+        if isinstance(self.restart_offset_mm, bool) or not isinstance(self.restart_offset_mm, (int, float)) or not (
+            math.isfinite(self.restart_offset_mm) and self.restart_offset_mm >= 0
+        ):
+            raise RegistrationError(f"ICP restart_offset_mm must be a number >= 0, got {self.restart_offset_mm!r}")
+        if self.trim_fraction > 1:
+            raise RegistrationError(f"ICP trim_fraction must be within (0, 1], got {self.trim_fraction!r}")
+
+
+@dataclass(frozen=True)
+class BonePointParameters:
+    """Bone surface detection in B-mode frames (bright ridge with an acoustic shadow below).
+
+    Attributes
+    ----------
+    min_brightness : float
+        Ridge peaks darker than this (grey 0..255, after smoothing) are not bone.
+    shadow_ratio : float
+        The mean grey below the ridge must be under this fraction of the peak.
+    shadow_depth_mm : tuple of float
+        Depth range below the ridge where the shadow is measured, mm.
+    min_depth_mm : float
+        Ignore ridges shallower than this (skin, fat), mm.
+    column_step : int
+        Use every n-th image column.
+    smoothing_px : float
+        Gaussian smoothing of each frame before detection, pixels.
+    """
+
+    min_brightness: float = 200.0
+    shadow_ratio: float = 0.25
+    shadow_depth_mm: tuple[float, float] = (3.0, 15.0)
+    min_depth_mm: float = 15.0
+    column_step: int = 4
+    smoothing_px: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "bone point",
+            min_brightness=self.min_brightness,
+            shadow_ratio=self.shadow_ratio,
+            min_depth_mm=self.min_depth_mm,
+            column_step=self.column_step,
+            smoothing_px=self.smoothing_px,
+        )
+        low, high = self.shadow_depth_mm
+        if not 0 <= low < high:
+            raise RegistrationError(
+                f"bone point shadow_depth_mm must be (low, high) with 0 <= low < high, got {self.shadow_depth_mm!r}"
+            )
