@@ -34,13 +34,18 @@ def test_demo_runs_end_to_end_and_keeps_identifiers_out(shared_data, tmp_path, d
     stream = io.StringIO()
     summary = run_demo(tmp_path / "demo", shared_data=shared_data, stream=stream, demo_spec=SMALL_CASE)
     log = stream.getvalue()
-    assert log.count("\n[") + log.startswith("[") == 10, log  # 3 steps on the demo case, 7 on public data
+    assert log.count("\n[") + log.startswith("[") == 13, log  # 6 steps on the demo case, 7 on public data
 
     # the synthetic part: the cached case was opened and its sweep reconstructed
     assert Path(summary["demo_case"]["case"]).parent == demo_cache
     volume = load_volume(summary["demo_case"]["sweep_volume"])
     assert summary["demo_case"]["frames_inserted"] > 20 and min(volume.size) > 10
     assert summary["demo_case"]["targets"] == 8
+    # registration from the case's noisy landmarks lands near the ground truth at the targets
+    assert summary["demo_case"]["registration"]["landmarks_median_tre_mm"] < 2.0
+    assert summary["demo_case"]["registration"]["icp_median_tre_mm"] < 3.0
+    plan = summary["demo_case"]["plans"][0]
+    assert len(plan["trajectories"]) == 8 and any(f.endswith("report.html") for f in plan["files"])
 
     case = load_case(tmp_path / "demo" / "case")
     assert case.case_id == DEMO_CASE_ID == summary["public_data"]["case_id"]

@@ -6,17 +6,21 @@ use and cached):
 
 1. open the demo case bundle, load its MRI from the DICOM series it was written as;
 2. read the first tracked sweep and its PLUS device set, and reconstruct it into a volume
-   in the Reference frame as PLUS would.
+   in the Reference frame as PLUS would;
+3. register the MRI to the Reference frame from the paired landmarks, refine by bone-surface
+   ICP on the sweep, and report both against the case's ground truth;
+4. build the expert plans and write every export (plan.json, Slicer markups, ITK transforms,
+   CSV, HTML report).
 
 Then, where the public data of ``../shared/data`` is present:
 
-3. list the DICOM series of the MRI folder and de-identify it into the output folder;
-4. load the de-identified series (LPS geometry, warnings, a pixel digest that survives
+5. list the DICOM series of the MRI folder and de-identify it into the output folder;
+6. load the de-identified series (LPS geometry, warnings, a pixel digest that survives
    de-identification);
-5. read the PLUS device set (``ImageToProbe`` calibration) and the tracked sweep;
-6. compute every frame's ``ImageToReference`` through the transform repository and the extent
+7. read the PLUS device set (``ImageToProbe`` calibration) and the tracked sweep;
+8. compute every frame's ``ImageToReference`` through the transform repository and the extent
    of the swept image corners in the Reference frame;
-7. write a case bundle holding the MRI volume, the sweep and the calibration, and load it back.
+9. write a case bundle holding the MRI volume, the sweep and the calibration, and load it back.
 """
 
 from __future__ import annotations
@@ -177,6 +181,14 @@ def _demo_case_part(out_dir: Path, steps: "_Steps", spec) -> dict:
         f"{list(result.grid.size_px)} voxels of {result.grid.spacing_mm[0]:g} mm, {covered:.0%} hit by a frame"
     )
     steps.detail(f"written to {volume_path}")
+    registration = _register_demo_case(case, case_dir, sequence, device_set.image_to_probe(), steps)
+
+    from workbench.planning.cli import build_plans
+
+    plans = build_plans(case_dir, out_dir / "plans", author="workbench demo")
+    steps.say(f"Planned the expert trajectories and wrote every export to {out_dir / 'plans'}")
+    for plan in plans["plans"]:
+        steps.detail(json.dumps(plan))
     return {
         "case": str(case_dir),
         "landmarks": len(case.landmarks),
@@ -184,6 +196,42 @@ def _demo_case_part(out_dir: Path, steps: "_Steps", spec) -> dict:
         "sweep_volume": str(volume_path),
         "frames_inserted": result.frames_inserted,
         "frames_skipped": result.frames_skipped,
+        "registration": registration,
+        "plans": plans["plans"],
+    }
+
+
+def _register_demo_case(case, case_dir: Path, sequence, image_to_probe, steps: "_Steps") -> dict:
+    """Landmark registration, then bone-surface ICP from the sweep; TRE against the ground truth."""
+    from workbench.io.volume import load_volume
+    from workbench.registration.landmarks import pair_landmarks, register_landmarks
+    from workbench.registration.surface import mri_bone_points, register_icp, us_bone_points
+
+    truth = json.loads((case_dir / next(a.path for a in case.attachments if a.role == "ground_truth")).read_text())
+    true_reference_to_mri = Transform.from_name("ReferenceToMri", np.reshape(truth["ReferenceToMri"], (4, 4)))
+    targets_mri = {name: np.asarray(p) for name, p in truth["targets_mri"].items()}
+    targets = np.array(list(targets_mri.values()))
+    true_targets_reference = true_reference_to_mri.inverse().apply_to_points(targets)
+
+    def tre_mm(result) -> float:
+        return float(np.median(np.linalg.norm(result.transform.apply_to_points(true_targets_reference) - targets, axis=1)))
+
+    pairs = pair_landmarks(case.landmarks)
+    by_landmarks = register_landmarks(pairs.names, pairs.points_reference, pairs.points_mri, targets_mri=targets_mri)
+    steps.say(f"Registered MRI to Reference from {len(pairs.names)} paired landmarks")
+    steps.detail(
+        f"FRE {by_landmarks.fre_mm:.2f} mm; median predicted TRE {np.median(list(by_landmarks.predicted_tre_mm.values())):.2f} mm; "
+        f"median TRE at the nerve-root targets against the ground truth {tre_mm(by_landmarks):.2f} mm"
+    )
+    labels = load_volume(case_dir / next(a.path for a in case.attachments if a.role == "label_map")).image
+    points_reference = us_bone_points(sequence, image_to_probe)  # frames with INVALID poses are skipped
+    by_surface = register_icp(points_reference, mri_bone_points(labels), by_landmarks.transform)
+    steps.say(f"Refined it by bone-surface ICP on {len(points_reference)} bone echoes of the sweep")
+    steps.detail(f"median TRE at the targets {tre_mm(by_surface):.2f} mm in {by_surface.run_time_s:.1f} s ({by_surface.message})")
+    return {
+        "landmarks_fre_mm": by_landmarks.fre_mm,
+        "landmarks_median_tre_mm": tre_mm(by_landmarks),
+        "icp_median_tre_mm": tre_mm(by_surface),
     }
 
 

@@ -46,7 +46,7 @@ def handle(args: argparse.Namespace) -> int:
     elif args.case_dir is None or args.out is None:
         raise PlanError("give CASE_DIR and --out OUT_DIR to build plans, or --check PLAN_JSON")
     else:
-        summary = _build(args.case_dir, args.out, args.author, not args.no_ultrasound)
+        summary = build_plans(args.case_dir, args.out, args.author, not args.no_ultrasound)
     json.dump(summary, sys.stdout, indent=1)
     sys.stdout.write("\n")
     blocked = any(t["status"] == "blocked" for plan in summary["plans"] for t in plan["trajectories"])
@@ -160,7 +160,11 @@ def _ultrasound(case, case_dir: Path, registration):
     return VolumeSampler.from_reconstruction(result)
 
 
-def _build(case_dir: Path, out_dir: Path, author: str, with_ultrasound: bool) -> dict:
+def build_plans(case_dir: Path, out_dir: Path, author: str = "", with_ultrasound: bool = True) -> dict:
+    """Build the case's plans (saved ones, else the expert plans of a demo case) and write all exports.
+
+    Returns the summary ``workbench plan`` prints: per plan its folder, files and safety status.
+    """
     from workbench.case import load_case
     from workbench.io.volume import load_volume
     from workbench.planning.export import load_plan
