@@ -18,6 +18,8 @@ Sub-commands
     Generate the synthetic lumbar demo case with ground truth.
 ``workbench plan CASE_DIR --out OUT_DIR`` / ``workbench plan --check plan.json``
     Build and export puncture plans (JSON, Slicer markups, ITK transform, CSV, HTML report).
+``workbench outcomes LOG.csv --out DIR`` / ``workbench outcomes --reanalyse-study``
+    Outcome analysis of a procedure log (propensity matching, tests, CSV tables, HTML report).
 ``workbench bench reconstruct|demo-case|registration [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 
@@ -240,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case-id", default=None, help="pseudonymous case id written as PatientName/PatientID")
     p.set_defaults(func=_cmd_anonymize)
 
+    from workbench.outcomes.cli import register as register_outcomes
     from workbench.planning.cli import register as register_plan
     from workbench.reconstruction.cli import register as register_reconstruction
     from workbench.registration.bench import register_bench as register_registration_bench
@@ -249,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_reconstruction(sub, bench_sub)
     register_registration_bench(bench_sub)
     register_plan(sub)
+    register_outcomes(sub)
     p = bench_sub.add_parser("demo-case", help="generate the default demo case in a temporary folder, timing each stage")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=_cmd_bench_demo_case)

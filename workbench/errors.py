@@ -66,3 +66,7 @@ class RegistrationError(WorkbenchError):
 
 class PlanError(WorkbenchError):
     """A puncture plan (plan.json, imported markups, an exported transform) is malformed or unsafe to write."""
+
+
+class OutcomesError(WorkbenchError):
+    """A procedure log or an outcome analysis request is malformed (bad column, out-of-range value, too few cases)."""
