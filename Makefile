@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (see README.md):
-#   make demo   create .venv, install, run the main job on the built-in demo case
+#   make demo   create .venv, install, open JupyterLab on the notebooks with the built-in demo case
 #   make test   create .venv, install, run the whole test suite
+# Also: make lab (same as make demo), make demo-headless (the pipeline without a browser).
 # Only Python 3.11+ is needed on the machine; everything else is installed into .venv.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all install demo test bench clean
+.PHONY: all install demo demo-headless lab teach test bench clean
 
 all: test
 
@@ -22,7 +23,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# JupyterLab on notebooks/ at 127.0.0.1 with a generated token; prints the URL to open.
+demo: lab
+
+lab: $(STAMP)
+	$(BIN)/workbench lab
+
+# Voila teaching app: notebooks 02-04 at 127.0.0.1 with a generated token (CASE=DIR to pick a case)
+teach: $(STAMP)
+	$(BIN)/workbench teach $(if $(CASE),--case $(CASE))
+
+# The headless pipeline: load, reconstruct, register, plan and export the demo case.
+demo-headless: $(STAMP)
 	$(BIN)/workbench demo
 
 # pytest exits 5 when it collects no test: make treats that as a failure, never a silent pass.

@@ -1,4 +1,4 @@
-"""The headless demo pipeline (`make demo` until the notebooks exist)."""
+"""The headless demo pipeline (`make demo-headless`, `workbench demo`)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,11 @@ Sub-commands
     Build and export puncture plans (JSON, Slicer markups, ITK transform, CSV, HTML report).
 ``workbench outcomes LOG.csv --out DIR`` / ``workbench outcomes --reanalyse-study``
     Outcome analysis of a procedure log (propensity matching, tests, CSV tables, HTML report).
-``workbench bench reconstruct|demo-case|registration [--json]``
+``workbench lab [--case DIR]``
+    Start JupyterLab on the notebooks (127.0.0.1, generated token) with the demo case.
+``workbench teach [--case DIR]``
+    Serve notebooks 02-04 as a Voila teaching app (127.0.0.1, generated token).
+``workbench bench reconstruct|demo-case|registration|ui [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 
 Every sub-command imports what it needs when it runs, so ``workbench --help`` is fast.
@@ -252,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     register_reconstruction(sub, bench_sub)
     register_registration_bench(bench_sub)
     register_plan(sub)
+    from workbench.widgets.bench import register_bench as register_ui_bench
+    from workbench.widgets.cli import register as register_lab
+
+    register_ui_bench(bench_sub)
+    register_lab(sub)
+    from workbench.teach import register as register_teach
+
+    register_teach(sub)
     register_outcomes(sub)
     p = bench_sub.add_parser("demo-case", help="generate the default demo case in a temporary folder, timing each stage")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")

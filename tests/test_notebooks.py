@@ -1,0 +1,115 @@
+"""The notebooks: stored without outputs, and each runs top to bottom headless on the demo case.
+
+Every notebook runs with nbclient (kernel ``python3``) in a temporary working folder, with
+``WORKBENCH_CASE`` pointing at a temporary copy of the demo case; a few printed numbers are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
+OURS = [p for p in ALL if p.name[:2] in {"01", "02", "03", "04", "05", "06"}]
+
+
+@pytest.mark.parametrize("path", ALL, ids=[p.name for p in ALL])
+def test_notebooks_are_stored_without_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name} cell {index} has outputs: clear them before committing"
+            assert cell.execution_count is None, f"{path.name} cell {index} has an execution count"
+    assert "widgets" not in notebook.metadata, f"{path.name} stores widget state"
+
+
+def test_the_six_notebooks_exist():
+    assert [p.name[:2] for p in OURS] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.fixture(scope="module")
+def run_env(tmp_path_factory):
+    from workbench.widgets.session import demo_working_copy
+
+    case = demo_working_copy(tmp_path_factory.mktemp("nbcase") / "case")
+    return case
+
+
+def _execute(path: Path, work: Path, case: Path) -> tuple[list[str], Path]:
+    from nbclient import NotebookClient
+
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, work / path.name)
+    notebook = nbformat.read(work / path.name, as_version=4)
+    old = {k: os.environ.get(k) for k in ("WORKBENCH_CASE", "MPLBACKEND")}
+    os.environ["WORKBENCH_CASE"] = str(case)
+    os.environ["MPLBACKEND"] = "Agg"
+    try:
+        NotebookClient(notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", f"{path.name}: {output.get('ename')}: {output.get('evalue')}"
+            texts.append(output.get("text", "") if output.get("output_type") == "stream" else "")
+    return texts, work
+
+
+def _number(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in the output:\n{text}"
+    return float(match.group(1))
+
+
+def test_01_load_case(run_env, tmp_path):
+    out = "".join(_execute(NOTEBOOKS / "01_load_case.ipynb", tmp_path, run_env)[0])
+    assert "coronal slice 40 of 80: 184 x 184 pixels" in out
+    centre = json.loads(re.search(r"centre pixel in LPS \(mm\): (\[.*\])", out).group(1))
+    assert len(centre) == 3 and abs(centre[0]) < 1.2  # mid column is the mid-sagittal plane (x ~ 0), within a voxel
+
+
+def test_02_landmarks_targets(run_env, tmp_path):
+    out = "".join(_execute(NOTEBOOKS / "02_landmarks_targets.ipynb", tmp_path, run_env)[0])
+    assert _number(r"landmark\s+(\d+)", out) == 50 and _number(r"target\s+(\d+)", out) == 8
+    assert "save status: saved" in out and f"case folder: {run_env}" in out
+
+
+def test_03_register_sweep(run_env, tmp_path):
+    out = "".join(_execute(NOTEBOOKS / "03_register_sweep.ipynb", tmp_path, run_env)[0])
+    assert _number(r"landmark fit FRE: ([\d.]+) mm", out) < 4.0
+    assert _number(r"after bone-icp: ([\d.]+) mm", out) < 3.0  # the success threshold of the registration benchmark
+    assert 5.0 < _number(r"mean grey ([\d.]+)", out) < 250.0
+
+
+def test_04_plan_export(run_env, tmp_path):
+    texts, work = _execute(NOTEBOOKS / "04_plan_export.ipynb", tmp_path, run_env)
+    out = "".join(texts)
+    assert re.search(r"now: (ok|warning), depth", out)
+    depth = _number(r"now: \w+, depth ([\d.]+) mm", out)
+    assert 30.0 < depth < 120.0
+    written = sorted(p.name for p in (work / "exports").rglob("*") if p.is_file())
+    assert written == sorted(["plan.json", "plan.mrk.json", "plan.csv", "report.html", "registration.tfm", "registration.h5"])
+
+
+def test_05_scene_3d(run_env, tmp_path):
+    out = "".join(_execute(NOTEBOOKS / "05_scene_3d.ipynb", tmp_path, run_env)[0])
+    assert "(540, 720, 3)" in out and _number(r"grey-level spread ([\d.]+)", out) > 10.0
+
+
+def test_06_registration_tuning(run_env, tmp_path):
+    out = "".join(_execute(NOTEBOOKS / "06_registration_tuning.ipynb", tmp_path, run_env)[0])
+    tre = [float(v) for v in re.findall(r"median TRE ([\d.]+) mm", out)]
+    assert len(tre) == 4 and min(tre) < 3.0

@@ -1,0 +1,160 @@
+"""``workbench teach [--case DIR]``: the Voila teaching app (notebooks 02-04) on 127.0.0.1.
+
+Voila renders notebooks as apps: the code cells run, only their widgets and text are shown.
+The teaching app serves three notebooks, copied into a temporary folder so Voila's tree page
+lists only them:
+
+- ``02_landmarks_targets.ipynb``: click on the MRI to place landmarks, targets and entry points;
+- ``03_register_sweep.ipynb``: register to a tracked sweep, fused view with a blend slider;
+- ``04_plan_export.ipynb``: choose target, entry and needle, check safety, export the plan.
+
+The case (``--case DIR``, else a working copy of the built-in demo case) reaches the notebooks
+through ``$WORKBENCH_CASE``. Voila binds to ``127.0.0.1`` and asks for a token (generated unless
+``--token`` is given); the URL to open is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+__all__ = ["TEACHING_NOTEBOOKS", "default_notebook_dir", "prepare_app_folder", "register", "voila_command", "voila_environment"]
+
+#: The notebooks of the teaching app, in the order the tree page lists them.
+TEACHING_NOTEBOOKS = ("02_landmarks_targets.ipynb", "03_register_sweep.ipynb", "04_plan_export.ipynb")
+
+#: Environment variable naming another notebook folder (default: ``notebooks/`` of the checkout).
+NOTEBOOKS_ENV = "WORKBENCH_NOTEBOOKS"
+
+#: Voila template ("lab" without the Font Awesome CDN links, so the app loads nothing from the
+#: network) and the Jupyter data folder that holds it (``voila/templates/workbench``).
+TEMPLATE = "workbench"
+TEMPLATE_ROOT = Path(__file__).resolve().parent / "teach_data"
+
+
+def default_notebook_dir() -> Path:
+    """``$WORKBENCH_NOTEBOOKS``, else ``notebooks/`` beside the ``workbench`` package."""
+    if os.environ.get(NOTEBOOKS_ENV):
+        return Path(os.environ[NOTEBOOKS_ENV])
+    return Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def prepare_app_folder(notebook_dir: Path, app_dir: Path) -> list[str]:
+    """Copy the teaching notebooks found in ``notebook_dir`` into ``app_dir``; return their names.
+
+    Raises
+    ------
+    WorkbenchError
+        If ``notebook_dir`` holds none of :data:`TEACHING_NOTEBOOKS`.
+    """
+    found = [name for name in TEACHING_NOTEBOOKS if (notebook_dir / name).is_file()]
+    if not found:
+        raise WorkbenchError(f"none of the teaching notebooks {', '.join(TEACHING_NOTEBOOKS)} is here", notebook_dir)
+    app_dir.mkdir(parents=True, exist_ok=True)
+    for name in found:
+        shutil.copy2(notebook_dir / name, app_dir / name)
+    return found
+
+
+def voila_command(app_dir: Path, port: int, token: str, open_browser: bool = False) -> list[str]:
+    """The Voila command line: 127.0.0.1 only, the given token, no port hopping, no tracebacks."""
+    command = [
+        sys.executable, "-m", "voila", str(app_dir),
+        "--Voila.ip=127.0.0.1",
+        f"--Voila.port={port}",
+        "--Voila.port_retries=0",
+        f"--Voila.token={token}",
+        f"--Voila.open_browser={open_browser}",
+        "--VoilaConfiguration.show_tracebacks=False",
+        f"--template={TEMPLATE}",
+        "--theme=light",
+    ]  # fmt: skip
+    return command
+
+
+def voila_environment(case_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the Voila process: the case for the notebooks, our template on ``JUPYTER_PATH``."""
+    env = dict(os.environ if base is None else base)
+    env["WORKBENCH_CASE"] = str(case_dir)
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(TEMPLATE_ROOT), env.get("JUPYTER_PATH", "")) if p)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def register(subparsers) -> None:
+    """Add the ``teach`` sub-command to an ``argparse`` sub-parser collection."""
+    p = subparsers.add_parser(
+        "teach", help="serve notebooks 02-04 as a Voila teaching app (127.0.0.1, token) on the demo case"
+    )
+    p.add_argument("--case", type=Path, default=None, help="case folder for the app (default: demo working copy)")
+    p.add_argument("--notebooks", type=Path, default=None, help="notebook folder (default: notebooks/ of the checkout)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--token", default=None, help="access token (default: a random one, printed with the URL)")
+    p.add_argument("--browser", action="store_true", help="also open a web browser")
+    p.add_argument("--dry-run", action="store_true", help="prepare the case, print the plan as JSON, start nothing")
+    p.set_defaults(func=handle)
+
+
+def _terminate_as_interrupt(signum, frame):  # pragma: no cover - exercised by the browser tests
+    raise KeyboardInterrupt
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run ``workbench teach``; returns Voila's exit status (0 after Ctrl-C)."""
+    from workbench.widgets.session import demo_working_copy, resolve_case_folder
+
+    if args.case is not None:
+        case_dir = resolve_case_folder(args.case).resolve()
+    else:
+        print("Preparing the demo case (generated on first use, about 30 s)...", file=sys.stderr, flush=True)
+        case_dir = demo_working_copy().resolve()
+    notebook_dir = (args.notebooks or default_notebook_dir()).resolve()
+    if not notebook_dir.is_dir():
+        raise WorkbenchError("notebook folder not found", notebook_dir)
+    port = args.port or _free_port()
+    token = args.token or secrets.token_hex(24)
+    url = f"http://127.0.0.1:{port}/?token={token}"
+    with tempfile.TemporaryDirectory(prefix="workbench-teach-") as tmp:
+        app_dir = Path(tmp) / "teach"
+        names = prepare_app_folder(notebook_dir, app_dir)
+        command = voila_command(app_dir, port, token, args.browser)
+        if args.dry_run:
+            plan = {"case": str(case_dir), "notebooks": names, "url": url, "command": command}
+            print(json.dumps(plan))
+            return 0
+        missing = sorted(set(TEACHING_NOTEBOOKS) - set(names))
+        if missing:
+            print(f"workbench teach: not found in {notebook_dir}: {', '.join(missing)}", file=sys.stderr)
+        print(f"Case: {case_dir}\nApps: {', '.join(names)}\nOpen the teaching app at:\n\n    {url}\n\n(Ctrl-C to stop)", flush=True)
+        env = voila_environment(case_dir)
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        process = subprocess.Popen(command, env=env)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+

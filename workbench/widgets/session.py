@@ -1,0 +1,225 @@
+"""Case session: which case folder the notebooks work on, and its volumes loaded once.
+
+No UI here: the widgets in :mod:`workbench.widgets` are thin controllers over this model, and tests
+drive it without a kernel. A session opens the case folder named by ``$WORKBENCH_CASE`` if set,
+else a *working copy* of the built-in demo case (the shared cache in ``~/.cache/workbench`` is never
+edited: every change is saved into the copy). Frames and units: docs/frames.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+
+__all__ = ["WidgetError", "CaseSession", "demo_working_copy", "landmark_registration", "resolve_case_folder", "CASE_ENV", "WORKDIR_ENV"]
+
+#: Environment variable naming the case folder the notebooks open.
+CASE_ENV = "WORKBENCH_CASE"
+#: Environment variable naming where the demo working copy goes (default ``<cache>/working``).
+WORKDIR_ENV = "WORKBENCH_WORKDIR"
+
+
+class WidgetError(WorkbenchError):
+    """A widget model was asked something it cannot do (no such point, nothing to undo, no MRI, ...)."""
+
+
+def demo_working_copy(dest: str | os.PathLike | None = None, fresh: bool = False) -> Path:
+    """A writable copy of the built-in demo case (generated and cached on first use).
+
+    Parameters
+    ----------
+    dest : path, optional
+        Folder of the copy. Default ``$WORKBENCH_WORKDIR/demo-case-<digest>``, else
+        ``<demo cache>/working/demo-case-<digest>`` (beside, never inside, the cached case).
+    fresh : bool
+        Replace an existing copy with a new one.
+
+    Returns
+    -------
+    Path
+        The copy's folder (it holds ``case.json``).
+    """
+    from workbench.phantom.democase import DEFAULT_DEMO_CASE, default_demo_case, demo_cache_dir
+
+    source = default_demo_case(DEFAULT_DEMO_CASE)
+    if dest is None:
+        root = Path(os.environ[WORKDIR_ENV]) if os.environ.get(WORKDIR_ENV) else demo_cache_dir() / "working"
+        dest = root / source.name
+    dest = Path(dest)
+    if fresh and dest.exists():
+        shutil.rmtree(dest)
+    if (dest / "case.json").is_file():
+        return dest
+    staging = dest.with_name(dest.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, staging)
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
+    return dest
+
+
+def resolve_case_folder(folder: str | os.PathLike | None = None) -> Path:
+    """The case folder to open: ``folder``, else ``$WORKBENCH_CASE``, else the demo working copy.
+
+    Raises
+    ------
+    WidgetError
+        If the folder named (argument or environment) has no ``case.json``.
+    """
+    if folder is None and os.environ.get(CASE_ENV):
+        folder = os.environ[CASE_ENV]
+    if folder is None:
+        return demo_working_copy()
+    folder = Path(folder).expanduser()
+    if not (folder / "case.json").is_file():
+        raise WidgetError("no case.json in this folder (set WORKBENCH_CASE to a case bundle)", folder)
+    return folder
+
+
+class CaseSession:
+    """An open case bundle and what is loaded from it (MRI, label map, sweeps, ground truth).
+
+    Parameters
+    ----------
+    folder : path, optional
+        Case folder; default :func:`resolve_case_folder`.
+
+    Attributes
+    ----------
+    folder : Path
+    case : workbench.case.Case
+        The case as last loaded or saved. :meth:`save` writes it back atomically.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None):
+        from workbench.case import load_case
+
+        self.folder = resolve_case_folder(folder)
+        self.case = load_case(self.folder, verify_digests=False)
+        self._mri = None
+        self._labels = None
+        self._sweeps: dict[int, object] = {}
+
+    # -- files --------------------------------------------------------------------------
+    def attachment_path(self, role: str) -> Path | None:
+        """Path of the first attachment of ``role`` (``"label_map"``, ``"ground_truth"``...) or None."""
+        found = next((a for a in self.case.attachments if a.role == role), None)
+        return None if found is None else self.folder / found.path
+
+    @property
+    def mri(self):
+        """The planning MRI as a :class:`workbench.io.volume.LoadedVolume` (LPS mm), loaded once."""
+        if self._mri is None:
+            if self.case.mri is None:
+                raise WidgetError("the case has no MRI", self.folder / "case.json")
+            from workbench.io.volume import load_volume
+
+            self._mri = load_volume(self.folder / self.case.mri.path)
+        return self._mri
+
+    @property
+    def labels(self):
+        """The label map (LoadedVolume) or None when the case has none."""
+        if self._labels is None:
+            path = self.attachment_path("label_map")
+            if path is None:
+                return None
+            from workbench.io.volume import load_volume
+
+            self._labels = load_volume(path)
+        return self._labels
+
+    def ground_truth(self) -> dict | None:
+        """``ground_truth.json`` of a synthetic case, or None."""
+        path = self.attachment_path("ground_truth")
+        return None if path is None else json.loads(path.read_text())
+
+    def sweep(self, index: int = 0):
+        """The ``index``-th tracked sweep as a :class:`workbench.io.sequence.TrackedSequence` (cached)."""
+        if index not in self._sweeps:
+            if not 0 <= index < len(self.case.sweeps):
+                raise WidgetError(f"the case has {len(self.case.sweeps)} sweeps, no sweep {index}", self.folder)
+            from workbench.io.sequence import read_sequence
+
+            self._sweeps[index] = read_sequence(self.folder / self.case.sweeps[index].path)
+        return self._sweeps[index]
+
+    def save(self, case=None) -> None:
+        """Write ``case`` (default the session's) to ``case.json`` atomically and keep it as :attr:`case`.
+
+        Raises
+        ------
+        CaseBundleError
+            Invalid case or unwritable folder; the previous ``case.json`` stays intact.
+        """
+        from workbench.case import save_case
+
+        self.case = save_case(self.case if case is None else case, self.folder)
+
+    # -- tables -------------------------------------------------------------------------
+    def series_table(self) -> list[dict]:
+        """One row per image series of the case: role, path, size, spacing (mm), frames.
+
+        Returns
+        -------
+        list of dict
+            Keys ``role``, ``path``, ``description``, ``size``, ``spacing_mm``.
+        """
+        rows = []
+        if self.case.mri is not None:
+            mri = self.case.mri
+            rows.append(
+                {
+                    "role": "MRI",
+                    "path": mri.path,
+                    "description": mri.description,
+                    "size": list(mri.size_px) if mri.size_px else None,
+                    "spacing_mm": [round(v, 3) for v in mri.spacing_mm] if mri.spacing_mm else None,
+                }
+            )
+        for index, sweep in enumerate(self.case.sweeps):
+            rows.append(
+                {
+                    "role": f"sweep {index}",
+                    "path": sweep.path,
+                    "description": "tracked ultrasound (PLUS sequence)",
+                    "size": None,
+                    "spacing_mm": [round(float(v), 3) for v in np.linalg.norm(sweep.image_to_probe.matrix[:3, :2], axis=0)],
+                }
+            )
+        for attachment in self.case.attachments:
+            if attachment.role in ("label_map", "mri_dicom"):
+                rows.append(
+                    {
+                        "role": attachment.role,
+                        "path": attachment.path,
+                        "description": attachment.description,
+                        "size": None,
+                        "spacing_mm": None,
+                    }
+                )
+        return rows
+
+
+def landmark_registration(session: CaseSession):
+    """Paired-point ``ReferenceToMri`` fit from the case's paired landmarks, targets' predicted TRE.
+
+    Returns
+    -------
+    workbench.registration.result.RegistrationResult
+        Method ``"landmarks"``: FRE, per-landmark residuals (mm), predicted TRE at the case's targets.
+    """
+    from workbench.registration.landmarks import pair_landmarks, register_landmarks
+
+    pairs = pair_landmarks(session.case.landmarks)
+    targets_mri = {t.name: np.asarray(t.point_lps_mm) for t in session.case.targets}
+    return register_landmarks(pairs.names, pairs.points_reference, pairs.points_mri, targets_mri=targets_mri or None)
