@@ -1,0 +1,55 @@
+"""The Voila teaching app (``workbench teach``) in headless Chromium: notebook 02 rendered by
+Voila, a click on the MRI slice places a landmark in the kernel and in the case bundle, and the
+page talks to nothing but the local server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ._pages import open_in_voila, wait_for_class
+from .test_lab import check_click, check_not_blank
+
+pytestmark = pytest.mark.browser
+
+
+def test_teaching_app_places_a_landmark_where_the_slice_is_clicked(teach, teach_case, page_and_log, results_dir):
+    page, log = page_and_log
+    open_in_voila(page, teach, "02_landmarks_targets.ipynb")
+    wait_for_class(page, "wb-landmark-editor")
+    check_click(page, teach_case, results_dir, "voila")
+    check_not_blank(page.locator(".wb-slice-view").first, results_dir, "voila-slice-view")
+    page.screenshot(path=str(results_dir / "voila-page.png"), full_page=True)
+    assert not log.foreign(), f"the Voila page requested non-local URLs: {log.foreign()}"
+
+
+def test_teaching_app_lists_only_the_teaching_notebooks(teach, page_and_log):
+    page, log = page_and_log
+    page.goto(teach.url("/"), wait_until="domcontentloaded")
+    page.wait_for_selector("text=02_landmarks_targets.ipynb")
+    listed = page.locator("body").inner_text()
+    assert "01_load_case" not in listed and "05_scene_3d" not in listed, listed
+    assert not log.foreign(), f"the Voila tree page requested non-local URLs: {log.foreign()}"
+
+
+def test_teaching_app_shows_the_fused_view_of_the_registration_app(teach, page_and_log, results_dir):
+    page, log = page_and_log
+    open_in_voila(page, teach, "03_register_sweep.ipynb")
+    check_not_blank(wait_for_class(page, "wb-fused-view"), results_dir, "voila-fused-view")
+    assert not log.foreign(), f"the Voila page of notebook 03 requested non-local URLs: {log.foreign()}"
+
+
+def test_teaching_app_shows_a_live_plan_with_depth_and_safety(teach, page_and_log, results_dir):
+    page, log = page_and_log
+    open_in_voila(page, teach, "04_plan_export.ipynb")
+    panel = wait_for_class(page, "wb-plan-panel")  # not in the DOM contract: notebook 04's plan panel
+    page.wait_for_function(
+        "() => /depth\\s*[0-9.]+\\s*mm/.test(document.querySelector('.wb-plan-panel').innerText)", timeout=60_000
+    )
+    text = panel.inner_text()
+    panel.screenshot(path=str(results_dir / "voila-plan-panel.png"))
+    depth_mm = float(re.search(r"depth\s*([0-9.]+)\s*mm", text).group(1))
+    assert 10.0 < depth_mm < 200.0, text  # a lumbar paravertebral target lies centimetres under the skin
+    assert re.search(r"safety\s*\S+", text), text
+    assert not log.foreign(), f"the Voila page of notebook 04 requested non-local URLs: {log.foreign()}"
