@@ -21,33 +21,23 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.widgets.cli import default_notebook_dir, free_port, server_folders
 
 __all__ = ["TEACHING_NOTEBOOKS", "default_notebook_dir", "prepare_app_folder", "register", "voila_command", "voila_environment"]
 
 #: The notebooks of the teaching app, in the order the tree page lists them.
 TEACHING_NOTEBOOKS = ("02_landmarks_targets.ipynb", "03_register_sweep.ipynb", "04_plan_export.ipynb")
 
-#: Environment variable naming another notebook folder (default: ``notebooks/`` of the checkout).
-NOTEBOOKS_ENV = "WORKBENCH_NOTEBOOKS"
-
 #: Voila template ("lab" without the Font Awesome CDN links, so the app loads nothing from the
 #: network) and the Jupyter data folder that holds it (``voila/templates/workbench``).
 TEMPLATE = "workbench"
 TEMPLATE_ROOT = Path(__file__).resolve().parent / "teach_data"
-
-
-def default_notebook_dir() -> Path:
-    """``$WORKBENCH_NOTEBOOKS``, else ``notebooks/`` beside the ``workbench`` package."""
-    if os.environ.get(NOTEBOOKS_ENV):
-        return Path(os.environ[NOTEBOOKS_ENV])
-    return Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def prepare_app_folder(notebook_dir: Path, app_dir: Path) -> list[str]:
@@ -91,12 +81,6 @@ def voila_environment(case_dir: Path, base: dict[str, str] | None = None) -> dic
     return env
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def register(subparsers) -> None:
     """Add the ``teach`` sub-command to an ``argparse`` sub-parser collection."""
     p = subparsers.add_parser(
@@ -117,17 +101,8 @@ def _terminate_as_interrupt(signum, frame):  # pragma: no cover - exercised by t
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``workbench teach``; returns Voila's exit status (0 after Ctrl-C)."""
-    from workbench.widgets.session import demo_working_copy, resolve_case_folder
-
-    if args.case is not None:
-        case_dir = resolve_case_folder(args.case).resolve()
-    else:
-        print("Preparing the demo case (generated on first use, about 30 s)...", file=sys.stderr, flush=True)
-        case_dir = demo_working_copy().resolve()
-    notebook_dir = (args.notebooks or default_notebook_dir()).resolve()
-    if not notebook_dir.is_dir():
-        raise WorkbenchError("notebook folder not found", notebook_dir)
-    port = args.port or _free_port()
+    case_dir, notebook_dir = server_folders(args.case, args.notebooks)
+    port = args.port or free_port()
     token = args.token or secrets.token_hex(24)
     url = f"http://127.0.0.1:{port}/?token={token}"
     with tempfile.TemporaryDirectory(prefix="workbench-teach-") as tmp:

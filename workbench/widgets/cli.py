@@ -18,19 +18,44 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
-__all__ = ["register", "lab_command", "default_notebook_dir"]
+__all__ = ["register", "lab_command", "default_notebook_dir", "free_port", "server_folders"]
+
+#: Environment variable naming the notebook folder ``workbench lab`` and ``workbench teach`` serve.
+NOTEBOOKS_ENV = "WORKBENCH_NOTEBOOKS"
 
 
 def default_notebook_dir() -> Path:
-    """``notebooks/`` of the checkout (beside the ``workbench`` package), else the current folder."""
+    """``$WORKBENCH_NOTEBOOKS``, else ``notebooks/`` of the checkout (beside the package), else the current folder."""
+    if os.environ.get(NOTEBOOKS_ENV):
+        return Path(os.environ[NOTEBOOKS_ENV])
     here = Path(__file__).resolve().parents[2] / "notebooks"
     return here if here.is_dir() else Path.cwd()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the servers bind there only)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def server_folders(case: Path | None, notebooks: Path | None) -> tuple[Path, Path]:
+    """The case folder and notebook folder a local server (lab, teach) works on.
+
+    ``case`` None means a working copy of the demo case (generated on first use); ``notebooks``
+    None means :func:`default_notebook_dir`. Raises WorkbenchError naming a missing folder.
+    """
+    from workbench.widgets.session import demo_working_copy, resolve_case_folder
+
+    if case is not None:
+        case_dir = resolve_case_folder(case).resolve()
+    else:
+        print("Preparing the demo case (generated on first use, about 30 s)...", file=sys.stderr, flush=True)
+        case_dir = demo_working_copy().resolve()
+    notebook_dir = (notebooks or default_notebook_dir()).resolve()
+    if not notebook_dir.is_dir():
+        raise WorkbenchError("notebook folder not found", notebook_dir)
+    return case_dir, notebook_dir
 
 
 def lab_command(notebook_dir: Path, port: int, token: str, open_browser: bool = False) -> list[str]:
@@ -65,17 +90,10 @@ def register(subparsers) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``workbench lab``; returns JupyterLab's exit status."""
-    from workbench.widgets.session import CASE_ENV, demo_working_copy, resolve_case_folder
+    from workbench.widgets.session import CASE_ENV
 
-    if args.case is not None:
-        case_dir = resolve_case_folder(args.case).resolve()
-    else:
-        print("Preparing the demo case (generated on first use, about 30 s)...", file=sys.stderr, flush=True)
-        case_dir = demo_working_copy().resolve()
-    notebook_dir = (args.notebooks or default_notebook_dir()).resolve()
-    if not notebook_dir.is_dir():
-        raise WorkbenchError("notebook folder not found", notebook_dir)
-    port = args.port or _free_port()
+    case_dir, notebook_dir = server_folders(args.case, args.notebooks)
+    port = args.port or free_port()
     token = secrets.token_hex(24)
     url = f"http://127.0.0.1:{port}/lab?token={token}"
     command = lab_command(notebook_dir, port, token, args.browser)
