@@ -68,3 +68,12 @@ def test_cli_hook_adds_registration_with_its_options(monkeypatch, capsys):
     monkeypatch.setattr(bench, "run_registration_benchmark", lambda *a, **k: canned)
     assert args.func(args) == 0
     assert json.loads(capsys.readouterr().out) == canned
+
+
+def test_cli_offers_lc2_on_frames_and_its_icp_refinement():
+    parser = argparse.ArgumentParser()
+    register_bench(parser.add_subparsers(dest="benchmark"))
+    args = parser.parse_args(["registration", "--methods", "lc2-frames", "bone-icp+lc2-frames"])
+    assert args.methods == ["lc2-frames", "bone-icp+lc2-frames"]
+    default = parser.parse_args(["registration"])
+    assert default.methods == ["bone-icp", "lc2-frames", "mattes-mi"] == list(bench.DEFAULT_METHODS)

@@ -192,8 +192,14 @@ def _lc2(patches: _UsPatches, sampler: _MriSampler, reference_to_mri: np.ndarray
     shape = patches.weights.shape
     points_mri = patches.points_reference.reshape(-1, 3) @ reference_to_mri[:3, :3].T + reference_to_mri[:3, 3]
     intensity, gradient, inside = (values.reshape(shape) for values in sampler.sample(points_mri))
+    return _lc2_of_samples(patches, intensity, gradient, inside)
+
+
+def _lc2_of_samples(patches: _UsPatches, intensity: np.ndarray, gradient: np.ndarray, inside: np.ndarray) -> float:
+    """LC2 from the MRI ``intensity``, ``gradient`` and ``inside`` flags sampled at the patch
+    points ((K, P) each, the shape of ``patches.values``); 0..1."""
     weights = patches.weights * inside
-    usable = (weights.sum(axis=1) >= patches.min_count)
+    usable = weights.sum(axis=1) >= patches.min_count
     if not usable.any():
         return 0.0
     weights = weights[usable]

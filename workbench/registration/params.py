@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 from workbench.errors import RegistrationError
 
-__all__ = ["BonePointParameters", "IcpParameters", "Lc2Parameters", "MattesParameters", "as_dict"]
+__all__ = [
+    "BonePointParameters",
+    "FramesLc2Parameters",
+    "IcpParameters",
+    "Lc2Parameters",
+    "MattesParameters",
+    "as_dict",
+]
 
 
 def as_dict(params) -> dict:
@@ -227,4 +234,97 @@ class BonePointParameters:
         if not 0 <= low < high:
             raise RegistrationError(
                 f"bone point shadow_depth_mm must be (low, high) with 0 <= low < high, got {self.shadow_depth_mm!r}"
+            )
+
+
+_FRAME_GRADIENTS = ("beam-descending", "beam", "magnitude")
+
+
+@dataclass(frozen=True)
+class FramesLc2Parameters:
+    """LC2 on tracked frames.
+
+    Attributes
+    ----------
+    levels_mm : tuple of float
+        Pixel decimation of each resolution level, coarse to fine, mm.
+    frame_step : int
+        Use every n-th frame.
+    patch_radius_px : int
+        Patches are squares of ``2 r + 1`` decimated pixels.
+    min_patch_coverage : float
+        Patches with a smaller fraction of usable (fan, unshadowed) pixels are left out (0..1).
+    gradient : {"beam-descending", "beam", "magnitude"}
+        The second MRI channel. ``"beam"``: the absolute MRI gradient along the beam direction
+        (the image's +y axis, depth), as Wein et al. 2013 do for bone reflections;
+        ``"beam-descending"``: only where the MRI gets darker with depth (``max(0, -d MRI /
+        d depth)``): the soft tissue to dark cortex step that gives the bone echo, and not the
+        cortex to marrow step under it, which US cannot see; ``"magnitude"``: |grad MRI|.
+    mask_shadows : bool
+        Leave out pixels below the first bone echo of their column.
+    shadow_margin_mm : float
+        Keep this much below the bone echo (the echo itself is informative), mm.
+    band_above_bone_mm : float
+        Keep only pixels at most this far above the bone echo (its depth interpolated between
+        the columns where bone was found; frames without bone are left out), mm; 0 keeps all
+        depths. Above the bone the simulated and real US show muscle fibre texture and speckle
+        that the MRI cannot explain; near the bone both show the same interfaces.
+    mri_smoothing_fraction : float
+        Gaussian sigma of the MRI smoothing, as a fraction of the level's spacing (noise in the
+        MRI gradient otherwise competes with the bone interfaces).
+    bone : BonePointParameters
+        How the bone echo is found (``column_step`` is ignored: every column is searched).
+    max_evaluations : int
+        Metric evaluations per level, at most.
+    initial_step_mm, initial_step_deg : float
+        First search step per translation / rotation parameter.
+    tolerance_mm : float
+        The optimiser stops when a step changes the parameters by less than this.
+    max_translation_mm, max_rotation_deg : float
+        Bounds of the search about the initial transform (per parameter).
+    """
+
+    levels_mm: tuple[float, ...] = (2.0, 1.0)
+    frame_step: int = 4
+    patch_radius_px: int = 3
+    min_patch_coverage: float = 0.5
+    gradient: str = "beam-descending"
+    mask_shadows: bool = True
+    shadow_margin_mm: float = 2.0
+    band_above_bone_mm: float = 10.0
+    mri_smoothing_fraction: float = 1.0
+    bone: BonePointParameters = BonePointParameters()
+    max_evaluations: int = 200
+    initial_step_mm: float = 2.0
+    initial_step_deg: float = 2.0
+    tolerance_mm: float = 0.05
+    max_translation_mm: float = 20.0
+    max_rotation_deg: float = 15.0
+
+    def __post_init__(self) -> None:
+        _check_levels("LC2 frames", self.levels_mm)
+        _check_positive(
+            "LC2 frames",
+            frame_step=self.frame_step,
+            patch_radius_px=self.patch_radius_px,
+            min_patch_coverage=self.min_patch_coverage,
+            shadow_margin_mm=self.shadow_margin_mm,
+            mri_smoothing_fraction=self.mri_smoothing_fraction,
+            max_evaluations=self.max_evaluations,
+            initial_step_mm=self.initial_step_mm,
+            initial_step_deg=self.initial_step_deg,
+            tolerance_mm=self.tolerance_mm,
+            max_translation_mm=self.max_translation_mm,
+            max_rotation_deg=self.max_rotation_deg,
+        )
+        band = self.band_above_bone_mm
+        if isinstance(band, bool) or not isinstance(band, (int, float)) or not (math.isfinite(band) and band >= 0):
+            raise RegistrationError(f"LC2 frames band_above_bone_mm must be a number >= 0, got {band!r}")
+        if self.min_patch_coverage > 1:
+            raise RegistrationError(
+                f"LC2 frames min_patch_coverage must be within (0, 1], got {self.min_patch_coverage!r}"
+            )
+        if self.gradient not in _FRAME_GRADIENTS:
+            raise RegistrationError(
+                f"LC2 frames gradient must be one of {', '.join(_FRAME_GRADIENTS)}, got {self.gradient!r}"
             )
