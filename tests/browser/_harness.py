@@ -11,6 +11,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -227,6 +228,7 @@ def running_lab(root_dir: Path, env: dict[str, str], state_dir: Path, timeout_s:
     """
     port, token = free_port(), secrets.token_hex(16)
     state_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(state_dir / "lab-workspaces", ignore_errors=True)  # no notebook of an earlier run reopens
     settings = state_dir / "lab-settings"
     _lab_settings(settings)
     full_env = {

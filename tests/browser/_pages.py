@@ -37,8 +37,12 @@ def widget_json(page, css_class: str) -> dict:
 
 
 def run_all_in_lab(page, server: Server, notebook: str) -> None:
-    """Open ``notebook`` in JupyterLab, wait for its kernel, then run the command "Run All Cells"."""
-    page.goto(server.url(f"/lab/tree/{notebook}"), wait_until="domcontentloaded")
+    """Open ``notebook`` in JupyterLab, wait for its kernel, then run the command "Run All Cells".
+
+    ``?reset`` starts from an empty workspace: otherwise JupyterLab reopens the notebooks of the
+    previous test beside this one, each with a kernel, and "Run All" may land in the wrong tab.
+    """
+    page.goto(server.url(f"/lab/tree/{notebook}?reset"), wait_until="domcontentloaded")
     page.wait_for_function(
         """() => {
             const app = window.jupyterapp;
