@@ -34,7 +34,7 @@ def test_demo_runs_end_to_end_and_keeps_identifiers_out(shared_data, tmp_path, d
     stream = io.StringIO()
     summary = run_demo(tmp_path / "demo", shared_data=shared_data, stream=stream, demo_spec=SMALL_CASE)
     log = stream.getvalue()
-    assert log.count("\n[") + log.startswith("[") == 13, log  # 6 steps on the demo case, 7 on public data
+    assert log.count("\n[") + log.startswith("[") == 14, log  # 7 steps on the demo case, 7 on public data
 
     # the synthetic part: the cached case was opened and its sweep reconstructed
     assert Path(summary["demo_case"]["case"]).parent == demo_cache
@@ -44,6 +44,12 @@ def test_demo_runs_end_to_end_and_keeps_identifiers_out(shared_data, tmp_path, d
     # registration from the case's noisy landmarks lands near the ground truth at the targets
     assert summary["demo_case"]["registration"]["landmarks_median_tre_mm"] < 2.0
     assert summary["demo_case"]["registration"]["icp_median_tre_mm"] < 3.0
+    # no posture change in the small case: the per-vertebra transforms stay near the rigid one
+    # (measured: rigid 0.33-0.42 mm, per vertebra 0.13-0.92 mm per level)
+    registration = summary["demo_case"]["registration"]
+    rigid, piecewise = registration["icp_tre_by_level_mm"], registration["piecewise_tre_by_level_mm"]
+    assert set(rigid) == set(piecewise) == {"L3", "L4", "L5", "S1"}
+    assert all(piecewise[level] < 1.5 and abs(piecewise[level] - rigid[level]) < 1.0 for level in rigid), registration
     plan = summary["demo_case"]["plans"][0]
     assert len(plan["trajectories"]) == 8 and any(f.endswith("report.html") for f in plan["files"])
 

@@ -19,6 +19,7 @@ from workbench.registration.intensity import rigid_offset
 from workbench.registration.params import IcpParameters
 from workbench.registration.piecewise import (
     PiecewiseParameters,
+    level_of_target,
     mri_bone_points_by_level,
     register_piecewise,
 )
@@ -123,6 +124,11 @@ def test_per_vertebra_transforms_follow_a_moved_vertebra(phantom, mri_by_level, 
         still_targets = _level_targets(phantom, level)
         assert _tre_mm(result.transforms[level], targets_reference[level], still_targets) < 0.3
     assert max(result.residuals_mm.values()) < 0.8
+    # a target is mapped by its own level's transform; one without a registered level by the global one
+    assert result.transform_for_target("L4 left exiting nerve root, dorsal aspect") is result.transforms["L4"]
+    assert result.transform_for_target("L1 left exiting nerve root") is global_result.transform  # L1 not built
+    assert result.transform_for_target("left psoas") is global_result.transform
+    assert 0.0 < result.run_time_s < 10.0
 
 
 def test_without_motion_every_vertebra_stays_on_the_global_transform(phantom, mri_by_level, truth):
@@ -167,3 +173,12 @@ def test_bad_inputs_raise_registration_errors(mri_by_level, truth):
         register_piecewise(points, {"L4": np.full((10, 3), np.nan)}, truth)
     with pytest.raises(RegistrationError, match="initial transform must be ReferenceToMri"):
         register_piecewise(points, mri_by_level, truth.inverse())
+
+
+def test_level_of_target_reads_the_level_prefix():
+    assert level_of_target("L4 left exiting nerve root, dorsal aspect") == "L4"
+    assert level_of_target("S1 right exiting nerve root") == "S1"
+    assert level_of_target("L4") == "L4"
+    assert level_of_target("L45 something") is None
+    assert level_of_target("left L4 root") is None
+    assert level_of_target("") is None

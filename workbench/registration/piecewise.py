@@ -22,6 +22,7 @@ Frames: see docs/frames.md.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,13 @@ from workbench.registration.params import IcpParameters
 from workbench.registration.result import RegistrationResult
 from workbench.registration.surface import _checked_points, _surface_normals, mri_bone_points, register_icp
 
-__all__ = ["PiecewiseParameters", "PiecewiseResult", "mri_bone_points_by_level", "register_piecewise"]
+__all__ = [
+    "PiecewiseParameters",
+    "PiecewiseResult",
+    "level_of_target",
+    "mri_bone_points_by_level",
+    "register_piecewise",
+]
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,9 @@ class PiecewiseResult:
         (rotation deg, translation mm at the rotation centre) of each vertebra's transform from the global one.
     fallbacks : dict of str to str
         Levels that kept the global transform, and why.
+    run_time_s : float
+        Time of the refinement, s (a global ICP run by :func:`register_piecewise` included, the
+        one of a given ``RegistrationResult`` not).
     """
 
     global_result: RegistrationResult
@@ -103,6 +113,42 @@ class PiecewiseResult:
     point_counts: dict[str, int]
     deviations: dict[str, tuple[float, float]]
     fallbacks: dict[str, str]
+    run_time_s: float = 0.0
+
+    def transform_for_target(self, target_name: str) -> Transform:
+        """The ``ReferenceToMri`` of the vertebra a target belongs to.
+
+        Parameters
+        ----------
+        target_name : str
+            A target named after its level, e.g. ``"L4 left exiting nerve root, dorsal aspect"``.
+
+        Returns
+        -------
+        Transform
+            That level's transform; the global one for a target whose level has none (no level
+            prefix, or a level not registered).
+        """
+        level = level_of_target(target_name)
+        return self.transforms.get(level, self.global_result.transform) if level else self.global_result.transform
+
+
+def level_of_target(target_name: str) -> str | None:
+    """The vertebral level a target name starts with (``"L4 left ..."`` -> ``"L4"``), or None.
+
+    Parameters
+    ----------
+    target_name : str
+
+    Returns
+    -------
+    str or None
+        One of :data:`workbench.phantom.labels.LEVEL_NAMES`, or None if the name starts with none.
+    """
+    from workbench.phantom.labels import LEVEL_NAMES
+
+    first = target_name.split(" ", 1)[0]
+    return first if first in LEVEL_NAMES[1:] else None
 
 
 def mri_bone_points_by_level(labels, levels, bone_labels=None) -> dict[str, np.ndarray]:
@@ -183,6 +229,7 @@ def register_piecewise(
     RegistrationError
         Empty or non-finite points, no levels, a wrong start transform, or a failed global ICP.
     """
+    started = time.perf_counter()
     source = _checked_points(points_reference, "points_reference")
     if not points_mri_by_level:
         raise RegistrationError("points_mri_by_level is empty: no vertebra to register")
@@ -220,6 +267,7 @@ def register_piecewise(
         point_counts={level: len(points) for level, points in assigned.items()},
         deviations=deviations,
         fallbacks=fallbacks,
+        run_time_s=time.perf_counter() - started,
     )
 
 
