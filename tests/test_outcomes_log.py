@@ -126,16 +126,19 @@ def test_save_is_atomic_and_round_trips(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["log.csv"]
 
 
-def test_parquet_needs_pyarrow_or_round_trips(tmp_path):
+def test_parquet_round_trips(tmp_path):
     log = simulate_cohort(EXAMPLE_SPEC)[:10]
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        with pytest.raises(OutcomesError, match="Parquet logs need pyarrow"):
-            save_log(log, tmp_path / "log.parquet")
-        return
     path = save_log(log, tmp_path / "log.parquet")
+    assert path.read_bytes()[:4] == b"PAR1"
     pd.testing.assert_frame_equal(load_log(path), log.reset_index(drop=True))
+
+
+def test_a_corrupt_parquet_log_names_the_file(tmp_path):
+    path = tmp_path / "log.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file")
+    with pytest.raises(OutcomesError, match="not a readable Parquet file") as excinfo:
+        load_log(path)
+    assert "log.parquet" in str(excinfo.value)
 
 
 def _plan() -> Plan:

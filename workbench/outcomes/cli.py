@@ -1,7 +1,7 @@
 """``workbench outcomes``: analyse a procedure log, or re-analyse the clinical study's summaries.
 
 ``workbench outcomes LOG --out DIR [--treated fusion] [--control us] [--caliper-sd 0.05]``
-    Validates the log (CSV, or Parquet with pyarrow), runs :func:`~workbench.outcomes.analysis.analyse_log`
+    Validates the log (CSV or Parquet), runs :func:`~workbench.outcomes.analysis.analyse_log`
     and writes the CSV tables and a self-contained ``report.html`` into DIR. Prints a JSON summary.
 ``workbench outcomes --reanalyse-study``
     Prints the re-analysis of the study's published summaries as JSON (no log needed).
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "outcomes", help="analyse a procedure log (propensity matching, tests, HTML report) or re-analyse the study"
     )
-    p.add_argument("log", nargs="?", type=Path, help="procedure log, .csv (or .parquet with pyarrow)")
+    p.add_argument("log", nargs="?", type=Path, help="procedure log, .csv or .parquet")
     p.add_argument("--out", type=Path, help="output folder for the CSV tables and report.html")
     p.add_argument("--treated", default="fusion", help="treated group label (default fusion)")
     p.add_argument("--control", default="us", help="control group label (default us)")

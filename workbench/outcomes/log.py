@@ -1,6 +1,6 @@
 """The procedure log: one row per procedure, its schema, validation, loading, saving and appending.
 
-The log is a tidy table (CSV, or Parquet where ``pyarrow`` is installed) whose columns are
+The log is a tidy table (CSV, or Parquet through ``pyarrow``) whose columns are
 those of :data:`LOG_COLUMNS`, in any order. Identifiers are pseudonymous (case-id pattern
 ``^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$``); a column the schema does not know is refused, so no
 name, birth date or other identifier can ride along. Columns, units and ranges: ``docs/outcomes.md``.
@@ -267,7 +267,7 @@ def _require_pyarrow(path: Path) -> None:
 
 
 def load_log(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and validate a procedure log (``.csv``; ``.parquet`` where pyarrow is installed).
+    """Read and validate a procedure log (``.csv`` or ``.parquet``).
 
     Returns
     -------
