@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage, optimize
+from scipy import ndimage
 
 from workbench.errors import RegistrationError
 from workbench.frames import Transform
@@ -43,6 +43,8 @@ from workbench.registration.intensity import (
     _checked_image,
     _checked_initial,
     _lc2_of_samples,
+    _offset_scale_and_limits,
+    _powell_level,
     _UsPatches,
     _voxel_to_lps,
     rigid_offset,
@@ -316,8 +318,7 @@ def register_lc2_frames(
     _checked_initial(initial)
     mri = _checked_image(mri, "MRI")
     prepared = _prepared_frames(frames, image_to_probe, probe_to_reference, params)
-    scale = np.array([params.initial_step_deg] * 3 + [params.initial_step_mm] * 3)
-    limits = np.array([params.max_rotation_deg] * 3 + [params.max_translation_mm] * 3) / scale
+    scale, limits = _offset_scale_and_limits(params)
     trace: list[float] = []
     best = {"value": -np.inf, "x": np.zeros(6)}
     x = np.zeros(6)
@@ -340,17 +341,7 @@ def register_lc2_frames(
                 best.update(value=value, x=np.array(z))
             return -value
 
-        level_scale = 2.0**-level
-        solution = optimize.minimize(
-            lambda z: cost(z * level_scale),
-            x / level_scale,
-            method="Powell",
-            bounds=[(-limit, limit) for limit in limits / level_scale],
-            options={
-                "xtol": params.tolerance_mm / params.initial_step_mm / level_scale,
-                "maxfev": params.max_evaluations,
-            },
-        )
+        solution = _powell_level(cost, x, level, limits, params)
         x = best["x"]
         converged = converged and bool(solution.success)
     matrix = initial.matrix @ rigid_offset(x * scale, centre_mm)

@@ -250,6 +250,34 @@ def lc2_similarity(
     return _lc2(_us_patches(us_volume, mask, level_mm, params), sampler, reference_to_mri.matrix)
 
 
+def _offset_scale_and_limits(params) -> tuple[np.ndarray, np.ndarray]:
+    """Per-parameter step (deg x3, mm x3) and search bounds in step units, for :func:`rigid_offset`."""
+    scale = np.array([params.initial_step_deg] * 3 + [params.initial_step_mm] * 3)
+    limits = np.array([params.max_rotation_deg] * 3 + [params.max_translation_mm] * 3) / scale
+    return scale, limits
+
+
+def _powell_level(negative_metric, x: np.ndarray, level: int, limits: np.ndarray, params):
+    """One resolution level of the coarse-to-fine search: bounded Powell from ``x`` (step units).
+
+    Level ``n`` searches with steps ``2**-n`` of the initial ones; ``negative_metric`` takes
+    parameters in step units. Returns scipy's ``OptimizeResult`` with ``x`` in step units.
+    """
+    level_scale = 2.0**-level
+    solution = optimize.minimize(
+        lambda z: negative_metric(z * level_scale),
+        x / level_scale,
+        method="Powell",
+        bounds=[(-limit / level_scale, limit / level_scale) for limit in limits],
+        options={
+            "xtol": params.tolerance_mm / params.initial_step_mm / level_scale,
+            "maxfev": params.max_evaluations,
+        },
+    )
+    solution.x = solution.x * level_scale
+    return solution
+
+
 def register_lc2(
     mri: sitk.Image,
     us_volume: sitk.Image,
@@ -287,8 +315,7 @@ def register_lc2(
     us_volume = _checked_image(us_volume, "US volume")
     mask = _checked_mask(us_volume, us_mask)
     centre_mm = _mask_centre_mm(us_volume, mask)
-    scale = np.array([params.initial_step_deg] * 3 + [params.initial_step_mm] * 3)
-    limits = np.array([params.max_rotation_deg] * 3 + [params.max_translation_mm] * 3) / scale
+    scale, limits = _offset_scale_and_limits(params)
     trace: list[float] = []
     x = np.zeros(6)
     converged = True
@@ -301,18 +328,8 @@ def register_lc2(
             trace.append(value)
             return -value
 
-        level_scale = 2.0**-level
-        solution = optimize.minimize(
-            lambda z: cost(z * level_scale),
-            x / level_scale,
-            method="Powell",
-            bounds=[(-limit / level_scale, limit / level_scale) for limit in limits],
-            options={
-                "xtol": params.tolerance_mm / params.initial_step_mm / level_scale,
-                "maxfev": params.max_evaluations,
-            },
-        )
-        x = solution.x * level_scale
+        solution = _powell_level(cost, x, level, limits, params)
+        x = solution.x
         converged = converged and bool(solution.success)
     matrix = initial.matrix @ rigid_offset(x * scale, centre_mm)
     return RegistrationResult(
