@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import numpy as np
+
+from workbench.widgets.cli import free_port, root_flags
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,13 +56,6 @@ def browser_required() -> bool:
     """
     ci = os.environ.get("CI", "").strip().lower()
     return ci not in ("", "0", "false", "no") or os.environ.get("WORKBENCH_REQUIRE_BROWSER", "") == "1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def is_local_url(url: str) -> bool:
@@ -214,11 +208,6 @@ def _lab_settings(settings_dir: Path) -> None:
     (folder / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
 
 
-def _root_flag() -> list[str]:
-    """Jupyter refuses to run as root without ``--allow-root`` (CI containers run as root)."""
-    return ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-
-
 @contextlib.contextmanager
 def running_lab(root_dir: Path, env: dict[str, str], state_dir: Path, timeout_s: float = 90) -> Iterator[Server]:
     """Start JupyterLab on 127.0.0.1 with a random token; stop it and its kernels on exit.
@@ -247,7 +236,7 @@ def running_lab(root_dir: Path, env: dict[str, str], state_dir: Path, timeout_s:
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ] + _root_flag()  # fmt: skip
+    ] + root_flags()  # fmt: skip
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, cwd=root_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", token, log_path)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
-__all__ = ["register", "lab_command", "default_notebook_dir", "free_port", "server_folders"]
+__all__ = ["register", "lab_command", "default_notebook_dir", "free_port", "root_flags", "server_folders"]
 
 #: Environment variable naming the notebook folder ``workbench lab`` and ``workbench teach`` serve.
 NOTEBOOKS_ENV = "WORKBENCH_NOTEBOOKS"
@@ -58,13 +58,20 @@ def server_folders(case: Path | None, notebooks: Path | None) -> tuple[Path, Pat
     return case_dir, notebook_dir
 
 
+def root_flags() -> list[str]:
+    """``--ServerApp.allow_root=True`` when running as root, else nothing.
+
+    Jupyter refuses to start as root without it; containers and CI machines often run as root
+    (the server still listens on 127.0.0.1 only).
+    """
+    return ["--ServerApp.allow_root=True"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+
+
 def lab_command(notebook_dir: Path, port: int, token: str, open_browser: bool = False) -> list[str]:
     """The JupyterLab command line: 127.0.0.1 only, the given token, no port hopping.
 
-    Jupyter refuses to start as root without ``--allow-root``; containers and CI machines often
-    run as root, so the flag is added there (the server still listens on 127.0.0.1 only).
+    Adds :func:`root_flags` where the user is root.
     """
-    allow_root = ["--ServerApp.allow_root=True"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
     return [
         sys.executable, "-m", "jupyterlab",
         "--ServerApp.ip=127.0.0.1",
@@ -73,7 +80,7 @@ def lab_command(notebook_dir: Path, port: int, token: str, open_browser: bool = 
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={notebook_dir}",
         f"--ServerApp.open_browser={open_browser}",
-        *allow_root,
+        *root_flags(),
     ]
 
 
