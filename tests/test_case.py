@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import workbench
-from workbench import case as case_module
 from workbench.case import (
     CURRENT_SCHEMA_VERSION,
     MIGRATIONS,
@@ -201,7 +200,7 @@ def _object_schemas(node):
 
 @pytest.mark.parametrize("version", sorted(SCHEMA_FILES))
 def test_schemas_are_draft_2020_12_and_closed(version):
-    schema = json.loads((Path(case_module.__file__).parent / "schemas" / SCHEMA_FILES[version]).read_text())
+    schema = json.loads((Path(workbench.__file__).parent / "schemas" / SCHEMA_FILES[version]).read_text())
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["properties"]["schema_version"] == {"const": version}
