@@ -33,7 +33,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from workbench.errors import DicomError
-from workbench.io.volume import LoadedVolume
+from workbench.io.loaded_volume import LoadedVolume
 
 __all__ = [
     "FolderScan",
