@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all install demo demo-headless lab teach test bench clean
+.PHONY: all install demo demo-headless lab teach lint test bench clean
 
 all: test
 
@@ -37,9 +37,15 @@ teach: $(STAMP)
 demo-headless: $(STAMP)
 	$(BIN)/workbench demo
 
+# The architecture (docs/architecture.md) is checked before any test runs: the import contracts
+# in pyproject.toml (layers, no UI toolkit below widgets) and ruff. A violation fails `make test`.
+lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check workbench tests
+
 # pytest exits 5 when it collects no test: make treats that as a failure, never a silent pass.
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis
+	rm -rf $(VENV) out .pytest_cache .hypothesis .ruff_cache .import_linter_cache
