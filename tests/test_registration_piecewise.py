@@ -128,7 +128,7 @@ def test_per_vertebra_transforms_follow_a_moved_vertebra(phantom, mri_by_level, 
     assert result.transform_for_target("L4 left exiting nerve root, dorsal aspect") is result.transforms["L4"]
     assert result.transform_for_target("L1 left exiting nerve root") is global_result.transform  # L1 not built
     assert result.transform_for_target("left psoas") is global_result.transform
-    assert 0.0 < result.run_time_s < 10.0
+    assert result.run_time_s > 0.0  # how long it may take is the benchmark's target (workbench bench registration)
 
 
 def test_without_motion_every_vertebra_stays_on_the_global_transform(phantom, mri_by_level, truth):
