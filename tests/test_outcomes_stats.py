@@ -13,7 +13,6 @@ from workbench.errors import OutcomesError
 from workbench.outcomes.compare import (
     compare_binary,
     compare_continuous,
-    d_confidence_interval,
     power_two_proportions,
     power_two_sample_t,
     sample_size_two_proportions,

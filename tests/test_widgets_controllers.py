@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("ipympl")
 
-from workbench.case import load_case  # noqa: E402
-from workbench.widgets.session import CaseSession, demo_working_copy, landmark_registration  # noqa: E402
+from workbench.case import load_case
+from workbench.widgets.session import CaseSession, demo_working_copy, landmark_registration
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_editor_click_places_the_point_at_the_hooked_lps_position_and_autosaves(
     last = json.loads(editor.last_point.value)
     assert last["name"] == "clicked landmark" and last["kind"] == "landmark" and last["count"] == count + 1
     assert np.max(np.abs(np.array(last["point_lps"]) - expected)) < 0.01  # mm (hook pixels are rounded to 1e-3 px)
-    saved = next(l for l in load_case(case_dir).landmarks if l.name == "clicked landmark")
+    saved = next(mark for mark in load_case(case_dir).landmarks if mark.name == "clicked landmark")
     assert np.allclose(saved.point_mm, last["point_lps"], atol=1e-9)
     assert editor.name.value == "clicked landmark 2"  # the next click gets the next name
 
@@ -70,7 +70,7 @@ def test_editor_click_places_the_point_at_the_hooked_lps_position_and_autosaves(
     assert "clicked landmark" not in editor.model.names()
     editor.undo_button.click()
     assert "clicked landmark" in editor.model.names()
-    assert "clicked landmark" in [l.name for l in load_case(case_dir).landmarks]
+    assert "clicked landmark" in [mark.name for mark in load_case(case_dir).landmarks]
 
 
 def test_fused_view_blend_slider_changes_the_image(case_dir):

@@ -112,7 +112,7 @@ def test_place_move_rename_delete_undo_redo_autosave(case_dir):
     model.rename("skin", "skin entry L3")
     model.delete("root (2)")
     reloaded = load_case(case_dir)
-    landmark = next(l for l in reloaded.landmarks if l.name == "L3 left TP")
+    landmark = next(mark for mark in reloaded.landmarks if mark.name == "L3 left TP")
     assert landmark.frame == "Mri" and landmark.point_mm == (12.25, -3.5, 40.125)
     assert next(t for t in reloaded.targets if t.name == "root").point_lps_mm == (22.5, 31.0, -9.75)
     assert next(t for t in reloaded.targets if t.name == "skin entry L3").structure == ENTRY_STRUCTURE
@@ -133,8 +133,8 @@ def test_place_move_rename_delete_undo_redo_autosave(case_dir):
     again = PointListModel(load_case(case_dir), case_dir)
     assert sorted((p.name, p.kind, p.point_lps) for p in again.points) == sorted((p.name, p.kind, p.point_lps) for p in model.points)
     # Reference landmarks are kept untouched
-    assert [l for l in load_case(case_dir).landmarks if l.frame == "Reference"] == [
-        l for l in session.case.landmarks if l.frame == "Reference"
+    assert [mark for mark in load_case(case_dir).landmarks if mark.frame == "Reference"] == [
+        mark for mark in session.case.landmarks if mark.frame == "Reference"
     ]
     del target, entry
 
@@ -162,7 +162,7 @@ def test_a_failing_save_keeps_the_points_and_says_why(case_dir, tmp_path):
     # fixing the list saves it, with the earlier changes
     real.rename("PatientName", "spinous tip")
     assert real.save_error is None
-    assert "spinous tip" in [l.name for l in load_case(case_dir).landmarks]
+    assert "spinous tip" in [mark.name for mark in load_case(case_dir).landmarks]
 
 
 def test_blend_checkerboard_and_colour_maths():

@@ -8,6 +8,6 @@ Coordinate frames and the transform naming rule are in ``docs/frames.md``.
 
 __version__ = "0.1.0"
 
-from workbench.errors import WorkbenchError  # noqa: E402
+from workbench.errors import WorkbenchError
 
 __all__ = ["WorkbenchError", "__version__"]

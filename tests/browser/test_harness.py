@@ -200,5 +200,7 @@ def test_request_logger_records_and_blocks_a_cdn_request(page_and_log):
     )
     page.wait_for_timeout(300)
     assert log.foreign() == ["https://cdn.jsdelivr.net/npm/x@1/x.css"]
-    css_loaded = page.evaluate("() => Array.from(document.styleSheets).some(s => { try { return s.cssRules.length > 0 } catch (e) { return false } })")
+    css_loaded = page.evaluate(
+        "() => Array.from(document.styleSheets).some(s => { try { return s.cssRules.length > 0 } catch (e) { return false } })"
+    )
     assert not css_loaded

@@ -196,7 +196,7 @@ def read_dicom_file(path: str | os.PathLike, *, stop_before_pixels: bool = False
         dataset = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=False)
     except InvalidDicomError:
         return None
-    except Exception as exc:  # pydicom raises many types (EOFError, struct.error, ValueError...) on corrupt input
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types (EOFError, struct.error, ValueError...) on corrupt input
         raise DicomError(f"cannot read DICOM file: {_one_line(exc)}", path) from None
     media_class = dataset.file_meta.get("MediaStorageSOPClassUID") if hasattr(dataset, "file_meta") else None
     if path.name.upper() == "DICOMDIR" or media_class == MEDIA_STORAGE_DIRECTORY_SOP_CLASS:
@@ -690,7 +690,7 @@ def _stack_pixels(plan: _StackPlan, datasets: dict[Path, Dataset]) -> np.ndarray
 def _pixel_array(header: _Slice, dataset: Dataset) -> np.ndarray:
     try:
         pixels = dataset.pixel_array
-    except Exception as exc:  # pydicom's decoders raise many types on corrupt or unsupported data
+    except Exception as exc:  # noqa: BLE001 - pydicom's decoders raise many types on corrupt or unsupported data
         syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
         name = getattr(syntax, "name", str(syntax))
         raise DicomError(f"cannot decode pixel data ({name}): {_one_line(exc)}", header.path) from None

@@ -499,7 +499,7 @@ def _compounding_mode(attributes: "_Attributes") -> str:
 def _skip_interval(attributes: "_Attributes") -> int:
     skip_interval = attributes.number("SkipInterval", int, default=1)
     if skip_interval < 1:
-        warnings.warn(f"VolumeReconstruction SkipInterval {skip_interval} is below 1; using 1 as PLUS does")
+        warnings.warn(f"VolumeReconstruction SkipInterval {skip_interval} is below 1; using 1 as PLUS does", stacklevel=3)
         return 1
     return skip_interval
 

@@ -286,7 +286,7 @@ def load_log(path: str | os.PathLike) -> pd.DataFrame:
         _require_pyarrow(path)
         try:
             raw = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types on a corrupt file
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types on a corrupt file
             raise OutcomesError(f"not a readable Parquet file ({exc})", path) from None
         return validate_log(raw.astype(object), path)
     try:

@@ -143,7 +143,8 @@ def _needle_plane(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
 
 def _figure(title: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(title)}</figcaption></figure>'
+    caption = html.escape(title)
+    return f'<figure><img alt="{caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
 
 
 def _number_rows(plan: Plan, trajectory: Trajectory) -> list[tuple[str, str]]:
@@ -154,7 +155,10 @@ def _number_rows(plan: Plan, trajectory: Trajectory) -> list[tuple[str, str]]:
         ("Needle", trajectory.needle.label),
         ("Insertion depth", f"{g.insertion_depth_mm:.1f} mm"),
         ("Needle left outside the skin", f"{g.remaining_needle_mm:.1f} mm"),
-        ("Angle to axial / sagittal / coronal plane", f"{g.angle_to_axial_deg:.1f}° / {g.angle_to_sagittal_deg:.1f}° / {g.angle_to_coronal_deg:.1f}°"),
+        (
+            "Angle to axial / sagittal / coronal plane",
+            f"{g.angle_to_axial_deg:.1f}° / {g.angle_to_sagittal_deg:.1f}° / {g.angle_to_coronal_deg:.1f}°",
+        ),
         ("Angle to skin normal", "—" if g.angle_to_skin_normal_deg is None else f"{g.angle_to_skin_normal_deg:.1f}°"),
         ("Injectate", f"{trajectory.injectate_ml:g} mL {trajectory.drugs}".strip()),
         ("Approach", trajectory.approach or "—"),

@@ -37,7 +37,7 @@ _EXPORTS = {
     "niivue_viewer": "workbench.widgets.optional",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the lazily exported names, computed once
 
 
 def __getattr__(name: str):

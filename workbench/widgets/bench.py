@@ -99,7 +99,10 @@ def run_ui_benchmark(repeats: int = 30, size_px: int = 512, slices: int = 48, se
         "us_frame_px": [size_px, size_px],
         "slice_update": _stats(slice_s),
         "fused_overlay": _stats(fused_s),
-        "what": "kernel-side: slice -> window/level -> Agg render -> PNG frame of the ipympl canvas; fused: resample MRI on the frame -> blend 50 % -> PNG",
+        "what": (
+            "kernel-side: slice -> window/level -> Agg render -> PNG frame of the ipympl canvas; "
+            "fused: resample MRI on the frame -> blend 50 % -> PNG"
+        ),
     }
 
 

@@ -135,7 +135,8 @@ class CaseLoader:
         rows = self.session.series_table() if self.session else volume_rows(self.volume)
         self.table.value = table_html(rows, ["role", "path", "description", "size", "spacing_mm"])
         what = f"case {self.session.case.case_id}" if self.session else "volume"
-        self.message.value = html.escape(f"opened {what}: {list(self.volume.size)} voxels of {[round(v, 2) for v in self.volume.spacing_mm]} mm")
+        spacing_mm = [round(v, 2) for v in self.volume.spacing_mm]
+        self.message.value = html.escape(f"opened {what}: {list(self.volume.size)} voxels of {spacing_mm} mm")
         self.viewer = SliceView(self.volume, self.orientation)
         self.viewer_box.children = [self.viewer.widget]
         return self.volume

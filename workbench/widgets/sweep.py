@@ -43,7 +43,7 @@ def set_reference_landmark(case, pair: str, point_reference) -> object:
     from workbench.case import Landmark
 
     point = tuple(float(v) for v in np.asarray(point_reference, dtype=float).reshape(3))
-    kept = [l for l in case.landmarks if not (l.frame == "Reference" and (l.pair == pair or l.name == f"{pair} (US)"))]
+    kept = [mark for mark in case.landmarks if not (mark.frame == "Reference" and (mark.pair == pair or mark.name == f"{pair} (US)"))]
     return dataclasses.replace(case, landmarks=kept + [Landmark(f"{pair} (US)", "Reference", point, pair)])
 
 
@@ -81,7 +81,7 @@ class SweepScrubber:
             axes.set_axis_off()
         pairs = []
         if session is not None:
-            pairs = sorted({l.pair for l in session.case.landmarks if l.frame == "Mri" and l.pair})
+            pairs = sorted({mark.pair for mark in session.case.landmarks if mark.frame == "Mri" and mark.pair})
         self.pair = W.Dropdown(options=pairs, description="pair", tooltip="click on the frame to place its US landmark")
         self.info = W.HTML()
         self.slice_model = SliceModel(fusion.mri_image, "sagittal")
@@ -127,7 +127,8 @@ class SweepScrubber:
         from workbench.registration.landmarks import pixel_to_reference
 
         probe_to_reference = Transform.from_name("ProbeToReference", self.fusion.probe_to_reference[self.fusion.frame])
-        point = np.asarray(pixel_to_reference(np.asarray(pixel_xy, float).reshape(1, 2), self.fusion.image_to_probe, probe_to_reference)).reshape(3)
+        pixels_px = np.asarray(pixel_xy, float).reshape(1, 2)
+        point = np.asarray(pixel_to_reference(pixels_px, self.fusion.image_to_probe, probe_to_reference)).reshape(3)
         pair = pair or self.pair.value
         if self.session is not None and pair:
             self.session.save(set_reference_landmark(self.session.case, pair, point))
