@@ -134,3 +134,13 @@ def test_repository_errors_and_replacement():
     assert len(repo) == 1
     with pytest.raises(FrameError, match="no stored transform"):
         repo.remove("TrackerToProbe")
+
+
+def test_the_examples_in_the_frames_docstrings_run():
+    import doctest
+
+    import workbench.frames
+
+    results = doctest.testmod(workbench.frames, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert results.attempted >= 20  # composition, inverse, points vs vectors, names, the repository
+    assert results.failed == 0

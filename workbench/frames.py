@@ -184,7 +184,25 @@ class Transform:
 
     # -- algebra ------------------------------------------------------------------
     def __matmul__(self, other: "Transform") -> "Transform":
-        """Compose: ``(b_to_c @ a_to_b)`` is ``a_to_c``. Frames must chain."""
+        """Compose: ``(b_to_c @ a_to_b)`` is ``a_to_c``. Frames must chain.
+
+        Examples
+        --------
+        The inner names cancel, read right to left; a chain that does not meet is refused:
+
+        >>> import numpy as np
+        >>> image_to_probe = Transform(np.diag([0.2, 0.2, 1.0, 1.0]), "Image", "Probe")  # 0.2 mm per pixel
+        >>> probe_to_reference = Transform.from_rotation_translation(np.eye(3), [0.0, 0.0, 50.0], "Probe", "Reference")
+        >>> image_to_reference = probe_to_reference @ image_to_probe
+        >>> image_to_reference.name
+        'ImageToReference'
+        >>> image_to_reference.apply_to_points([10.0, 20.0, 0.0])
+        array([ 2.,  4., 50.])
+        >>> image_to_probe @ probe_to_reference  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        workbench.errors.FrameError: cannot compose ImageToProbe @ ProbeToReference: ... starts from 'Image'
+        """
         if not isinstance(other, Transform):
             return NotImplemented
         if other.to_frame != self.from_frame:
@@ -201,6 +219,19 @@ class Transform:
         matrices are written with 6 significant digits and are orthonormal only to ~1e-6, so
         transposing the rotation would move far points by ~1e-4 mm and change the voxel
         choices of a reconstruction compared with PLUS.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> quarter_turn = [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]  # 90 deg about z
+        >>> reference_to_mri = Transform.from_rotation_translation(quarter_turn, [10.0, 0.0, 0.0], "Reference", "Mri")
+        >>> mri_to_reference = reference_to_mri.inverse()
+        >>> mri_to_reference.name
+        'MriToReference'
+        >>> mri_to_reference.apply_to_points([8.0, 3.0, 5.0])
+        array([3., 2., 5.])
+        >>> (mri_to_reference @ reference_to_mri).allclose(Transform.identity("Reference", "Reference"))
+        True
         """
         return Transform(np.linalg.inv(self.matrix), self.to_frame, self.from_frame)
 
