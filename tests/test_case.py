@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -14,12 +15,16 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import workbench
+import workbench.case
+from workbench.case import identifiers as case_identifiers
+from workbench.case import model, schema, storage
 from workbench.case import (
     CURRENT_SCHEMA_VERSION,
     MIGRATIONS,
     SCHEMA_FILES,
     Attachment,
     Case,
+    IDENTIFYING_DICOM_ATTRIBUTES,
     FileRef,
     Landmark,
     MriRef,
@@ -214,6 +219,43 @@ def test_every_older_version_has_a_migration():
     assert set(MIGRATIONS) == set(range(CURRENT_SCHEMA_VERSION))
 
 
+# -- package layout -------------------------------------------------------------------------
+
+CASE_PACKAGE = Path(workbench.__file__).parent / "case"
+
+
+def _workbench_imports(path: Path) -> set[str]:
+    """The workbench modules a source file imports (absolute imports, at any depth)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "workbench":
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "workbench")
+    return found
+
+
+def test_package_re_exports_every_public_name_from_its_module():
+    for name in workbench.case.__all__:
+        obj = getattr(workbench.case, name)
+        homes = [module for module in (model, schema, case_identifiers, storage) if getattr(module, name, None) is obj]
+        assert homes, name
+
+
+def test_case_sits_just_above_io():
+    above = ("registration", "planning", "widgets", "phantom", "reconstruction", "outcomes", "cli", "demo")
+    for path in CASE_PACKAGE.glob("*.py"):
+        for module in _workbench_imports(path):
+            assert not set(module.split(".")[1:2]) & set(above), (path.name, module)
+    assert _workbench_imports(CASE_PACKAGE / "model.py") <= {"workbench", "workbench.errors", "workbench.frames"}
+
+
+def test_registration_imports_only_the_case_data_classes():
+    for path in (Path(workbench.__file__).parent / "registration").rglob("*.py"):
+        for module in _workbench_imports(path):
+            assert module == "workbench.case.model" or not module.startswith("workbench.case"), (path.name, module)
+
+
 # -- no identifiers -------------------------------------------------------------------------
 
 
@@ -241,6 +283,14 @@ def test_save_refuses_dicom_identifiers(tmp_path, change, message):
         save_case(case, folder)
     assert "case bundles hold no patient identifiers" in str(info.value)
     assert not (folder / "case.json").exists()
+
+
+@pytest.mark.parametrize("keyword", sorted(IDENTIFYING_DICOM_ATTRIBUTES))
+def test_every_identifying_attribute_is_refused_by_keyword_and_tag(keyword):
+    tag = IDENTIFYING_DICOM_ATTRIBUTES[keyword]
+    for text in (keyword, keyword.lower(), f"my_{keyword}", f"({tag})", f"( {tag.lower()} )"):
+        with pytest.raises(CaseBundleError, match=f"notes mentions DICOM identifying attribute {keyword};"):
+            case_identifiers.check_no_identifiers({"notes": text}, None)
 
 
 def test_plain_words_are_not_mistaken_for_identifiers(bundle):
@@ -443,7 +493,10 @@ def test_invalid_transform_name(bundle):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d["landmarks"][2].update(name="L4 spinous process"), r"landmarks\[2\]: another Mri landmark has name 'L4 spinous process'"),
+        (
+            lambda d: d["landmarks"][2].update(name="L4 spinous process"),
+            r"landmarks\[2\]: another Mri landmark has name 'L4 spinous process'",
+        ),
         (lambda d: d["landmarks"][2].update(pair="L4SP"), r"landmarks\[2\]: another Mri landmark has pair 'L4SP'"),
         (lambda d: d["targets"].append(dict(d["targets"][0])), r"targets\[1\]: another target is named 'left L3-L4'"),
     ],

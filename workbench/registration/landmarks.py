@@ -24,7 +24,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from workbench.case import Landmark
+from workbench.case.model import Landmark
 from workbench.errors import FrameError, RegistrationError
 from workbench.frames import Transform
 from workbench.registration.result import RegistrationResult

@@ -1,0 +1,168 @@
+"""The ``case.json`` document: JSON Schema validation, schema versions and their migrations.
+
+Every version's schema (draft 2020-12) is package data in ``workbench/schemas/``
+(:data:`SCHEMA_FILES`). A document of an older version is validated against its own schema
+and then migrated, one version at a time, through :data:`MIGRATIONS`; a newer one is
+refused. Error messages name the JSON path (``landmarks[2].point_mm``). Layout, versions and
+migrations: ``docs/case-bundle.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from workbench.case.model import CURRENT_SCHEMA_VERSION
+from workbench.errors import CaseBundleError
+
+__all__ = [
+    "CURRENT_SCHEMA_VERSION",
+    "MIGRATIONS",
+    "SCHEMA_FILES",
+    "check_finite",
+    "check_schema",
+    "check_timestamps",
+    "check_unique_names",
+    "json_nodes",
+    "json_path",
+    "migrate",
+    "schema_version",
+]
+
+#: schema version -> its JSON Schema file in ``workbench/schemas/``.
+SCHEMA_FILES = {0: "case.schema.v0.json", 1: "case.schema.json"}
+
+
+# -- schema versions and migration -------------------------------------------------------
+
+
+def _migrate_0_to_1(document: dict) -> dict:
+    """Version 0 -> 1.
+
+    Landmarks were an object ``name -> [x, y, z]`` of MRI points; they become a list of
+    ``Mri`` landmarks in the same order. ``reference_to_mri`` moves into ``transforms``
+    as ``"ReferenceToMri"``. ``targets`` is new (empty); the MRI gains ``modality`` ``"MR"``.
+    """
+    migrated = {key: value for key, value in document.items() if key not in ("landmarks", "reference_to_mri")}
+    migrated["schema_version"] = 1
+    if "mri" in document:
+        migrated["mri"] = {**document["mri"], "modality": "MR"}
+    migrated["landmarks"] = [
+        {"name": name, "frame": "Mri", "point_mm": point} for name, point in document["landmarks"].items()
+    ]
+    migrated["targets"] = []
+    migrated["transforms"] = {"ReferenceToMri": document["reference_to_mri"]} if "reference_to_mri" in document else {}
+    return migrated
+
+
+# version N -> function turning a valid version-N document into a version-(N+1) document
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _migrate_0_to_1}
+
+
+def migrate(document: dict, version: int) -> dict:
+    """Migrate a valid version-``version`` document to :data:`CURRENT_SCHEMA_VERSION`."""
+    while version < CURRENT_SCHEMA_VERSION:
+        document = MIGRATIONS[version](document)
+        version += 1
+    return document
+
+
+def schema_version(document: dict, case_json: Path) -> int:
+    """The ``schema_version`` of a document, refusing a missing, unknown or newer one."""
+    version = document.get("schema_version")
+    if type(version) is not int:
+        raise CaseBundleError(f"case.json has no integer schema_version (got {version!r})", case_json)
+    if version > CURRENT_SCHEMA_VERSION:
+        raise CaseBundleError(
+            f"case.json is schema version {version}, this workbench reads up to {CURRENT_SCHEMA_VERSION}; "
+            "upgrade workbench",
+            case_json,
+        )
+    if version not in SCHEMA_FILES:
+        raise CaseBundleError(f"case.json has unknown schema_version {version}", case_json)
+    return version
+
+
+@functools.cache
+def _validator(version: int) -> Draft202012Validator:
+    text = resources.files("workbench").joinpath("schemas", SCHEMA_FILES[version]).read_text(encoding="utf-8")
+    return Draft202012Validator(json.loads(text))
+
+
+# -- document walking --------------------------------------------------------------------
+
+
+def json_path(parts) -> str:
+    """``landmarks[2].point_mm`` from the keys and indices ``("landmarks", 2, "point_mm")``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def json_nodes(value, parts: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """Every value in a JSON document with its path, depth first."""
+    yield parts, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from json_nodes(item, (*parts, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from json_nodes(item, (*parts, index))
+
+
+# -- validation --------------------------------------------------------------------------
+
+
+def check_finite(document: dict, case_json: Path) -> None:
+    """Refuse NaN and infinity anywhere in the document."""
+    for parts, value in json_nodes(document):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CaseBundleError(f"{json_path(parts)} is {value}; numbers in case.json must be finite", case_json)
+
+
+def check_schema(document: dict, version: int, case_json: Path) -> None:
+    """Validate against the JSON Schema of ``version``; the error names the JSON path."""
+    error = best_match(_validator(version).iter_errors(document))
+    if error is not None:
+        raise CaseBundleError(
+            f"case.json does not match schema version {version} at {json_path(error.absolute_path)}: {error.message}",
+            case_json,
+        )
+
+
+def check_timestamps(document: dict, case_json: Path) -> None:
+    """Refuse ``created_utc``/``modified_utc`` that match the schema's pattern but are not real times."""
+    for key in ("created_utc", "modified_utc"):
+        try:
+            datetime.fromisoformat(document[key])
+        except ValueError:
+            raise CaseBundleError(f"{key} {document[key]!r} is not a valid date and time", case_json) from None
+
+
+def check_unique_names(document: dict, case_json: Path) -> None:
+    """Refuse two landmarks of one frame with the same name or pair label, or two targets of one name."""
+    seen: set[tuple[str, str, str]] = set()
+    for index, landmark in enumerate(document["landmarks"]):
+        for label in ("name", "pair"):
+            if label not in landmark:
+                continue
+            key = (label, landmark["frame"], landmark[label])
+            if key in seen:
+                raise CaseBundleError(
+                    f"landmarks[{index}]: another {landmark['frame']} landmark has {label} {landmark[label]!r}",
+                    case_json,
+                )
+            seen.add(key)
+    names = [target["name"] for target in document["targets"]]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise CaseBundleError(f"targets[{index}]: another target is named {name!r}", case_json)
