@@ -8,9 +8,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from dicom_factory import IDENTIFIERS, NESTED_PERSON, PRIVATE_VALUE, write_series, write_text_file
 
+import workbench.case
+from workbench import anonymize, identifiers
 from workbench.anonymize import anonymize_folder
+from workbench.case import identifiers as case_identifiers
 from workbench.errors import DicomError
 from workbench.io.dicom import load_dicom_series
 
@@ -84,7 +88,8 @@ def test_real_uids_remapped_consistently(shared_data, real_run):
         assert new.startswith("2.25.") and len(new) <= 64
     assert all(p.name == f"{ds.SOPInstanceUID}.dcm" for p, ds in zip(report.files_written, outputs))
     # the same referenced localizer UID maps to the same new UID in every file
-    refs_in = {tuple(str(r.ReferencedSOPInstanceUID) for r in pydicom.dcmread(p, stop_before_pixels=True).ReferencedImageSequence) for p in originals}
+    inputs = [pydicom.dcmread(p, stop_before_pixels=True) for p in originals]
+    refs_in = {tuple(str(r.ReferencedSOPInstanceUID) for r in ds.ReferencedImageSequence) for ds in inputs}
     refs_out = {tuple(str(r.ReferencedSOPInstanceUID) for r in ds.ReferencedImageSequence) for ds in outputs}
     assert len(refs_out) == len(refs_in) == 1
     distinct_refs = len(set(next(iter(refs_in))))
@@ -145,9 +150,73 @@ def test_synthetic_identifiers_private_overlays_and_nesting(tmp_path):
     assert load_dicom_series(tmp_path / "out").source_digest == load_dicom_series(tmp_path / "in").source_digest
 
 
+# -- the identifying attributes shared with the case-bundle guard ------------------------------
+
+
+def test_anonymizer_and_case_guard_share_one_identifier_list():
+    shared = identifiers.IDENTIFYING_DICOM_ATTRIBUTES
+    assert anonymize.IDENTIFYING_DICOM_ATTRIBUTES is shared
+    assert case_identifiers.IDENTIFYING_DICOM_ATTRIBUTES is shared
+    assert workbench.case.IDENTIFYING_DICOM_ATTRIBUTES is shared
+    for keyword, tag in shared.items():
+        assert f"{tag_for_keyword(keyword):08X}" == tag.replace(",", ""), keyword
+        assert case_identifiers.identifying_attribute(keyword) == keyword
+        assert case_identifiers.identifying_attribute(f"({tag})") == keyword
+
+
+def _identifying_value(keyword: str) -> str:
+    """A distinctive value of the attribute's VR (UIDs are left to the factory)."""
+    vr = dictionary_VR(keyword)
+    return {"PN": f"Secret^{keyword[:20]}", "DA": "19610317", "TM": "101112", "AS": "062Y", "CS": "F"}.get(
+        vr, f"S-{keyword[:12]}"
+    )
+
+
+def test_every_identifying_attribute_is_removed_or_replaced(tmp_path):
+    def modify(k, dataset):
+        for keyword in identifiers.IDENTIFYING_DICOM_ATTRIBUTES:
+            if dictionary_VR(keyword) != "UI":
+                setattr(dataset, keyword, _identifying_value(keyword))
+
+    series = write_series(tmp_path / "in", n_slices=2, modify=modify)
+    report = anonymize_folder(tmp_path / "in", tmp_path / "out", case_id="CASE-1")
+    written = {pydicom.dcmread(path).InstanceNumber: pydicom.dcmread(path) for path in report.files_written}
+    for original_path in series.files:
+        original = pydicom.dcmread(original_path)
+        ds = written[original.InstanceNumber]
+        for keyword in identifiers.IDENTIFYING_DICOM_ATTRIBUTES:
+            before = original[keyword].value
+            assert before, keyword  # the input really carries every attribute
+            if keyword not in ds:
+                continue  # removed
+            after = ds[keyword].value
+            if dictionary_VR(keyword) == "UI":
+                assert after and after != before, keyword
+            elif keyword in ("PatientName", "PatientID"):
+                assert after == "CASE-1"
+            else:
+                assert not after, (keyword, after)  # emptied
+        data = Path(ds.filename).read_bytes()
+        for keyword in identifiers.IDENTIFYING_DICOM_ATTRIBUTES:
+            if len(str(original[keyword].value)) > 3:
+                assert str(original[keyword].value).encode() not in data, keyword
+
+
+def test_an_identifying_attribute_the_profile_table_leaves_out_is_removed(monkeypatch):
+    manufacturer = tag_for_keyword("Manufacturer")
+    assert manufacturer not in anonymize._ACTION_BY_TAG
+    monkeypatch.setattr(
+        anonymize, "IDENTIFYING_DICOM_ATTRIBUTES", {**identifiers.IDENTIFYING_DICOM_ATTRIBUTES, "Manufacturer": "0008,0070"}
+    )
+    assert anonymize._action_by_tag()[manufacturer] == "X"
+
+
 def test_dicomdir_skipped(tmp_path):
     write_series(tmp_path / "in", n_slices=2)
-    write_series(tmp_path / "dirsrc", n_slices=1, modify=lambda k, ds: setattr(ds.file_meta, "MediaStorageSOPClassUID", "1.2.840.10008.1.3.10"))
+    media_directory_storage = "1.2.840.10008.1.3.10"
+    write_series(
+        tmp_path / "dirsrc", n_slices=1, modify=lambda k, ds: setattr(ds.file_meta, "MediaStorageSOPClassUID", media_directory_storage)
+    )
     dicomdir = next((tmp_path / "dirsrc").iterdir()).rename(tmp_path / "in" / "DICOMDIR")
     report = anonymize_folder(tmp_path / "in", tmp_path / "out")
     assert report.files_skipped == (dicomdir,) and len(report.files_written) == 2

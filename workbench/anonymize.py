@@ -6,7 +6,9 @@ element, in the data set and, recursively, in every sequence item:
 1. private elements (odd groups) and curve (50xx) and overlay (60xx) groups are removed;
 2. an element named in :data:`PROFILE_ACTIONS` gets its profile action: ``Z`` (kept, emptied)
    or ``X`` (removed). Where the table offers a choice (``X/Z``, ``Z/D``, ``X/Z/D``, ``X/D``)
-   ``Z`` is taken when offered, else ``X``; the ``D`` (dummy value) alternative is never needed;
+   ``Z`` is taken when offered, else ``X``; the ``D`` (dummy value) alternative is never needed.
+   An attribute of :data:`workbench.identifiers.IDENTIFYING_DICOM_ATTRIBUTES` (the list the
+   case-bundle guard refuses) that the table leaves out and that is not a UID is removed (``X``);
 3. otherwise by value representation, so that attributes the table leaves out are safe too:
    every UID (VR UI) is replaced by ``2.25.<integer>`` from a keyed hash (HMAC-SHA-256 with
    the salt) of the original -- the same input UID always gives the same output UID, so
@@ -41,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -50,6 +52,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 import workbench
 from workbench._atomic import atomic_open
 from workbench.errors import DicomError
+from workbench.identifiers import IDENTIFYING_DICOM_ATTRIBUTES
 from workbench.io.dicom import read_dicom_file
 
 __all__ = ["PROFILE_ACTIONS", "AnonymizationReport", "anonymize_folder"]
@@ -116,7 +119,22 @@ def _resolve_action(code: str) -> str:
     return "Z" if "Z" in options else "X"
 
 
-_ACTION_BY_TAG: dict[int, str] = {tag_for_keyword(kw): _resolve_action(code) for kw, code in PROFILE_ACTIONS.items()}
+def _action_by_tag() -> dict[int, str]:
+    """Tag -> resolved action, ``"X"`` or ``"Z"``.
+
+    :data:`PROFILE_ACTIONS`, plus ``"X"`` for every identifying attribute
+    (:data:`IDENTIFYING_DICOM_ATTRIBUTES`) the table leaves out, UIDs excepted (rule 3 replaces
+    them): every attribute the case-bundle guard refuses is removed, emptied or replaced here.
+    """
+    actions = {tag_for_keyword(kw): _resolve_action(code) for kw, code in PROFILE_ACTIONS.items()}
+    for keyword in IDENTIFYING_DICOM_ATTRIBUTES:
+        tag = tag_for_keyword(keyword)
+        if tag not in actions and dictionary_VR(tag) != "UI":
+            actions[tag] = "X"
+    return actions
+
+
+_ACTION_BY_TAG: dict[int, str] = _action_by_tag()
 
 
 @dataclass(frozen=True)
