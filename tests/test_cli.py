@@ -27,7 +27,7 @@ def _expected_kind(path: Path) -> str | None:
         return "device_set"
     if name.endswith((".igs.mha", ".igs.nrrd")):
         return "sequence"
-    if name.endswith((".mha", ".png")):
+    if name.endswith((".mha", ".png", ".nii.gz", ".nii", ".nrrd")):
         return "volume"
     if name.endswith((".tfm", ".h5")):
         return "transform"
