@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from workbench.errors import FrameError
-from workbench.frames import Transform, TransformRepository, split_transform_name, transform_name
+from workbench.frames import Transform, TransformRepository, apply, apply_affine, apply_linear, split_transform_name, transform_name
 
 
 def rigid(rotvec_deg, translation_mm, from_frame, to_frame) -> Transform:
@@ -144,3 +144,37 @@ def test_the_examples_in_the_frames_docstrings_run():
     results = doctest.testmod(workbench.frames, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert results.attempted >= 20  # composition, inverse, points vs vectors, names, the repository
     assert results.failed == 0
+
+
+def test_apply_affine_is_the_hand_written_expression_bit_for_bit():
+    rng = np.random.default_rng(0)
+    matrix = rigid([10, -20, 5], [3.0, -4.0, 50.0], "Reference", "Mri").matrix.copy()
+    matrix[:3, :3] *= [0.2, 0.3, 1.5]  # scaled, as ImageToProbe
+    for points in (rng.normal(0, 100, (1000, 3)), rng.normal(0, 100, (7, 11, 3)), rng.integers(0, 200, (50, 3))):
+        by_hand = points @ matrix[:3, :3].T + matrix[:3, 3]
+        assert np.array_equal(apply_affine(matrix, points), by_hand)
+        assert apply_affine(matrix, points).shape == points.shape
+        assert np.array_equal(apply_linear(matrix, points), points @ matrix[:3, :3].T)
+    transform = Transform(matrix, "Image", "Probe")
+    points = rng.normal(0, 100, (20, 3))
+    assert np.array_equal(transform.apply_to_points(points), apply_affine(matrix, points))
+    assert np.array_equal(transform.apply_to_vectors(points), apply_linear(matrix, points))
+    np.testing.assert_allclose(apply_affine(matrix, [1.0, 2.0, 3.0]), transform.apply_to_points([1.0, 2.0, 3.0]))
+    with pytest.raises(FrameError, match="shape"):
+        apply_affine(matrix, np.zeros((4, 2)))
+    with pytest.raises(FrameError, match="4x4"):
+        apply_affine(np.eye(3), np.zeros((4, 3)))
+
+
+def test_apply_checks_the_frame_of_the_points():
+    reference_to_mri = rigid([0, 0, 90], [1, 2, 3], "Reference", "Mri")
+    point_reference = np.array([10.0, 0.0, 0.0])
+    np.testing.assert_allclose(apply(reference_to_mri, point_reference, from_frame="Reference"), [1.0, 12.0, 3.0], atol=1e-12)
+    np.testing.assert_allclose(reference_to_mri.apply_to_points(point_reference, from_frame="Reference"), [1.0, 12.0, 3.0], atol=1e-12)
+    np.testing.assert_allclose(reference_to_mri.apply_to_vectors(point_reference, from_frame="Reference"), [0.0, 10.0, 0.0], atol=1e-12)
+    with pytest.raises(FrameError, match="cannot apply ReferenceToMri to points in 'Mri'"):
+        apply(reference_to_mri, point_reference, from_frame="Mri")
+    with pytest.raises(FrameError, match="cannot apply ReferenceToMri to vectors in 'Probe'"):
+        reference_to_mri.apply_to_vectors(point_reference, from_frame="Probe")
+    with pytest.raises(TypeError):
+        apply(reference_to_mri, point_reference)  # the frame is not optional here

@@ -28,6 +28,9 @@ from workbench.errors import FrameError
 __all__ = [
     "Transform",
     "TransformRepository",
+    "apply",
+    "apply_affine",
+    "apply_linear",
     "split_transform_name",
     "transform_name",
     "validate_frame_name",
@@ -78,6 +81,111 @@ def split_transform_name(name: str) -> tuple[str, str]:
 def transform_name(from_frame: str, to_frame: str) -> str:
     """Name of the transform from ``from_frame`` to ``to_frame``, e.g. ``"ImageToProbe"``."""
     return f"{validate_frame_name(from_frame)}To{validate_frame_name(to_frame)}"
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray | Iterable[float]) -> np.ndarray:
+    """Map positions (w = 1) through a (4, 4) affine, as nibabel's ``affines.apply_affine``.
+
+    Pure geometry on raw matrices, for inner loops where building a :class:`Transform` per call
+    would cost too much; :meth:`Transform.apply_to_points` is built on it and checks frames.
+    Computes ``points @ matrix[:3, :3].T + matrix[:3, 3]`` on the array as given (no copy, no
+    change of dtype), so results are bit for bit those of that expression written by hand.
+
+    Parameters
+    ----------
+    matrix : (4, 4) float array
+        Homogeneous matrix (docs/frames.md convention: column vectors multiplied from the left).
+    points : (..., 3) array
+        Positions in the matrix's *from* frame and unit.
+
+    Returns
+    -------
+    (..., 3) float array
+        Positions in the *to* frame and unit; same leading shape as ``points``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pixels_to_mm = np.diag([0.5, 0.5, 1.0, 1.0])
+    >>> pixels_to_mm[:3, 3] = [10.0, 0.0, 0.0]
+    >>> apply_affine(pixels_to_mm, [[2.0, 4.0, 0.0]])
+    array([[11.,  2.,  0.]])
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    points = np.asarray(points)
+    if matrix.shape != (4, 4):
+        raise FrameError(f"matrix must be 4x4, got shape {matrix.shape}")
+    if points.ndim == 0 or points.shape[-1] != 3:
+        raise FrameError(f"points must have shape (..., 3), got {points.shape}")
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def apply_linear(matrix: np.ndarray, vectors: np.ndarray | Iterable[float]) -> np.ndarray:
+    """Map displacements and directions (w = 0) through a (4, 4) affine: its linear part only.
+
+    Parameters
+    ----------
+    matrix : (4, 4) float array
+        Homogeneous matrix; the translation is ignored.
+    vectors : (..., 3) array
+        Displacements or directions in the *from* frame and unit (not re-normalised).
+
+    Returns
+    -------
+    (..., 3) float array
+        ``vectors @ matrix[:3, :3].T``, in the *to* frame and unit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> shifted = np.eye(4)
+    >>> shifted[:3, 3] = [5.0, 5.0, 5.0]
+    >>> apply_linear(shifted, [0.0, 0.0, 1.0])
+    array([0., 0., 1.])
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    vectors = np.asarray(vectors)
+    if matrix.shape != (4, 4):
+        raise FrameError(f"matrix must be 4x4, got shape {matrix.shape}")
+    if vectors.ndim == 0 or vectors.shape[-1] != 3:
+        raise FrameError(f"vectors must have shape (..., 3), got {vectors.shape}")
+    return vectors @ matrix[:3, :3].T
+
+
+def apply(transform: "Transform", points: np.ndarray | Iterable[float], *, from_frame: str) -> np.ndarray:
+    """Map positions given in ``from_frame`` through ``transform``, checking the frame.
+
+    Parameters
+    ----------
+    transform : Transform
+        Must start from ``from_frame``.
+    points : (3,) or (N, 3) float array
+        Positions in ``from_frame`` units.
+    from_frame : str
+        The frame the points are given in.
+
+    Returns
+    -------
+    (3,) or (N, 3) float array
+        Positions in ``transform.to_frame``.
+
+    Raises
+    ------
+    FrameError
+        If ``from_frame`` is not the transform's source frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> reference_to_mri = Transform(np.eye(4), "Reference", "Mri")
+    >>> apply(reference_to_mri, [1.0, 2.0, 3.0], from_frame="Reference")
+    array([1., 2., 3.])
+    >>> apply(reference_to_mri, [1.0, 2.0, 3.0], from_frame="Probe")
+    Traceback (most recent call last):
+    ...
+    workbench.errors.FrameError: cannot apply ReferenceToMri to points in 'Probe': it maps points from 'Reference'
+    """
+    return transform.apply_to_points(points, from_frame=from_frame)
 
 
 def _as_points(points: np.ndarray | Iterable[float], what: str) -> tuple[np.ndarray, bool]:
@@ -235,32 +343,63 @@ class Transform:
         """
         return Transform(np.linalg.inv(self.matrix), self.to_frame, self.from_frame)
 
-    def apply_to_points(self, points: np.ndarray | Iterable[float]) -> np.ndarray:
-        """Map positions (w = 1) from ``from_frame`` to ``to_frame``.
+    def apply_to_points(self, points: np.ndarray | Iterable[float], *, from_frame: str | None = None) -> np.ndarray:
+        """Map positions (w = 1) from ``from_frame`` to ``to_frame`` (:func:`apply_affine`).
 
         Parameters
         ----------
         points : (3,) or (N, 3) float array
             Positions in ``from_frame`` units.
+        from_frame : str, optional
+            The frame the points are given in; if given it must be this transform's
+            ``from_frame``.
 
         Returns
         -------
         (3,) or (N, 3) float array
             Positions in ``to_frame`` units; same shape as the input.
+
+        Raises
+        ------
+        FrameError
+            Points of another shape, or given in another frame than the transform's source.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> reference_to_mri = Transform.from_rotation_translation(np.eye(3), [1.0, 2.0, 3.0], "Reference", "Mri")
+        >>> reference_to_mri.apply_to_points([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]], from_frame="Reference")
+        array([[ 1.,  2.,  3.],
+               [11.,  2.,  3.]])
+        >>> reference_to_mri.apply_to_vectors([10.0, 0.0, 0.0])  # a direction: no translation
+        array([10.,  0.,  0.])
+        >>> reference_to_mri.apply_to_points([0.0, 0.0, 0.0], from_frame="Mri")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.FrameError: cannot apply ReferenceToMri to points in 'Mri': it maps points from 'Reference'
         """
+        self._check_source(from_frame, "points")
         pts, single = _as_points(points, "points")
-        out = pts @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+        out = apply_affine(self.matrix, pts)
         return out[0] if single else out
 
-    def apply_to_vectors(self, vectors: np.ndarray | Iterable[float]) -> np.ndarray:
-        """Map displacements/directions (w = 0): the translation is not applied.
+    def apply_to_vectors(self, vectors: np.ndarray | Iterable[float], *, from_frame: str | None = None) -> np.ndarray:
+        """Map displacements/directions (w = 0): the translation is not applied (:func:`apply_linear`).
 
         Directions are not re-normalised: with a scaled linear part (e.g. ``ImageToProbe``)
-        the result carries the scale, as a displacement should.
+        the result carries the scale, as a displacement should. ``from_frame`` is checked as
+        in :meth:`apply_to_points`.
         """
+        self._check_source(from_frame, "vectors")
         vec, single = _as_points(vectors, "vectors")
-        out = vec @ self.matrix[:3, :3].T
+        out = apply_linear(self.matrix, vec)
         return out[0] if single else out
+
+    def _check_source(self, from_frame: str | None, what: str) -> None:
+        if from_frame is not None and from_frame != self.from_frame:
+            raise FrameError(
+                f"cannot apply {self.name} to {what} in {from_frame!r}: it maps {what} from {self.from_frame!r}"
+            )
 
     def allclose(self, other: "Transform", atol: float = 1e-6) -> bool:
         """Same frames and matrices equal within ``atol``."""
