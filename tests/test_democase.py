@@ -11,12 +11,12 @@ import SimpleITK as sitk
 
 from workbench.case import load_case, path_sha256
 from workbench.cli import main
+from workbench.equipment import NEEDLE_MARGIN_MM
 from workbench.errors import WorkbenchError
 from workbench.frames import Transform
 from workbench.io.dicom import load_dicom_series
 from workbench.io.plus_config import read_device_set
 from workbench.io.sequence import read_sequence
-from workbench.phantom import democase
 from workbench.phantom.democase import DemoCaseSpec, generate_demo_case
 
 # Small but complete: both sweep kinds, posture change on, fast sweeps (few frames).
@@ -113,6 +113,19 @@ def test_reference_landmarks_are_the_procedure_anatomy_seen_from_the_reference(c
         assert max(abs(v) for v in motion["translation_mm"]) <= SPEC.max_posture_translation_mm
 
 
+def test_the_typed_ground_truth_reads_back_what_was_written(case_dir, truth):
+    from workbench.io.ground_truth import read_ground_truth, write_ground_truth
+
+    typed = read_ground_truth(case_dir / "ground_truth.json")
+    assert np.array_equal(typed.reference_to_mri.matrix.ravel(), truth["ReferenceToMri"])
+    assert list(typed.targets_mri) == list(truth["targets_mri"])
+    assert [p.target for p in typed.expert_plans] == [p["target"] for p in truth["expert_plans"]]
+    assert set(typed.vertebra_motion) == set(truth["vertebra_motion"])
+    assert typed.to_dict() == truth
+    written = write_ground_truth(typed, case_dir.parent / "copy.json")
+    assert written.read_bytes() == (case_dir / "ground_truth.json").read_bytes()
+
+
 def test_expert_plans_reach_every_target_with_a_long_enough_needle(case_dir, truth):
     plans = truth["expert_plans"]
     assert {p["target"] for p in plans} == set(truth["targets_mri"])
@@ -120,7 +133,7 @@ def test_expert_plans_reach_every_target_with_a_long_enough_needle(case_dir, tru
         depth = np.linalg.norm(np.subtract(plan["target_lps_mm"], plan["entry_lps_mm"]))
         assert plan["insertion_depth_mm"] == pytest.approx(depth)
         assert 20.0 < depth < 110.0
-        assert plan["needle"]["length_mm"] >= depth + democase.NEEDLE_MARGIN_MM or plan["needle"]["length_mm"] == 120.0
+        assert plan["needle"]["length_mm"] >= depth + NEEDLE_MARGIN_MM or plan["needle"]["length_mm"] == 120.0
         assert plan["injectate_ml"] == 6.0
 
 

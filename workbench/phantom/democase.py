@@ -31,9 +31,10 @@ from typing import Callable
 import numpy as np
 
 from workbench import __version__
-from workbench._atomic import atomic_write_text, current_umask
+from workbench._atomic import current_umask
+from workbench.equipment import NEEDLE_MARGIN_MM, shortest_needle
 from workbench.errors import PhantomError
-from workbench.frames import Transform
+from workbench.io.ground_truth import ExpertPlan, GroundTruth, SweepTruth, write_ground_truth
 
 __all__ = ["DemoCaseSpec", "DEFAULT_DEMO_CASE", "generate_demo_case", "default_demo_case", "demo_cache_dir"]
 
@@ -42,10 +43,6 @@ ProgressCallback = Callable[[str], None]
 #: Localisation error (RMS, mm, per axis) added to the Reference-frame landmarks a user would
 #: pick with a tracked stylus or on ultrasound; the exact positions stay in ground_truth.json.
 REFERENCE_LANDMARK_FLE_MM = 1.0
-#: Needle catalogue of the clinical study (length mm, gauge) used for the expert plans.
-NEEDLES = ((50.0, "23G"), (90.0, "22G"), (120.0, "22G"))
-#: Margin kept between the needle hub and the skin when choosing a needle, mm.
-NEEDLE_MARGIN_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -122,19 +119,21 @@ def _posture_motion(spec: DemoCaseSpec, levels: tuple[str, ...]) -> dict[str, tu
     return motion
 
 
-def _expert_plan(name: str, target_lps: np.ndarray, entry_lps: np.ndarray) -> dict:
-    """A reference trajectory: entry to target, with the shortest catalogue needle that reaches."""
+def _expert_plan(name: str, target_lps: np.ndarray, entry_lps: np.ndarray) -> ExpertPlan:
+    """A reference trajectory: entry to target, with the shortest catalogue needle that reaches
+    with :data:`workbench.equipment.NEEDLE_MARGIN_MM` to spare (:func:`workbench.equipment.shortest_needle`)."""
     depth_mm = float(np.linalg.norm(target_lps - entry_lps))
-    length_mm, gauge = next(((l, g) for l, g in NEEDLES if l >= depth_mm + NEEDLE_MARGIN_MM), NEEDLES[-1])
-    return {
-        "target": name,
-        "target_lps_mm": [float(v) for v in target_lps],
-        "entry_lps_mm": [float(v) for v in entry_lps],
-        "insertion_depth_mm": depth_mm,
-        "needle": {"length_mm": length_mm, "gauge": gauge},
-        "injectate_ml": 6.0,
-        "approach": "paramedian in-plane",
-    }
+    needle = shortest_needle(depth_mm, NEEDLE_MARGIN_MM)
+    return ExpertPlan(
+        target=name,
+        target_lps_mm=np.asarray(target_lps, dtype=float),
+        entry_lps_mm=np.asarray(entry_lps, dtype=float),
+        insertion_depth_mm=depth_mm,
+        needle_length_mm=needle.length_mm,
+        needle_gauge=needle.gauge,
+        injectate_ml=6.0,
+        approach="paramedian in-plane",
+    )
 
 
 def _save_previews(folder: Path, mri_image, sweep_frames: list[tuple[str, np.ndarray]]) -> list[Path]:
@@ -183,14 +182,6 @@ SWEEP_PRESETS = {
 PREVIEW_FRAME_FRACTIONS = (0.35, 0.5, 0.65)
 #: Landmarks a user can pick on ultrasound or with a stylus (the others exist only on MRI).
 _REACHABLE_LANDMARKS = ("spinous process", "transverse process", "facet joint", "skin marker")
-
-
-def _matrix_list(transform: Transform) -> list[float]:
-    return [float(v) for v in transform.matrix.ravel()]
-
-
-def _points_dict(points: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    return {name: [float(v) for v in point] for name, point in points.items()}
 
 
 def _new_staging_folder(out_dir: Path) -> Path:
@@ -280,11 +271,11 @@ def generate_demo_case(
                 )
             )
             sweep_truth.append(
-                {
-                    "sequence": sequence_path.relative_to(staging).as_posix(),
-                    "probe": simulated.probe.name,
-                    "true_image_to_mri": [[float(v) for v in m.ravel()] for m in simulated.true_image_to_mri],
-                }
+                SweepTruth(
+                    sequence=sequence_path.relative_to(staging).as_posix(),
+                    probe=simulated.probe.name,
+                    true_image_to_mri=np.asarray(simulated.true_image_to_mri, dtype=float),
+                )
             )
             simulated_sweeps.append((name, simulated.sequence.images))
 
@@ -304,28 +295,23 @@ def generate_demo_case(
             Target(name, "exiting nerve root, dorsal aspect (paravertebral block target)", tuple(map(float, p)))
             for name, p in phantom.targets_lps.items()
         ]
-        ground_truth = {
-            "format": "workbench-demo-ground-truth/1",
-            "ReferenceToMri": _matrix_list(reference_to_mri),
-            "TrackerToMri": _matrix_list(tracker_to_mri),
-            "spec": dataclasses.asdict(spec),
-            "vertebra_motion": {
-                level: {"rotation_deg": list(rotation), "translation_mm": list(translation)}
-                for level, (rotation, translation) in motion.items()
-            },
-            "landmarks_mri": _points_dict(phantom.landmarks_lps),
-            "landmarks_mri_at_procedure": _points_dict(procedure.landmarks_lps),
-            "landmarks_reference_exact": _points_dict(reference_exact),
-            "reference_landmark_fle_mm": REFERENCE_LANDMARK_FLE_MM,
-            "targets_mri": _points_dict(phantom.targets_lps),
-            "expert_plans": [
+        ground_truth = GroundTruth(
+            reference_to_mri=reference_to_mri,
+            tracker_to_mri=tracker_to_mri,
+            spec=dataclasses.asdict(spec),
+            vertebra_motion=dict(motion),
+            landmarks_mri=dict(phantom.landmarks_lps),
+            landmarks_mri_at_procedure=dict(procedure.landmarks_lps),
+            landmarks_reference_exact=reference_exact,
+            reference_landmark_fle_mm=REFERENCE_LANDMARK_FLE_MM,
+            targets_mri=dict(phantom.targets_lps),
+            expert_plans=tuple(
                 _expert_plan(name, phantom.targets_lps[name], phantom.skin_entry_hint_lps[name]) for name in phantom.targets_lps
-            ],
-            "fat_thickness_mm": float(phantom.fat_thickness_mm),
-            "sweeps": sweep_truth,
-        }
-        ground_truth_path = staging / "ground_truth.json"
-        atomic_write_text(ground_truth_path, json.dumps(ground_truth, indent=1, allow_nan=False) + "\n")
+            ),
+            fat_thickness_mm=float(phantom.fat_thickness_mm),
+            sweeps=tuple(sweep_truth),
+        )
+        ground_truth_path = write_ground_truth(ground_truth, staging / "ground_truth.json")
         preview_frames = []
         for i, fraction in enumerate(PREVIEW_FRAME_FRACTIONS):
             name, images = simulated_sweeps[i % len(simulated_sweeps)]

@@ -10,6 +10,9 @@
   grid with it, and applied "to parent" it moves ultrasound data into the MRI.
 - ``.csv``: one row per trajectory, units in the column names.
 
+:func:`write_plan_bundle` checks a plan's trajectories and writes all of these (plus the HTML
+report) into one folder; every caller that exports a plan goes through it.
+
 Formats and conventions: docs/planning.md; frames: docs/frames.md.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -35,7 +39,9 @@ from workbench.planning.model import NeedleSpec, Plan, Provenance, RegistrationS
 from workbench.planning.safety import SafetyReport, SafetyThresholds
 
 __all__ = [
+    "PLAN_BUNDLE_FILES",
     "PLAN_FORMAT",
+    "PlanBundle",
     "PLAN_SCHEMA_VERSION",
     "SLICER_MARKUPS_SCHEMA_URL",
     "load_plan",
@@ -48,6 +54,7 @@ __all__ = [
     "trajectories_from_markups",
     "write_csv",
     "write_markups",
+    "write_plan_bundle",
     "write_plan_json",
     "write_registration_transform",
 ]
@@ -407,3 +414,85 @@ def write_csv(plan: Plan, path: str | Path, safety: Mapping[str, SafetyReport] |
         writer.writerow(_csv_row(plan, trajectory, (safety or {}).get(trajectory.name)))
     atomic_write_text(path, buffer.getvalue())
     return path
+
+
+# -- the whole bundle -------------------------------------------------------------------------
+
+#: File names of a plan bundle, in the order :func:`write_plan_bundle` writes them.
+PLAN_BUNDLE_FILES = ("plan.json", "plan.mrk.json", "plan.csv", "report.html", "registration.tfm", "registration.h5")
+
+
+@dataclass(frozen=True)
+class PlanBundle:
+    """What :func:`write_plan_bundle` wrote.
+
+    Attributes
+    ----------
+    folder : Path
+    files : tuple of Path
+        In the order of :data:`PLAN_BUNDLE_FILES` (the transforms only with a registration).
+    safety : dict of str to SafetyReport
+        The safety report of each trajectory, by name, as recorded in the files.
+    thresholds : SafetyThresholds
+        The thresholds the reports used (recorded in ``plan.json``).
+    """
+
+    folder: Path
+    files: tuple[Path, ...]
+    safety: dict[str, SafetyReport]
+    thresholds: SafetyThresholds
+
+
+def write_plan_bundle(
+    plan: Plan,
+    folder: str | Path,
+    label_map=None,
+    mri=None,
+    ultrasound=None,
+    thresholds: SafetyThresholds | None = None,
+) -> PlanBundle:
+    """Check every trajectory and write every export of ``plan`` into ``folder``.
+
+    The one place a plan is exported (``workbench plan``, the plan widget and the demo all call
+    it): ``plan.json`` (with the safety reports and the thresholds they used), ``plan.mrk.json``,
+    ``plan.csv``, ``report.html`` and, when the plan holds a registration, ``registration.tfm``
+    and ``registration.h5`` (``ReferenceToMri`` as ITK writes it).
+
+    Parameters
+    ----------
+    plan : Plan
+    folder : path
+        Created if missing; files in it with the same names are replaced.
+    label_map : workbench.planning.safety.LabelMap, optional
+        For the clearance and bone checks (without it only the needle length is checked).
+    mri : workbench.planning.report.VolumeSampler or LoadedVolume, optional
+        The MRI for the report's views (``Mri``, LPS mm); required.
+    ultrasound : workbench.planning.report.VolumeSampler, optional
+        A reconstructed sweep in ``Mri`` to fuse in the report.
+    thresholds : SafetyThresholds, optional
+        Default ``SafetyThresholds()``.
+
+    Returns
+    -------
+    PlanBundle
+    """
+    from workbench.planning.report import VolumeSampler, write_report
+    from workbench.planning.safety import check_trajectory
+
+    if mri is None:
+        raise PlanError("the plan report needs the MRI")
+    if not isinstance(mri, VolumeSampler):
+        mri = VolumeSampler.from_volume(mri)
+    thresholds = thresholds or SafetyThresholds()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    reports = {t.name: check_trajectory(t, label_map, thresholds) for t in plan.trajectories}
+    files = [
+        write_plan_json(plan, folder / "plan.json", reports, thresholds),
+        write_markups(plan, folder / "plan.mrk.json"),
+        write_csv(plan, folder / "plan.csv", reports),
+        write_report(folder / "report.html", plan, mri, ultrasound, reports),
+    ]
+    if plan.registration is not None:
+        files += [write_registration_transform(plan.registration.reference_to_mri, folder / name) for name in PLAN_BUNDLE_FILES[4:]]
+    return PlanBundle(folder, tuple(Path(f) for f in files), reports, thresholds)

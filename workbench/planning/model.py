@@ -14,12 +14,14 @@ from datetime import datetime, timezone
 import numpy as np
 
 from workbench import __version__
+from workbench.equipment import GAUGE_OUTER_DIAMETER_MM, NEEDLE_CATALOGUE, NEEDLE_MARGIN_MM, NeedleSpec, shortest_needle
 from workbench.errors import PlanError
 from workbench.frames import Transform
 
 __all__ = [
     "GAUGE_OUTER_DIAMETER_MM",
     "NEEDLE_CATALOGUE",
+    "NEEDLE_MARGIN_MM",
     "NeedleSpec",
     "Plan",
     "Provenance",
@@ -31,17 +33,6 @@ __all__ = [
     "shortest_needle",
 ]
 
-#: Nominal outer diameter of needle tubing by gauge, mm (ISO 9626:2016, normal wall).
-GAUGE_OUTER_DIAMETER_MM = {
-    "18G": 1.27,
-    "20G": 0.908,
-    "21G": 0.819,
-    "22G": 0.718,
-    "23G": 0.642,
-    "25G": 0.514,
-    "27G": 0.413,
-}
-
 # Unit normals of the patient planes in LPS, and of the Reference frame's coordinate planes.
 _PATIENT_PLANE_NORMALS = {"axial": (0.0, 0.0, 1.0), "sagittal": (1.0, 0.0, 0.0), "coronal": (0.0, 1.0, 0.0)}
 _REFERENCE_PLANE_NORMALS = {"xy": (0.0, 0.0, 1.0), "yz": (1.0, 0.0, 0.0), "xz": (0.0, 1.0, 0.0)}
@@ -49,45 +40,6 @@ _REFERENCE_PLANE_NORMALS = {"xy": (0.0, 0.0, 1.0), "yz": (1.0, 0.0, 0.0), "xz": 
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class NeedleSpec:
-    """A needle: ``length_mm`` (shaft, hub excluded) and ``gauge`` (a key of :data:`GAUGE_OUTER_DIAMETER_MM`)."""
-
-    length_mm: float
-    gauge: str
-
-    def __post_init__(self) -> None:
-        if self.gauge not in GAUGE_OUTER_DIAMETER_MM:
-            raise PlanError(f"unknown needle gauge {self.gauge!r}; known: {', '.join(GAUGE_OUTER_DIAMETER_MM)}")
-        if not (math.isfinite(self.length_mm) and self.length_mm > 0):
-            raise PlanError(f"needle length must be a positive number of mm, got {self.length_mm!r}")
-
-    @property
-    def radius_mm(self) -> float:
-        """Half the nominal outer diameter, mm."""
-        return GAUGE_OUTER_DIAMETER_MM[self.gauge] / 2.0
-
-    @property
-    def label(self) -> str:
-        """E.g. ``"50 mm 23G"``."""
-        return f"{self.length_mm:g} mm {self.gauge}"
-
-
-#: The needles offered by default (the clinical study used 50 mm 23G). A plain dict: add or
-#: remove entries to edit the catalogue; :func:`shortest_needle` takes any catalogue.
-NEEDLE_CATALOGUE: dict[str, NeedleSpec] = {
-    n.label: n for n in (NeedleSpec(50.0, "23G"), NeedleSpec(90.0, "22G"), NeedleSpec(120.0, "22G"))
-}
-
-
-def shortest_needle(depth_mm: float, margin_mm: float, catalogue: dict[str, NeedleSpec] | None = None) -> NeedleSpec:
-    """The shortest catalogue needle with ``length_mm >= depth_mm + margin_mm`` (else the longest)."""
-    needles = sorted((NEEDLE_CATALOGUE if catalogue is None else catalogue).values(), key=lambda n: n.length_mm)
-    if not needles:
-        raise PlanError("the needle catalogue is empty")
-    return next((n for n in needles if n.length_mm >= depth_mm + margin_mm), needles[-1])
 
 
 def _point(values, what: str) -> tuple[float, float, float]:
