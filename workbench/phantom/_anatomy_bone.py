@@ -16,7 +16,7 @@ import numpy as np
 
 from workbench.phantom._anatomy_dimensions import VertebraDims
 from workbench.phantom._anatomy_geometry import Part, Pose, capsule, ellipse, superellipse
-from workbench.phantom.labels import Label
+from workbench.anatomy import Label
 
 __all__ = [
     "FacetJoint",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.phantom.labels import Label
+from workbench.anatomy import Label
 
 __all__ = [
     "Canvas",

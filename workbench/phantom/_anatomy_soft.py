@@ -32,7 +32,7 @@ from scipy.ndimage import distance_transform_edt
 from workbench.phantom._anatomy_bone import Keypoints
 from workbench.phantom._anatomy_dimensions import VertebraDims
 from workbench.phantom._anatomy_geometry import Canvas, Part, SpineCurve, ellipse, tube
-from workbench.phantom.labels import Label
+from workbench.anatomy import Label
 
 __all__ = [
     "BackSurface",

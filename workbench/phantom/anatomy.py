@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from workbench.anatomy import BONE_LABELS, LEVEL_NAMES, Label, LabelMap
 from workbench.errors import PhantomError
 from workbench.phantom import _anatomy_bone as bone
 from workbench.phantom import _anatomy_soft as soft
@@ -46,7 +47,7 @@ from workbench.phantom._anatomy_geometry import (
     rotation_from_euler_deg,
     tube,
 )
-from workbench.phantom.labels import BONE_LABELS, LEVEL_NAMES, Label
+from workbench.phantom.labels import PHANTOM_TABLE
 
 __all__ = [
     "Phantom",
@@ -270,6 +271,11 @@ class Phantom:
         The label map follows it to within half a voxel.
         """
         return self.back_surface.y_mm(x_mm, z_mm)
+
+    @property
+    def label_map(self) -> LabelMap:
+        """:attr:`labels` with its label table (:data:`~workbench.phantom.labels.PHANTOM_TABLE`)."""
+        return LabelMap(self.labels, PHANTOM_TABLE)
 
     def label_at(self, points_lps) -> np.ndarray:
         """Labels at the voxels nearest to ``points_lps`` ((N, 3) or (3,) float, mm) -> (N,) uint8;

@@ -1,7 +1,10 @@
-"""Tissue classes of the phantom label map and their physical properties.
+"""Physical properties of the phantom's tissue classes, keyed by the anatomical vocabulary.
 
-One table, shared by the anatomy builder, the MRI synthesiser and the ultrasound simulator, so a
-structure added to the anatomy is imaged consistently by both modalities.
+The vocabulary itself (:class:`~workbench.anatomy.Label`, ``BONE_LABELS``, ``LEVEL_NAMES``) is
+:mod:`workbench.anatomy`'s; the phantom writes its label maps in the workbench encoding
+(:data:`PHANTOM_TABLE`). One property table, shared by the anatomy builder, the MRI synthesiser
+and the ultrasound simulator, so a structure added to the anatomy is imaged consistently by both
+modalities.
 
 Sources for the property values
 -------------------------------
@@ -17,59 +20,15 @@ Sources for the property values
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
-__all__ = ["Label", "TissueProperties", "TISSUE", "BONE_LABELS", "LEVEL_NAMES"]
+# The vocabulary (names, values, bone classes, levels) is not the phantom's: it lives in
+# workbench.anatomy and is re-exported here so ``workbench.phantom.labels.Label`` keeps working.
+from workbench.anatomy import BONE_LABELS, LEVEL_NAMES, WORKBENCH_TABLE, Label
 
+__all__ = ["Label", "TissueProperties", "TISSUE", "BONE_LABELS", "LEVEL_NAMES", "PHANTOM_TABLE"]
 
-class Label(IntEnum):
-    """Values of the phantom label map (uint8). 0 is air outside the body."""
-
-    AIR = 0
-    SKIN = 1
-    FAT = 2  # subcutaneous fat
-    ERECTOR_SPINAE = 3
-    MULTIFIDUS = 4
-    QUADRATUS_LUMBORUM = 5
-    PSOAS = 6
-    SOFT_TISSUE = 7  # everything else inside the body: viscera, fascia, fill
-    VERTEBRAL_BODY = 8
-    PEDICLE = 9
-    LAMINA = 10
-    SPINOUS_PROCESS = 11
-    TRANSVERSE_PROCESS = 12
-    ARTICULAR_PROCESS = 13  # superior/inferior articular processes (facet joint bone)
-    SACRUM = 14
-    FACET_JOINT = 15  # joint space and cartilage between articular processes
-    DISC_ANNULUS = 16
-    DISC_NUCLEUS = 17
-    LIGAMENT = 18  # ligamentum flavum, interspinous/supraspinous ligaments
-    DURA = 19  # dural sac wall
-    CSF = 20
-    NERVE_ROOT = 21  # exiting nerve roots and the cauda equina
-    DORSAL_ROOT_GANGLION = 22
-    RADICULAR_ARTERY = 23
-    AORTA = 24
-    IVC = 25
-    KIDNEY = 26
-    EPIDURAL_FAT = 27
-
-
-#: Labels that are bone (cortex and marrow are told apart by depth below the bone surface).
-BONE_LABELS = frozenset(
-    {
-        Label.VERTEBRAL_BODY,
-        Label.PEDICLE,
-        Label.LAMINA,
-        Label.SPINOUS_PROCESS,
-        Label.TRANSVERSE_PROCESS,
-        Label.ARTICULAR_PROCESS,
-        Label.SACRUM,
-    }
-)
-
-#: Names of the vertebral levels in the level map (value i -> LEVEL_NAMES[i]; 0 = not a vertebra).
-LEVEL_NAMES = ("", "L1", "L2", "L3", "L4", "L5", "S1")
+#: Label table of the phantom's label maps (value -> vocabulary name): the workbench encoding.
+PHANTOM_TABLE = WORKBENCH_TABLE
 
 
 @dataclass(frozen=True)

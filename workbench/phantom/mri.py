@@ -36,9 +36,10 @@ from pydicom.valuerep import format_number_as_ds
 from scipy import ndimage
 
 from workbench._atomic import atomic_open
+from workbench.anatomy import BONE_LABELS, Label
 from workbench.errors import DicomError, PhantomError
 from workbench.phantom.anatomy import Phantom
-from workbench.phantom.labels import BONE_LABELS, CORTEX_THICKNESS_MM, MARROW_T2_SIGNAL, TISSUE, Label
+from workbench.phantom.labels import CORTEX_THICKNESS_MM, MARROW_T2_SIGNAL, TISSUE
 
 __all__ = ["MriProtocol", "PROTOCOLS", "synthesize_t2", "write_dicom_series"]
 

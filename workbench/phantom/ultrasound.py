@@ -36,9 +36,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from workbench.anatomy import BONE_LABELS, Label
 from workbench.errors import FrameError, PhantomError, VolumeError
 from workbench.frames import Transform
-from workbench.phantom.labels import BONE_LABELS, TISSUE, Label
+from workbench.phantom.labels import TISSUE
 
 __all__ = [
     "CURVILINEAR_C5_2",
