@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from workbench.anatomy import WORKBENCH_TABLE, Label, LabelMapError
 from workbench.errors import PlanError
-from workbench.phantom.labels import Label
 from workbench.planning.model import NeedleSpec, Trajectory
 from workbench.planning.safety import LabelMap, SafetyThresholds, check_trajectory, skin_normal_at, suggest_entries
 
@@ -27,7 +27,7 @@ def _label_map(**boxes) -> LabelMap:
     labels[:, SKIN_P_MM:, :] = Label.AIR
     for name, (lo, hi) in boxes.items():
         labels[lo[2] : hi[2] + 1, lo[1] : hi[1] + 1, lo[0] : hi[0] + 1] = Label[name]
-    return LabelMap(labels, np.eye(4))
+    return LabelMap(labels, WORKBENCH_TABLE, np.eye(4))
 
 
 def _trajectory(entry=ENTRY, needle=NEEDLE) -> Trajectory:
@@ -98,8 +98,8 @@ def test_thresholds_are_configurable_and_validated():
         SafetyThresholds(warning_clearance_mm={"spleen": 1.0})
     with pytest.raises(PlanError, match="finite and >= 0"):
         SafetyThresholds(needle_margin_mm=-1.0)
-    with pytest.raises(PlanError, match="must be 3D"):
-        LabelMap(np.zeros((4, 4)), np.eye(4))
+    with pytest.raises(LabelMapError, match="must be 3D"):
+        LabelMap(np.zeros((4, 4), np.uint8), WORKBENCH_TABLE, np.eye(4))
 
 
 def test_skin_normal_of_a_flat_back_points_posterior():
@@ -118,3 +118,20 @@ def test_safer_entries_rank_a_clear_path_above_the_one_through_an_artery():
     assert suggestions.index(original) == 8
     assert best.trajectory.entry_lps_mm[1] == pytest.approx(SKIN_P_MM, abs=0.5)  # on the skin
     assert best.angle_change_deg == pytest.approx(math.degrees(math.atan(15.0 / 40.0)), abs=0.5)
+
+
+def test_checks_read_label_values_through_the_label_maps_table():
+    """The same anatomy in another encoding (a foreign segmentation's table) gives the same reports."""
+    workbench = _label_map(LAMINA=((25, 20, 25), (35, 24, 35)), RADICULAR_ARTERY=((33, 30, 30), (33, 30, 30)))
+    table = {200: "AIR", 3: "SOFT_TISSUE", 77: "LAMINA", 78: "RADICULAR_ARTERY"}
+    foreign_values = np.select(
+        [workbench.array == Label.AIR, workbench.array == Label.SOFT_TISSUE, workbench.array == Label.LAMINA],
+        [200, 3, 77],
+        78,
+    ).astype(np.uint8)
+    foreign = LabelMap(foreign_values, table, np.eye(4))
+    assert check_trajectory(_trajectory(), foreign) == check_trajectory(_trajectory(), workbench)
+    assert check_trajectory(_trajectory(), foreign).bone_crossed == "lamina"
+    assert skin_normal_at(foreign, ENTRY) == skin_normal_at(workbench, ENTRY)
+    entries = [(s.trajectory, s.safety) for s in suggest_entries(_trajectory(), foreign, ring_radii_mm=(0.0, 15.0), directions=4)]
+    assert entries == [(s.trajectory, s.safety) for s in suggest_entries(_trajectory(), workbench, ring_radii_mm=(0.0, 15.0), directions=4)]

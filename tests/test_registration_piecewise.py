@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from workbench.errors import RegistrationError
 from workbench.frames import Transform
 from workbench.phantom.anatomy import SpineParameters, build_phantom
-from workbench.phantom.labels import LEVEL_NAMES
+from workbench.anatomy import LEVEL_NAMES
 from workbench.registration.intensity import rigid_offset
 from workbench.registration.params import IcpParameters
 from workbench.registration.piecewise import (
@@ -42,7 +42,7 @@ def phantom():
 
 @pytest.fixture(scope="module")
 def mri_by_level(phantom):
-    return mri_bone_points_by_level(phantom.labels, phantom.levels)
+    return mri_bone_points_by_level(phantom.label_map, phantom.levels)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def truth(phantom) -> Transform:
 def _procedure_case(truth: Transform, motion) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """US points in Reference and the nerve-root targets of each level in Reference (procedure posture)."""
     moved = _phantom(motion)
-    surface_mri = np.concatenate(list(mri_bone_points_by_level(moved.labels, moved.levels).values()))[::2]
+    surface_mri = np.concatenate(list(mri_bone_points_by_level(moved.label_map, moved.levels).values()))[::2]
     rng = np.random.default_rng(7)
     points_reference = truth.inverse().apply_to_points(surface_mri + rng.normal(0.0, 0.3, surface_mri.shape))
     targets_reference = {
@@ -77,7 +77,7 @@ def _tre_mm(transform: Transform, targets_reference: np.ndarray, targets_mri: np
 
 def test_points_by_level_partition_the_posterior_surface(phantom, mri_by_level):
     assert tuple(mri_by_level) == LEVELS
-    all_points = mri_bone_points(phantom.labels)
+    all_points = mri_bone_points(phantom.label_map)
     assert sum(len(points) for points in mri_by_level.values()) <= len(all_points)
     assert sum(len(points) for points in mri_by_level.values()) > 0.9 * len(all_points)
     for level, points in mri_by_level.items():
@@ -91,14 +91,14 @@ def test_points_by_level_rejects_a_level_map_on_another_grid(phantom):
     shifted = sitk.Image(phantom.levels)
     shifted.SetOrigin(np.array(phantom.levels.GetOrigin()) + 1.0)
     with pytest.raises(RegistrationError, match="not on the label map's grid"):
-        mri_bone_points_by_level(phantom.labels, shifted)
+        mri_bone_points_by_level(phantom.label_map, shifted)
 
 
 def test_points_by_level_rejects_an_empty_level_map(phantom):
     empty = sitk.Image(phantom.levels.GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(phantom.levels)
     with pytest.raises(RegistrationError, match="no MRI bone surface point lies on a vertebral level"):
-        mri_bone_points_by_level(phantom.labels, empty)
+        mri_bone_points_by_level(phantom.label_map, empty)
 
 
 # -- refinement --------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ The needle is a segment from the skin entry to the target with the needle's oute
 each group of critical structures the *clearance* is the distance from the needle surface to the
 nearest voxel of the group, a lower bound: distance to the voxel centre minus the needle radius
 minus half the voxel diagonal (negative: the needle may touch the structure). Thresholds and
-defaults: docs/planning.md. Points are LPS mm in the ``Mri`` frame (docs/frames.md).
+defaults: docs/planning.md. Points are LPS mm in the ``Mri`` frame (docs/frames.md). Label
+values are read through the label map's table (:class:`workbench.anatomy.LabelMap`), never
+compared with constants.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from workbench.anatomy import Label, LabelMap, display_name
+from workbench.equipment import NEEDLE_MARGIN_MM
 from workbench.errors import PlanError
-from workbench.phantom.labels import BONE_LABELS, Label
+from workbench.frames import apply_affine
 from workbench.planning.model import Trajectory
 
 __all__ = [
@@ -25,6 +29,7 @@ __all__ = [
     "DEFAULT_WARNING_CLEARANCE_MM",
     "EntrySuggestion",
     "LabelMap",
+    "SAFER_ENTRY_RING_RADII_MM",
     "SafetyReport",
     "SafetyThresholds",
     "check_trajectory",
@@ -32,7 +37,7 @@ __all__ = [
     "suggest_entries",
 ]
 
-#: Critical structure groups of the label map (name -> labels).
+#: Critical structure groups (name -> vocabulary labels; their values come from the label map's table).
 CRITICAL_STRUCTURES: dict[str, tuple[Label, ...]] = {
     "nerve root": (Label.NERVE_ROOT, Label.DORSAL_ROOT_GANGLION),
     "radicular artery": (Label.RADICULAR_ARTERY,),
@@ -53,6 +58,9 @@ DEFAULT_WARNING_CLEARANCE_MM = {
 #: The group a paravertebral target lies on: measured only up to ``target_zone_mm`` short of the target.
 TARGET_GROUP = "nerve root"
 STATUS_ORDER = ("ok", "warning", "blocked")
+#: Radii of the rings of candidate entries that :func:`suggest_entries` searches around the chosen
+#: entry, mm (the widget and notebook 04 use it too; docs/planning.md).
+SAFER_ENTRY_RING_RADII_MM = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ class SafetyThresholds:
     warning_clearance_mm: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WARNING_CLEARANCE_MM))
     target_zone_mm: float = 5.0
     bone_tolerance_mm: float = 1.0
-    needle_margin_mm: float = 10.0
+    needle_margin_mm: float = NEEDLE_MARGIN_MM
 
     def __post_init__(self) -> None:
         unknown = set(self.warning_clearance_mm) - set(CRITICAL_STRUCTURES)
@@ -88,82 +96,32 @@ class SafetyThresholds:
             raise PlanError("safety thresholds must be finite and >= 0 mm")
 
 
-class LabelMap:
-    """A label map in the ``Mri`` frame, for path queries.
-
-    Parameters
-    ----------
-    labels : (K, J, I) int array
-        Label values (:class:`~workbench.phantom.labels.Label`), indexed [k, j, i] as SimpleITK arrays.
-    index_to_lps : (4, 4) float array
-        Voxel index (i, j, k) to LPS mm (``MriVoxelToMri``).
-    """
-
-    def __init__(self, labels: np.ndarray, index_to_lps: np.ndarray):
-        self.labels = np.asarray(labels)
-        if self.labels.ndim != 3:
-            raise PlanError(f"a label map must be 3D, got shape {self.labels.shape}")
-        self.index_to_lps = np.asarray(index_to_lps, dtype=float)
-        self.lps_to_index = np.linalg.inv(self.index_to_lps)
-        self.spacing_mm = np.linalg.norm(self.index_to_lps[:3, :3], axis=0)
-
-    @classmethod
-    def from_volume(cls, volume) -> "LabelMap":
-        """From a :class:`~workbench.io.volume.LoadedVolume` of integer labels."""
-        import SimpleITK as sitk
-
-        return cls(sitk.GetArrayFromImage(volume.image), volume.index_to_lps_matrix)
-
-    @property
-    def half_voxel_diagonal_mm(self) -> float:
-        return float(np.linalg.norm(self.spacing_mm) / 2.0)
-
-    def to_index(self, points_lps: np.ndarray) -> np.ndarray:
-        """(N, 3) continuous (i, j, k) indices of (N, 3) LPS points."""
-        return np.asarray(points_lps, dtype=float) @ self.lps_to_index[:3, :3].T + self.lps_to_index[:3, 3]
-
-    def labels_at(self, points_lps: np.ndarray) -> np.ndarray:
-        """(N,) labels at (N, 3) LPS points (nearest voxel; -1 outside the map)."""
-        ijk = np.rint(self.to_index(points_lps)).astype(int)
-        shape_ijk = np.array(self.labels.shape[::-1])
-        inside = np.all((ijk >= 0) & (ijk < shape_ijk), axis=1)
-        out = np.full(len(ijk), -1, dtype=int)
-        out[inside] = self.labels[ijk[inside, 2], ijk[inside, 1], ijk[inside, 0]]
-        return out
-
-    def crop(self, lo_lps: np.ndarray, hi_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels of the box ``lo_lps..hi_lps`` and the (i, j, k) index of its first voxel."""
-        corners = np.array([[x, y, z] for x in (lo_lps[0], hi_lps[0]) for y in (lo_lps[1], hi_lps[1]) for z in (lo_lps[2], hi_lps[2])])
-        ijk = self.to_index(corners)
-        shape_ijk = np.array(self.labels.shape[::-1])
-        lo = np.clip(np.floor(ijk.min(axis=0)).astype(int), 0, shape_ijk)
-        hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 1, 0, shape_ijk)
-        return self.labels[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]], lo
+# ``LabelMap`` (re-exported above) is workbench.anatomy.LabelMap: labels, geometry and label table.
 
 
 class _StructurePoints:
-    """Surface voxel centres (LPS mm) of each critical group inside a box, for fast distance queries.
+    """Surface voxel centres (``Mri``, LPS mm) of each critical group inside a box, for fast distance queries.
 
     Interior voxels are left out: a path from the skin (outside every group) that reaches into a
     structure crosses its surface, so the nearest surface voxel is as near as any.
     """
 
-    def __init__(self, label_map: LabelMap, lo_lps: np.ndarray, hi_lps: np.ndarray):
-        sub, first_ijk = label_map.crop(lo_lps, hi_lps)
-        self.points_lps: dict[str, np.ndarray] = {}
+    def __init__(self, label_map: LabelMap, lo_mri: np.ndarray, hi_mri: np.ndarray):
+        values_kji, first_ijk = label_map.crop(lo_mri, hi_mri)
+        self.points_mri: dict[str, np.ndarray] = {}
         for name, labels in CRITICAL_STRUCTURES.items():
-            mask = np.isin(sub, [int(v) for v in labels])
-            surface = mask & ~ndimage.binary_erosion(mask)
-            kji = np.argwhere(surface)
+            mask_kji = label_map.mask(labels, values_kji)
+            surface_kji = mask_kji & ~ndimage.binary_erosion(mask_kji)
+            kji = np.argwhere(surface_kji)
             ijk = kji[:, ::-1] + first_ijk
-            self.points_lps[name] = ijk @ label_map.index_to_lps[:3, :3].T + label_map.index_to_lps[:3, 3]
+            self.points_mri[name] = apply_affine(label_map.mri_voxel_to_mri.matrix, ijk)
 
 
-def _distances_to_segment(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """(N,) distances, mm, from (N, 3) points to the segment ``start``-``end``."""
-    axis = end - start
-    t = np.clip((points - start) @ axis / float(axis @ axis), 0.0, 1.0)
-    return np.linalg.norm(points - (start + t[:, None] * axis), axis=1)
+def _distances_to_segment(points_mri: np.ndarray, start_mri: np.ndarray, end_mri: np.ndarray) -> np.ndarray:
+    """(N,) distances, mm, from (N, 3) points to the segment ``start_mri``-``end_mri`` (all LPS mm)."""
+    axis_mm = end_mri - start_mri
+    fraction = np.clip((points_mri - start_mri) @ axis_mm / float(axis_mm @ axis_mm), 0.0, 1.0)
+    return np.linalg.norm(points_mri - (start_mri + fraction[:, None] * axis_mm), axis=1)
 
 
 @dataclass(frozen=True)
@@ -214,46 +172,47 @@ def _search_mm(thresholds: SafetyThresholds, label_map: LabelMap, radius_mm: flo
     return max(thresholds.warning_clearance_mm.values(), default=0.0) + radius_mm + label_map.half_voxel_diagonal_mm
 
 
-def _structure_points_for(segments: list[tuple[np.ndarray, np.ndarray]], label_map, search_mm) -> _StructurePoints:
-    ends = np.array([p for segment in segments for p in segment])
-    return _StructurePoints(label_map, ends.min(axis=0) - search_mm, ends.max(axis=0) + search_mm)
+def _structure_points_for(segments_mri: list[tuple[np.ndarray, np.ndarray]], label_map, search_mm) -> _StructurePoints:
+    ends_mri = np.array([p for segment in segments_mri for p in segment])
+    return _StructurePoints(label_map, ends_mri.min(axis=0) - search_mm, ends_mri.max(axis=0) + search_mm)
 
 
-def _clearances(entry, target, radius_mm, structures: _StructurePoints, label_map, thresholds) -> dict[str, float | None]:
-    depth_mm = float(np.linalg.norm(target - entry))
-    shortened = entry + (target - entry) * max(0.0, depth_mm - thresholds.target_zone_mm) / depth_mm
+def _clearances(entry_mri, target_mri, radius_mm, structures: _StructurePoints, label_map, thresholds) -> dict[str, float | None]:
+    depth_mm = float(np.linalg.norm(target_mri - entry_mri))
+    shortened_mri = entry_mri + (target_mri - entry_mri) * max(0.0, depth_mm - thresholds.target_zone_mm) / depth_mm
     search_mm = _search_mm(thresholds, label_map, radius_mm)
     result: dict[str, float | None] = {}
-    for name, points in structures.points_lps.items():
-        end = shortened if name == TARGET_GROUP else target
-        if len(points) == 0 or (name == TARGET_GROUP and depth_mm <= thresholds.target_zone_mm):
+    for name, points_mri in structures.points_mri.items():
+        end_mri = shortened_mri if name == TARGET_GROUP else target_mri
+        if len(points_mri) == 0 or (name == TARGET_GROUP and depth_mm <= thresholds.target_zone_mm):
             result[name] = None
             continue
-        clearance = float(_distances_to_segment(points, entry, end).min()) - radius_mm - label_map.half_voxel_diagonal_mm
-        result[name] = clearance if clearance <= search_mm else None
+        distance_mm = float(_distances_to_segment(points_mri, entry_mri, end_mri).min())
+        clearance_mm = distance_mm - radius_mm - label_map.half_voxel_diagonal_mm
+        result[name] = clearance_mm if clearance_mm <= search_mm else None
     return result
 
 
-def _first_bone(entry, target, label_map: LabelMap, thresholds: SafetyThresholds) -> tuple[str | None, float | None]:
-    depth_mm = float(np.linalg.norm(target - entry))
+def _first_bone(entry_mri, target_mri, label_map: LabelMap, thresholds: SafetyThresholds) -> tuple[str | None, float | None]:
+    depth_mm = float(np.linalg.norm(target_mri - entry_mri))
     step_mm = float(label_map.spacing_mm.min()) / 2.0
-    depths = np.arange(0.0, max(0.0, depth_mm - thresholds.bone_tolerance_mm), step_mm)
-    labels = label_map.labels_at(entry + np.outer(depths / depth_mm, target - entry))
-    hits = np.flatnonzero(np.isin(labels, [int(v) for v in BONE_LABELS]))
+    depths_mm = np.arange(0.0, max(0.0, depth_mm - thresholds.bone_tolerance_mm), step_mm)
+    values = label_map.values_at(entry_mri + np.outer(depths_mm / depth_mm, target_mri - entry_mri))
+    hits = np.flatnonzero(label_map.bone_mask(values))
     if hits.size == 0:
         return None, None
-    return Label(int(labels[hits[0]])).name.lower().replace("_", " "), float(depths[hits[0]])
+    return display_name(label_map.name_of(values[hits[0]])), float(depths_mm[hits[0]])
 
 
 def _evaluate(trajectory: Trajectory, label_map, thresholds, structures: _StructurePoints | None) -> SafetyReport:
-    entry, target = np.array(trajectory.entry_lps_mm), np.array(trajectory.target_lps_mm)
+    entry_mri, target_mri = np.array(trajectory.entry_lps_mm), np.array(trajectory.target_lps_mm)
     findings: list[tuple[str, str]] = []
     if structures is None:
         clearance, bone, bone_depth_mm = {}, None, None
         findings.append(("warning", "no label map: critical structures and bone were not checked"))
     else:
-        clearance = _clearances(entry, target, trajectory.needle.radius_mm, structures, label_map, thresholds)
-        bone, bone_depth_mm = _first_bone(entry, target, label_map, thresholds)
+        clearance = _clearances(entry_mri, target_mri, trajectory.needle.radius_mm, structures, label_map, thresholds)
+        bone, bone_depth_mm = _first_bone(entry_mri, target_mri, label_map, thresholds)
     margin_mm = trajectory.needle.length_mm - trajectory.insertion_depth_mm
     for name, value in clearance.items():
         limit = thresholds.warning_clearance_mm.get(name, 0.0)
@@ -280,36 +239,39 @@ def check_trajectory(
     ----------
     trajectory : Trajectory
         Target and entry in LPS mm (``Mri`` frame).
-    label_map : LabelMap or None
-        In the same frame. Without one only the needle length is checked, and the report
-        carries a warning that structures and bone were not.
+    label_map : workbench.anatomy.LabelMap or None
+        In the same frame, with its label table. Without one only the needle length is
+        checked, and the report carries a warning that structures and bone were not.
     thresholds : SafetyThresholds, optional
         Defaults as documented in docs/planning.md.
     """
     thresholds = thresholds or SafetyThresholds()
     if label_map is None:
         return _evaluate(trajectory, None, thresholds, None)
-    entry, target = np.array(trajectory.entry_lps_mm), np.array(trajectory.target_lps_mm)
+    entry_mri, target_mri = np.array(trajectory.entry_lps_mm), np.array(trajectory.target_lps_mm)
     search_mm = _search_mm(thresholds, label_map, trajectory.needle.radius_mm)
-    structures = _structure_points_for([(entry, target)], label_map, search_mm)
+    structures = _structure_points_for([(entry_mri, target_mri)], label_map, search_mm)
     return _evaluate(trajectory, label_map, thresholds, structures)
 
 
 def skin_normal_at(label_map: LabelMap, entry_lps_mm, smoothing_mm: float = 2.0) -> tuple[float, float, float] | None:
-    """Outward unit normal (LPS) of the body surface (label != AIR) near ``entry_lps_mm``; None if no surface there."""
-    entry = np.asarray(entry_lps_mm, dtype=float)
+    """Outward unit normal (LPS) of the body surface (label not AIR) near ``entry_lps_mm``; None if no surface there."""
+    entry_mri = np.asarray(entry_lps_mm, dtype=float)
     reach_mm = 3.0 * smoothing_mm + float(label_map.spacing_mm.max())
-    sub, first_ijk = label_map.crop(entry - reach_mm, entry + reach_mm)
-    if min(sub.shape) < 3:
+    values_kji, first_ijk = label_map.crop(entry_mri - reach_mm, entry_mri + reach_mm)
+    if min(values_kji.shape) < 3:
         return None
-    body = ndimage.gaussian_filter((sub != Label.AIR).astype(float), smoothing_mm / label_map.spacing_mm[::-1])
-    kji = np.clip(np.rint(label_map.to_index(entry[None])[0][::-1] - first_ijk[::-1]).astype(int), 1, np.array(sub.shape) - 2)
-    gradient_kji = np.array([g[tuple(kji)] for g in np.gradient(body)])
-    gradient_lps = label_map.lps_to_index[:3, :3].T @ gradient_kji[::-1]
-    norm = float(np.linalg.norm(gradient_lps))
+    body_kji = (~label_map.mask([Label.AIR], values_kji)).astype(float)
+    body_kji = ndimage.gaussian_filter(body_kji, smoothing_mm / label_map.spacing_mm[::-1])
+    entry_ijk = label_map.to_ijk(entry_mri[None])[0]
+    kji = np.clip(np.rint(entry_ijk[::-1] - first_ijk[::-1]).astype(int), 1, np.array(values_kji.shape) - 2)
+    gradient_kji = np.array([g[tuple(kji)] for g in np.gradient(body_kji)])
+    # A gradient is a covector: per mm = (d ijk / d mri)^T per voxel step, the transposed linear part of MriToMriVoxel.
+    gradient_mri = label_map.mri_to_mri_voxel.matrix[:3, :3].T @ gradient_kji[::-1]
+    norm = float(np.linalg.norm(gradient_mri))
     if norm < 1e-6:
         return None
-    return tuple(float(v) for v in -gradient_lps / norm)
+    return tuple(float(v) for v in -gradient_mri / norm)
 
 
 @dataclass(frozen=True)
@@ -336,20 +298,21 @@ class EntrySuggestion:
         return (STATUS_ORDER.index(self.safety.status), -round(capped), self.trajectory.insertion_depth_mm, self.angle_change_deg)
 
 
-def _skin_point(label_map: LabelMap, target: np.ndarray, outward: np.ndarray, max_depth_mm: float) -> np.ndarray | None:
-    """First point outside the body (label AIR or off the map) going out from ``target``, or None within ``max_depth_mm``."""
+def _skin_point(label_map: LabelMap, target_mri: np.ndarray, outward_mri: np.ndarray, max_depth_mm: float) -> np.ndarray | None:
+    """First point outside the body (label AIR or off the map) going out from ``target_mri`` along the unit
+    ``outward_mri``, or None within ``max_depth_mm``."""
     step_mm = float(label_map.spacing_mm.min()) / 2.0
-    depths = np.arange(step_mm, max_depth_mm, step_mm)
-    labels = label_map.labels_at(target + np.outer(depths, outward))
-    outside = np.flatnonzero(labels <= int(Label.AIR))
-    return None if outside.size == 0 else target + depths[outside[0]] * outward
+    depths_mm = np.arange(step_mm, max_depth_mm, step_mm)
+    values = label_map.values_at(target_mri + np.outer(depths_mm, outward_mri))
+    outside = np.flatnonzero((values < 0) | label_map.mask([Label.AIR], values))
+    return None if outside.size == 0 else target_mri + depths_mm[outside[0]] * outward_mri
 
 
 def suggest_entries(
     trajectory: Trajectory,
     label_map: LabelMap,
     thresholds: SafetyThresholds | None = None,
-    ring_radii_mm: tuple[float, ...] = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    ring_radii_mm: tuple[float, ...] = SAFER_ENTRY_RING_RADII_MM,
     directions: int = 12,
     clearance_cap_mm: float = 10.0,
 ) -> list[EntrySuggestion]:
@@ -379,28 +342,28 @@ def suggest_entries(
         Safest first.
     """
     thresholds = thresholds or SafetyThresholds()
-    target, entry = np.array(trajectory.target_lps_mm), np.array(trajectory.entry_lps_mm)
-    inward = trajectory.direction_lps
-    u = np.cross(inward, [0.0, 0.0, 1.0] if abs(inward[2]) < 0.9 else [1.0, 0.0, 0.0])
-    u /= np.linalg.norm(u)
-    v = np.cross(inward, u)
+    target_mri, entry_mri = np.array(trajectory.target_lps_mm), np.array(trajectory.entry_lps_mm)
+    inward_mri = trajectory.direction_lps
+    u_mri = np.cross(inward_mri, [0.0, 0.0, 1.0] if abs(inward_mri[2]) < 0.9 else [1.0, 0.0, 0.0])
+    u_mri /= np.linalg.norm(u_mri)
+    v_mri = np.cross(inward_mri, u_mri)
     max_depth_mm = trajectory.insertion_depth_mm * 2.0
-    entries = []
+    entries_mri = []
     for radius_mm in ring_radii_mm:
-        for angle in np.linspace(0.0, 2 * np.pi, 1 if radius_mm == 0 else directions, endpoint=False):
-            aim = entry + radius_mm * (np.cos(angle) * u + np.sin(angle) * v)
-            outward = (aim - target) / np.linalg.norm(aim - target)
-            skin = _skin_point(label_map, target, outward, max_depth_mm)
-            if skin is not None:
-                entries.append(skin)
-    if not entries:
+        for angle_rad in np.linspace(0.0, 2 * np.pi, 1 if radius_mm == 0 else directions, endpoint=False):
+            aim_mri = entry_mri + radius_mm * (np.cos(angle_rad) * u_mri + np.sin(angle_rad) * v_mri)
+            outward_mri = (aim_mri - target_mri) / np.linalg.norm(aim_mri - target_mri)
+            skin_mri = _skin_point(label_map, target_mri, outward_mri, max_depth_mm)
+            if skin_mri is not None:
+                entries_mri.append(skin_mri)
+    if not entries_mri:
         return []
     search_mm = _search_mm(thresholds, label_map, trajectory.needle.radius_mm)
-    structures = _structure_points_for([(e, target) for e in entries], label_map, search_mm)
+    structures = _structure_points_for([(e, target_mri) for e in entries_mri], label_map, search_mm)
     suggestions = []
-    for skin in entries:
-        candidate = _replace_entry(trajectory, skin)
-        cosine = float(candidate.direction_lps @ inward)
+    for skin_mri in entries_mri:
+        candidate = _replace_entry(trajectory, skin_mri)
+        cosine = float(candidate.direction_lps @ inward_mri)
         suggestions.append(
             EntrySuggestion(candidate, _evaluate(candidate, label_map, thresholds, structures), math.degrees(math.acos(min(1.0, cosine))))
         )

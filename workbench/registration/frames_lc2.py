@@ -36,7 +36,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from workbench.errors import RegistrationError
-from workbench.frames import Transform
+from workbench.frames import Transform, apply_affine, apply_linear
 from workbench.registration.intensity import (
     _MIN_PATCH_VARIANCE,
     _centred,
@@ -46,7 +46,7 @@ from workbench.registration.intensity import (
     _offset_scale_and_limits,
     _powell_level,
     _UsPatches,
-    _voxel_to_lps,
+    _voxel_to_physical,
     rigid_offset,
 )
 from workbench.registration.params import FramesLc2Parameters, as_dict
@@ -92,11 +92,11 @@ class _GradientSampler:
         channels = np.concatenate([intensity[None], gradient_lps]).reshape(4, -1).T
         self.channels = np.ascontiguousarray(channels, np.float32)
         self.shape_kji = np.array(intensity.shape)
-        self.lps_to_voxel = np.linalg.inv(_voxel_to_lps(mri))
+        self.mri_to_mri_voxel = np.linalg.inv(_voxel_to_physical(mri))
 
-    def sample(self, points_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(4, N) intensity and gradient x, y, z at (N, 3) LPS points, and (N,) inside the MRI."""
-        index_kji = (points_lps @ self.lps_to_voxel[:3, :3].T + self.lps_to_voxel[:3, 3])[:, ::-1]
+    def sample(self, points_mri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(4, N) intensity and gradient x, y, z at (N, 3) ``Mri`` points (LPS mm), and (N,) inside the MRI."""
+        index_kji = apply_affine(self.mri_to_mri_voxel, points_mri)[:, ::-1]
         high = self.shape_kji - 1
         inside = np.all((index_kji >= 0) & (index_kji <= high), axis=1)
         index_kji = np.clip(index_kji, 0, high)
@@ -104,7 +104,7 @@ class _GradientSampler:
         fraction = (index_kji - corner).astype(np.float32)
         strides = np.array([self.shape_kji[1] * self.shape_kji[2], self.shape_kji[2], 1])
         base = corner @ strides
-        values = np.zeros((len(points_lps), 4), np.float32)
+        values = np.zeros((len(points_mri), 4), np.float32)
         for dk in (0, 1):
             wk = fraction[:, 0] if dk else 1 - fraction[:, 0]
             for dj in (0, 1):
@@ -125,12 +125,12 @@ def _frames_lc2(
     :class:`FramesLc2Parameters`).
     """
     shape = patches.patches.values.shape
-    points = patches.patches.points_reference.reshape(-1, 3)
-    values, inside = sampler.sample(points @ reference_to_mri[:3, :3].T + reference_to_mri[:3, 3])
+    points_reference = patches.patches.points_reference.reshape(-1, 3)
+    values, inside = sampler.sample(apply_affine(reference_to_mri, points_reference))
     if gradient == "magnitude":
         second = np.linalg.norm(values[1:], axis=0)
     else:
-        beams_mri = patches.beams_reference @ reference_to_mri[:3, :3].T  # (K, 3)
+        beams_mri = apply_linear(reference_to_mri, patches.beams_reference)  # (K, 3)
         along_beam = np.einsum("akp,ka->kp", values[1:].reshape(3, *shape), beams_mri)
         second = np.abs(along_beam) if gradient == "beam" else np.maximum(-along_beam, 0.0)
     return _lc2_of_samples(patches.patches, values[0].reshape(shape), second.reshape(shape), inside.reshape(shape))
@@ -323,19 +323,20 @@ def register_lc2_frames(
     best = {"value": -np.inf, "x": np.zeros(6)}
     x = np.zeros(6)
     converged = True
-    centre_mm = None
+    centre_reference = None
     level_patches = []
     for level, level_mm in enumerate(params.levels_mm):
         patches = _patches(prepared, level_mm, params)
         level_patches.append(len(patches.patches.values))
-        if centre_mm is None:
+        if centre_reference is None:
             # Rotations about the centre of the used pixels decouple them from the translations.
-            centre_mm = patches.patches.points_reference.reshape(-1, 3).mean(axis=0)
+            centre_reference = patches.patches.points_reference.reshape(-1, 3).mean(axis=0)
         sampler = _GradientSampler(mri, level_mm * params.mri_smoothing_fraction)
         best = {"value": -np.inf, "x": x}  # the finer level's metric is not comparable with the coarser one's
 
-        def cost(z, patches=patches, sampler=sampler):
-            value = _frames_lc2(patches, sampler, initial.matrix @ rigid_offset(z * scale, centre_mm), params.gradient)
+        def cost(z, patches=patches, sampler=sampler, best=best, centre_reference=centre_reference):
+            offset_reference = rigid_offset(z * scale, centre_reference)
+            value = _frames_lc2(patches, sampler, initial.matrix @ offset_reference, params.gradient)
             trace.append(value)
             if value > best["value"]:
                 best.update(value=value, x=np.array(z))
@@ -344,11 +345,11 @@ def register_lc2_frames(
         solution = _powell_level(cost, x, level, limits, params)
         x = best["x"]
         converged = converged and bool(solution.success)
-    matrix = initial.matrix @ rigid_offset(x * scale, centre_mm)
+    reference_to_mri = initial.matrix @ rigid_offset(x * scale, centre_reference)
     rotation_deg, translation_mm = np.linalg.norm(x[:3] * scale[:3]), np.linalg.norm(x[3:] * scale[3:])
     return RegistrationResult(
         method="lc2-frames",
-        transform=Transform(matrix, "Reference", "Mri"),
+        transform=Transform(reference_to_mri, "Reference", "Mri"),
         metric_trace=np.array(trace),
         run_time_s=time.perf_counter() - start,
         parameters=as_dict(params),
@@ -361,7 +362,7 @@ def register_lc2_frames(
             "pixel_mm": prepared.pixel_mm,
             "usable_pixel_fraction": round(float(prepared.usable.mean()), 4),
             "patches_per_level": level_patches,
-            "rotation_centre_reference_mm": [float(v) for v in centre_mm],
+            "rotation_centre_reference_mm": [float(v) for v in centre_reference],
             "initial": initial.to_list(),
         },
         converged=converged,

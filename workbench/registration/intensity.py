@@ -28,7 +28,7 @@ from scipy import ndimage, optimize
 from scipy.spatial.transform import Rotation
 
 from workbench.errors import RegistrationError
-from workbench.frames import Transform
+from workbench.frames import Transform, apply_affine
 from workbench.registration.params import Lc2Parameters, MattesParameters, as_dict
 from workbench.registration.result import RegistrationResult
 
@@ -54,8 +54,12 @@ def rigid_offset(parameters, centre_mm) -> np.ndarray:
 # -- inputs -----------------------------------------------------------------------------------
 
 
-def _voxel_to_lps(image: sitk.Image) -> np.ndarray:
-    """(4, 4) from voxel index (i, j, k) to physical mm."""
+def _voxel_to_physical(image: sitk.Image) -> np.ndarray:
+    """(4, 4) from voxel index (i, j, k) to the image's physical frame, mm.
+
+    ``MriVoxelToMri`` for the MRI; for a US volume reconstructed in ``Reference``, its voxel
+    index to ``Reference``.
+    """
     matrix = np.eye(4)
     direction = np.array(image.GetDirection(), float).reshape(3, 3)
     matrix[:3, :3] = direction * np.array(image.GetSpacing(), float)
@@ -96,7 +100,7 @@ def _checked_initial(initial: Transform) -> None:
 
 def _mask_centre_mm(us_volume: sitk.Image, mask: np.ndarray) -> np.ndarray:
     index_ijk = np.argwhere(mask)[:, ::-1].mean(axis=0)
-    return _voxel_to_lps(us_volume)[:3] @ np.append(index_ijk, 1.0)
+    return _voxel_to_physical(us_volume)[:3] @ np.append(index_ijk, 1.0)
 
 
 # -- LC2 ---------------------------------------------------------------------------------------
@@ -111,11 +115,11 @@ class _MriSampler:
             image = sitk.SmoothingRecursiveGaussian(image, smoothing_mm)
         self.intensity = sitk.GetArrayFromImage(image)
         self.gradient = sitk.GetArrayFromImage(sitk.GradientMagnitude(image))
-        self.lps_to_voxel = np.linalg.inv(_voxel_to_lps(mri))
+        self.mri_to_mri_voxel = np.linalg.inv(_voxel_to_physical(mri))
 
-    def sample(self, points_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """MRI, gradient magnitude and whether inside the MRI, at (N, 3) LPS points -> 3 x (N,)."""
-        index_ijk = points_lps @ self.lps_to_voxel[:3, :3].T + self.lps_to_voxel[:3, 3]
+    def sample(self, points_mri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """MRI, gradient magnitude and whether inside the MRI, at (N, 3) ``Mri`` points (LPS mm) -> 3 x (N,)."""
+        index_ijk = apply_affine(self.mri_to_mri_voxel, points_mri)
         inside = np.all((index_ijk >= 0) & (index_ijk <= np.array(self.intensity.shape[::-1]) - 1), axis=1)
         coordinates = index_ijk[:, ::-1].T
         return (
@@ -171,9 +175,9 @@ def _us_patches(us_volume: sitk.Image, mask: np.ndarray, spacing_mm: float, para
             f"no US patch at {spacing_mm:g} mm has {params.min_patch_coverage:.0%} covered voxels with texture: "
             "the covered region is too small or flat for LC2"
         )
-    voxel_to_reference = _voxel_to_lps(us_volume)
-    points = grid_ijk[keep] @ voxel_to_reference[:3, :3].T + voxel_to_reference[:3, 3]
-    return _UsPatches(points, values[keep], weights[keep], min_count, float(variance[keep].sum()))
+    us_voxel_to_reference = _voxel_to_physical(us_volume)
+    points_reference = apply_affine(us_voxel_to_reference, grid_ijk[keep])
+    return _UsPatches(points_reference, values[keep], weights[keep], min_count, float(variance[keep].sum()))
 
 
 def _centred(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +194,7 @@ def _lc2(patches: _UsPatches, sampler: _MriSampler, reference_to_mri: np.ndarray
     unexplained (similarity 0), so that moving the US out of the MRI is no way to raise LC2.
     """
     shape = patches.weights.shape
-    points_mri = patches.points_reference.reshape(-1, 3) @ reference_to_mri[:3, :3].T + reference_to_mri[:3, 3]
+    points_mri = apply_affine(reference_to_mri, patches.points_reference.reshape(-1, 3))
     intensity, gradient, inside = (values.reshape(shape) for values in sampler.sample(points_mri))
     return _lc2_of_samples(patches, intensity, gradient, inside)
 

@@ -29,8 +29,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from workbench.anatomy import LEVEL_NAMES, LabelMap
 from workbench.errors import RegistrationError
-from workbench.frames import Transform
+from workbench.frames import Transform, apply_affine
 from workbench.registration.params import IcpParameters
 from workbench.registration.result import RegistrationResult
 from workbench.registration.surface import _checked_points, _surface_normals, mri_bone_points, register_icp
@@ -143,26 +144,22 @@ def level_of_target(target_name: str) -> str | None:
     Returns
     -------
     str or None
-        One of :data:`workbench.phantom.labels.LEVEL_NAMES`, or None if the name starts with none.
+        One of :data:`workbench.anatomy.LEVEL_NAMES`, or None if the name starts with none.
     """
-    from workbench.phantom.labels import LEVEL_NAMES
-
     first = target_name.split(" ", 1)[0]
     return first if first in LEVEL_NAMES[1:] else None
 
 
-def mri_bone_points_by_level(labels, levels, bone_labels=None) -> dict[str, np.ndarray]:
+def mri_bone_points_by_level(label_map: LabelMap, levels) -> dict[str, np.ndarray]:
     """The posterior bone surface of :func:`~workbench.registration.surface.mri_bone_points`, split by vertebra.
 
     Parameters
     ----------
-    labels : SimpleITK.Image
-        Label map, LPS.
+    label_map : LabelMap
+        Label map, LPS, with its label table.
     levels : SimpleITK.Image
-        Level map on the same grid: index into :data:`workbench.phantom.labels.LEVEL_NAMES`
+        Level map on the same grid: index into :data:`workbench.anatomy.LEVEL_NAMES`
         (1..6 = L1..S1) on vertebral bone, 0 elsewhere.
-    bone_labels : iterable of int, optional
-        As for ``mri_bone_points``.
 
     Returns
     -------
@@ -177,17 +174,19 @@ def mri_bone_points_by_level(labels, levels, bone_labels=None) -> dict[str, np.n
     """
     import SimpleITK as sitk
 
-    from workbench.phantom.labels import LEVEL_NAMES
-
+    if not isinstance(label_map, LabelMap):
+        raise RegistrationError(f"label_map must be a workbench.anatomy.LabelMap, got {type(label_map).__name__}")
+    labels = label_map.image
     grid = ("GetSize", "GetSpacing", "GetOrigin", "GetDirection")
     if any(not np.allclose(getattr(labels, g)(), getattr(levels, g)(), atol=1e-6) for g in grid):
         raise RegistrationError("level map is not on the label map's grid (size, spacing, origin and direction)")
-    points_mri = mri_bone_points(labels, bone_labels)
-    voxel_to_lps = np.array(labels.GetDirection(), float).reshape(3, 3) * np.array(labels.GetSpacing(), float)
+    points_mri = mri_bone_points(label_map)
+    # Linear part of MriVoxelToMri: voxel steps (i, j, k) to mm.
+    mri_voxel_to_mri_linear = np.array(labels.GetDirection(), float).reshape(3, 3) * np.array(labels.GetSpacing(), float)
     # Surface points lie half a voxel posterior (+y) of their voxel's centre.
-    y_step_mm = float(np.max(np.abs(voxel_to_lps[1])))
-    centres_lps = points_mri - [0.0, 0.5 * y_step_mm, 0.0]
-    index_ijk = np.rint(np.linalg.solve(voxel_to_lps, (centres_lps - labels.GetOrigin()).T).T).astype(int)
+    y_step_mm = float(np.max(np.abs(mri_voxel_to_mri_linear[1])))
+    centres_mri = points_mri - [0.0, 0.5 * y_step_mm, 0.0]
+    index_ijk = np.rint(np.linalg.solve(mri_voxel_to_mri_linear, (centres_mri - labels.GetOrigin()).T).T).astype(int)
     level_index = sitk.GetArrayViewFromImage(levels)[index_ijk[:, 2], index_ijk[:, 1], index_ijk[:, 0]]
     by_level = {
         LEVEL_NAMES[value]: points_mri[level_index == value]
@@ -229,25 +228,30 @@ def register_piecewise(
     RegistrationError
         Empty or non-finite points, no levels, a wrong start transform, or a failed global ICP.
     """
-    started = time.perf_counter()
-    source = _checked_points(points_reference, "points_reference")
+    started_s = time.perf_counter()
+    points_reference = _checked_points(points_reference, "points_reference")
     if not points_mri_by_level:
         raise RegistrationError("points_mri_by_level is empty: no vertebra to register")
-    targets = {name: _checked_points(points, f"MRI points of {name}") for name, points in points_mri_by_level.items()}
+    surface_mri_by_level = {
+        name: _checked_points(points_mri, f"MRI points of {name}") for name, points_mri in points_mri_by_level.items()
+    }
     if isinstance(start, RegistrationResult):
         global_result = start
     else:
-        global_result = register_icp(source, np.concatenate(list(targets.values())), start, params.global_icp)
-    global_matrix = global_result.transform.matrix
-    assigned = _assign_to_levels(source @ global_matrix[:3, :3].T + global_matrix[:3, 3], targets, params)
-    transforms, residuals, deviations, fallbacks = {}, {}, {}, {}
-    for level, target in targets.items():
-        moved = assigned[level]
+        all_surface_mri = np.concatenate(list(surface_mri_by_level.values()))
+        global_result = register_icp(points_reference, all_surface_mri, start, params.global_icp)
+    global_reference_to_mri = global_result.transform.matrix
+    moved_mri_by_level = _assign_to_levels(
+        apply_affine(global_reference_to_mri, points_reference), surface_mri_by_level, params
+    )
+    transforms, residuals_mm, deviations, fallbacks = {}, {}, {}, {}
+    for level, surface_mri in surface_mri_by_level.items():
+        moved_mri = moved_mri_by_level[level]
         transforms[level] = global_result.transform
-        if len(moved) < params.min_points:
-            fallbacks[level] = f"{len(moved)} US points assigned (needs {params.min_points})"
+        if len(moved_mri) < params.min_points:
+            fallbacks[level] = f"{len(moved_mri)} US points assigned (needs {params.min_points})"
             continue
-        deviation, rms_mm = _fit_deviation(moved, target, params)
+        deviation, rms_mm = _fit_deviation(moved_mri, surface_mri, params)
         angle_deg = float(np.degrees(np.linalg.norm(deviation[:3])))
         shift_mm = float(np.linalg.norm(deviation[3:]))
         deviations[level] = (angle_deg, shift_mm)
@@ -257,25 +261,25 @@ def register_piecewise(
                 f"{params.max_translation_mm:g} mm"
             )
             continue
-        matrix = _deviation_matrix(deviation, target.mean(axis=0)) @ global_matrix
-        transforms[level] = Transform(matrix, "Reference", "Mri")
-        residuals[level] = rms_mm
+        level_reference_to_mri = _deviation_matrix(deviation, surface_mri.mean(axis=0)) @ global_reference_to_mri
+        transforms[level] = Transform(level_reference_to_mri, "Reference", "Mri")
+        residuals_mm[level] = rms_mm
     return PiecewiseResult(
         global_result=global_result,
         transforms=transforms,
-        residuals_mm=residuals,
-        point_counts={level: len(points) for level, points in assigned.items()},
+        residuals_mm=residuals_mm,
+        point_counts={level: len(moved_mri) for level, moved_mri in moved_mri_by_level.items()},
         deviations=deviations,
         fallbacks=fallbacks,
-        run_time_s=time.perf_counter() - started,
+        run_time_s=time.perf_counter() - started_s,
     )
 
 
-def _assign_to_levels(moved_mri: np.ndarray, targets: dict[str, np.ndarray], params) -> dict[str, np.ndarray]:
-    """Level -> the US points (already in ``Mri``) whose nearest MRI surface point is on that level."""
-    names = list(targets)
-    owner = np.concatenate([np.full(len(targets[name]), index) for index, name in enumerate(names)])
-    distance_mm, nearest = cKDTree(np.concatenate([targets[name] for name in names])).query(
+def _assign_to_levels(moved_mri: np.ndarray, surface_mri_by_level: dict[str, np.ndarray], params) -> dict[str, np.ndarray]:
+    """Level -> the US points (already in ``Mri``, (N, 3) mm) whose nearest MRI surface point is on that level."""
+    names = list(surface_mri_by_level)
+    owner = np.concatenate([np.full(len(surface_mri_by_level[name]), index) for index, name in enumerate(names)])
+    distance_mm, nearest = cKDTree(np.concatenate([surface_mri_by_level[name] for name in names])).query(
         moved_mri, distance_upper_bound=params.assignment_distance_mm
     )
     found = np.isfinite(distance_mm)
@@ -284,53 +288,54 @@ def _assign_to_levels(moved_mri: np.ndarray, targets: dict[str, np.ndarray], par
     return {name: moved_mri[level_of_point == index] for index, name in enumerate(names)}
 
 
-def _fit_deviation(moved: np.ndarray, target: np.ndarray, params: PiecewiseParameters) -> tuple[np.ndarray, float]:
-    """Regularised point-to-plane ICP of one vertebra.
+def _fit_deviation(moved_mri: np.ndarray, surface_mri: np.ndarray, params: PiecewiseParameters) -> tuple[np.ndarray, float]:
+    """Regularised point-to-plane ICP of one vertebra: US points ``moved_mri`` onto its MRI surface ``surface_mri``.
 
-    Returns the deviation (rotation vector rad (3,) about the target centroid, translation mm
+    Returns the deviation (rotation vector rad (3,) about the surface centroid, translation mm
     (3,)) and the final RMS distance of the kept pairs, mm.
     """
-    tree = cKDTree(target)
-    normals = _surface_normals(target, tree)
-    centre = target.mean(axis=0)
+    tree_mri = cKDTree(surface_mri)
+    normals_mri = _surface_normals(surface_mri, tree_mri)
+    centre_mri = surface_mri.mean(axis=0)
     deviation = np.zeros(6)
     rms_mm = float("nan")
     for max_distance_mm in params.distance_schedule_mm:
         for _ in range(params.max_iterations):
-            matrix = _deviation_matrix(deviation, centre)
-            points = moved @ matrix[:3, :3].T + matrix[:3, 3]
-            distance_mm, nearest = tree.query(points, distance_upper_bound=max_distance_mm)
+            deviation_mri_to_mri = _deviation_matrix(deviation, centre_mri)
+            points_mri = apply_affine(deviation_mri_to_mri, moved_mri)
+            distance_mm, nearest = tree_mri.query(points_mri, distance_upper_bound=max_distance_mm)
             kept = np.isfinite(distance_mm)
             if kept.sum() < params.min_points:
                 return deviation, rms_mm
             rms_mm = float(np.sqrt(np.mean(distance_mm[kept] ** 2)))
-            pairs = (points[kept], target[nearest[kept]], normals[nearest[kept]])
-            step = _regularised_step(*pairs, centre, deviation, params)
+            pairs_mri = (points_mri[kept], surface_mri[nearest[kept]], normals_mri[nearest[kept]])
+            step = _regularised_step(*pairs_mri, centre_mri, deviation, params)
             deviation = deviation + step
             if np.linalg.norm(step[3:]) + params.rotation_radius_mm * np.linalg.norm(step[:3]) < params.tolerance_mm:
                 break
     return deviation, rms_mm
 
 
-def _regularised_step(points, target, normals, centre, deviation, params: PiecewiseParameters) -> np.ndarray:
+def _regularised_step(points_mri, targets_mri, normals_mri, centre_mri, deviation, params: PiecewiseParameters) -> np.ndarray:
     """Gauss-Newton step (rotation vector rad, translation mm) of the penalised point-to-plane cost.
 
     Minimises ``mean((n . (p + w x (p - c) + t - q))**2) + w_reg * |S (deviation + step)|**2`` with
     ``S = diag(radius, radius, radius, 1, 1, 1)``; small steps compose additively with the deviation.
+    Points, targets and the centre ``c`` are in ``Mri``, mm; normals unit vectors.
     """
-    system = np.hstack([np.cross(points - centre, normals), normals])
-    residual = np.sum((target - points) * normals, axis=1)
+    system = np.hstack([np.cross(points_mri - centre_mri, normals_mri), normals_mri])
+    residual_mm = np.sum((targets_mri - points_mri) * normals_mri, axis=1)
     scale = np.r_[np.full(3, params.rotation_radius_mm), np.ones(3)]
     penalty = params.regularisation_weight * np.diag(scale**2)
-    normal_matrix = system.T @ system / len(points) + penalty
-    right_side = system.T @ residual / len(points) - penalty @ deviation
+    normal_matrix = system.T @ system / len(points_mri) + penalty
+    right_side = system.T @ residual_mm / len(points_mri) - penalty @ deviation
     return np.linalg.solve(normal_matrix, right_side)
 
 
-def _deviation_matrix(deviation: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """(4, 4) rigid motion in ``Mri``: rotation vector (rad) about ``centre`` (3,) mm, then translation mm."""
+def _deviation_matrix(deviation: np.ndarray, centre_mri: np.ndarray) -> np.ndarray:
+    """(4, 4) rigid motion ``Mri`` -> ``Mri``: rotation vector (rad) about ``centre_mri`` (3,) mm, then translation mm."""
     rotation = Rotation.from_rotvec(deviation[:3]).as_matrix()
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation
-    matrix[:3, 3] = centre - rotation @ centre + deviation[3:]
-    return matrix
+    deviation_mri_to_mri = np.eye(4)
+    deviation_mri_to_mri[:3, :3] = rotation
+    deviation_mri_to_mri[:3, 3] = centre_mri - rotation @ centre_mri + deviation[3:]
+    return deviation_mri_to_mri

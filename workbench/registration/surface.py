@@ -15,8 +15,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from workbench.anatomy import LabelMap
 from workbench.errors import RegistrationError
-from workbench.frames import Transform
+from workbench.frames import Transform, apply_affine
 from workbench.registration.landmarks import rigid_fit
 from workbench.registration.params import BonePointParameters, IcpParameters, as_dict
 from workbench.registration.result import RegistrationResult
@@ -85,12 +86,13 @@ def us_bone_points(
         raise RegistrationError(f"image_to_probe must be ImageToProbe, got {image_to_probe.name}")
     images, poses, valid = _frames_and_poses(frames, probe_to_reference)
     pixel_mm = float(np.linalg.norm(image_to_probe.matrix[:3, 1]))
-    points = []
-    for image, pose in zip(images[valid], poses[valid]):
-        columns, rows = _bone_pixels(image, pixel_mm, params)
-        pixels = np.column_stack([columns, rows, np.zeros(len(rows))])
-        points.append(Transform(pose @ image_to_probe.matrix, "Image", "Reference").apply_to_points(pixels))
-    points_reference = np.concatenate(points) if points else np.zeros((0, 3))
+    points_per_frame_reference = []
+    for image, frame_probe_to_reference in zip(images[valid], poses[valid]):
+        columns_px, rows_px = _bone_pixels(image, pixel_mm, params)
+        pixels_px = np.column_stack([columns_px, rows_px, np.zeros(len(rows_px))])
+        image_to_reference = Transform(frame_probe_to_reference @ image_to_probe.matrix, "Image", "Reference")
+        points_per_frame_reference.append(image_to_reference.apply_to_points(pixels_px, from_frame="Image"))
+    points_reference = np.concatenate(points_per_frame_reference) if points_per_frame_reference else np.zeros((0, 3))
     if len(points_reference) == 0:
         raise RegistrationError(
             f"no bone surface found in {int(valid.sum())} frames (no bright ridge above {params.min_brightness:g} "
@@ -141,7 +143,7 @@ def _bone_pixels(image: np.ndarray, pixel_mm: float, params: BonePointParameters
     return columns.astype(float), best[found].astype(float)
 
 
-def mri_bone_points(labels, bone_labels=None) -> np.ndarray:
+def mri_bone_points(label_map: LabelMap) -> np.ndarray:
     """The posterior-facing bone surface of an MRI label map, in ``Mri`` (LPS mm).
 
     For every column of voxels along the posterior (+y in LPS) axis, the posterior face of the
@@ -149,10 +151,10 @@ def mri_bone_points(labels, bone_labels=None) -> np.ndarray:
 
     Parameters
     ----------
-    labels : SimpleITK.Image
-        Label map in LPS; its direction must keep one axis along y (any axis-aligned grid).
-    bone_labels : iterable of int, optional
-        Label values that are bone; default :data:`workbench.phantom.labels.BONE_LABELS`.
+    label_map : LabelMap
+        Label map in LPS with its label table (bone is what the table names bone,
+        :meth:`~workbench.anatomy.LabelMap.bone_mask`); its direction must keep one axis along
+        y (any axis-aligned grid).
 
     Returns
     -------
@@ -161,38 +163,40 @@ def mri_bone_points(labels, bone_labels=None) -> np.ndarray:
     Raises
     ------
     RegistrationError
-        A label map without bone voxels or with an oblique direction.
+        Not a :class:`~workbench.anatomy.LabelMap`, a label map without bone voxels or with an
+        oblique direction.
     """
-    import SimpleITK as sitk
-
-    if bone_labels is None:
-        from workbench.phantom.labels import BONE_LABELS as bone_labels
-    direction = np.array(labels.GetDirection(), float).reshape(3, 3)
+    if not isinstance(label_map, LabelMap):
+        raise RegistrationError(
+            f"mri_bone_points needs a workbench.anatomy.LabelMap (labels and their table), got {type(label_map).__name__}"
+        )
+    image = label_map.image
+    direction = np.array(image.GetDirection(), float).reshape(3, 3)
     y_axis = np.nonzero(np.isclose(np.abs(direction[1]), 1.0, atol=1e-6))[0]
     if len(y_axis) != 1:
         raise RegistrationError(
             "label map direction has no voxel axis along LPS y (posterior): cannot find the back-facing surface"
         )
     array_axis = 2 - int(y_axis[0])  # numpy arrays are (k, j, i)
-    bone = np.isin(sitk.GetArrayViewFromImage(labels), [int(v) for v in bone_labels])
-    if not bone.any():
+    bone_kji = label_map.bone_mask()
+    if not bone_kji.any():
         raise RegistrationError("label map has no bone voxels: no MRI bone surface to register to")
-    count = bone.shape[array_axis]
+    count = bone_kji.shape[array_axis]
     # Index of the most posterior bone voxel along that axis (posterior = increasing LPS y).
     if direction[1, y_axis[0]] > 0:
-        last = count - 1 - np.argmax(np.flip(bone, axis=array_axis), axis=array_axis)
+        last = count - 1 - np.argmax(np.flip(bone_kji, axis=array_axis), axis=array_axis)
     else:
-        last = np.argmax(bone, axis=array_axis)
-    has_bone = bone.any(axis=array_axis)
+        last = np.argmax(bone_kji, axis=array_axis)
+    has_bone = bone_kji.any(axis=array_axis)
     others = np.nonzero(has_bone)
     index_kji = list(others)
     index_kji.insert(array_axis, last[has_bone])
     index_ijk = np.column_stack(index_kji[::-1]).astype(float)
-    spacing = np.array(labels.GetSpacing(), float)
-    origin = np.array(labels.GetOrigin(), float)
+    spacing_mm = np.array(image.GetSpacing(), float)
+    origin_mri = np.array(image.GetOrigin(), float)
     # The surface lies on the posterior face of the voxel, half a voxel out from its centre.
     index_ijk[:, y_axis[0]] += 0.5 if direction[1, y_axis[0]] > 0 else -0.5
-    return origin + (index_ijk * spacing) @ direction.T
+    return origin_mri + (index_ijk * spacing_mm) @ direction.T
 
 
 def register_icp(
@@ -200,6 +204,7 @@ def register_icp(
     points_mri: np.ndarray,
     initial: Transform,
     params: IcpParameters = IcpParameters(),
+    on_stage=None,
 ) -> RegistrationResult:
     """Trimmed rigid ICP of US bone points onto the MRI bone surface (method ``"bone-icp"``).
 
@@ -218,110 +223,136 @@ def register_icp(
     initial : Transform
         ``ReferenceToMri`` to start from.
     params : IcpParameters
+    on_stage : callable, optional
+        ``on_stage(stage_index, stage_count, trace_mm)`` after each stage of the distance schedule
+        (live progress; the result does not depend on it). ``trace_mm``: RMS per iteration so far.
 
     Returns
     -------
     RegistrationResult
-        ``metric_trace``: RMS distance of the kept pairs per iteration, mm.
+        ``metric_trace``: RMS distance of the kept pairs per iteration, mm. ``converged``: the
+        last stage of the schedule stopped because a step moved the points by less than
+        ``params.tolerance_mm`` (RMS), not at ``params.max_iterations``.
 
     Raises
     ------
     RegistrationError
         Empty or non-finite point sets, a wrong initial transform, or too few pairs.
     """
-    start = time.perf_counter()
-    source = _checked_points(points_reference, "points_reference")
-    target = _checked_points(points_mri, "points_mri")
+    started_s = time.perf_counter()
+    points_reference = _checked_points(points_reference, "points_reference")
+    points_mri = _checked_points(points_mri, "points_mri")
     if initial.name != "ReferenceToMri":
         raise RegistrationError(f"initial transform must be ReferenceToMri, got {initial.name}")
-    tree = cKDTree(target)
-    normals = _surface_normals(target, tree) if params.point_to_plane else None
-    matrix = initial.matrix
+    tree_mri = cKDTree(points_mri)
+    normals_mri = _surface_normals(points_mri, tree_mri) if params.point_to_plane else None
+    reference_to_mri = initial.matrix
     if params.restart_offset_mm > 0:
-        matrix = _best_start(source[:: params.restart_subsample], target, tree, normals, matrix, params)
-    trace: list[float] = []
-    matrix = _icp_stages(source, target, tree, normals, matrix, params, trace)
+        subsampled_reference = points_reference[:: params.restart_subsample]
+        reference_to_mri = _best_start(subsampled_reference, points_mri, tree_mri, normals_mri, reference_to_mri, params)
+    trace_mm: list[float] = []
+    reference_to_mri, converged = _icp_stages(
+        points_reference, points_mri, tree_mri, normals_mri, reference_to_mri, params, trace_mm, on_stage
+    )
+    stopped = (
+        f"the last stage's step fell below {params.tolerance_mm:g} mm"
+        if converged
+        else f"the last stage stopped at max_iterations ({params.max_iterations}) with steps still above {params.tolerance_mm:g} mm"
+    )
     return RegistrationResult(
         method="bone-icp",
-        transform=Transform(matrix, "Reference", "Mri"),
-        metric_trace=np.array(trace),
-        run_time_s=time.perf_counter() - start,
+        transform=Transform(reference_to_mri, "Reference", "Mri"),
+        metric_trace=np.array(trace_mm),
+        run_time_s=time.perf_counter() - started_s,
         parameters=as_dict(params),
-        provenance={"points_reference": len(source), "points_mri": len(target), "initial": initial.to_list()},
-        converged=True,
-        message=f"final RMS distance of kept pairs {trace[-1]:.2f} mm over {len(trace)} iterations",
+        provenance={"points_reference": len(points_reference), "points_mri": len(points_mri), "initial": initial.to_list()},
+        converged=converged,
+        message=f"final RMS distance of kept pairs {trace_mm[-1]:.2f} mm over {len(trace_mm)} iterations; {stopped}",
     )
 
 
-def _icp_stages(source, target, tree, normals, matrix, params: IcpParameters, trace: list[float]) -> np.ndarray:
-    """Run the distance schedule from ``matrix`` ((4, 4) ReferenceToMri); append RMS per iteration."""
-    for max_distance_mm in params.distance_schedule_mm:
+def _icp_stages(
+    points_reference, points_mri, tree_mri, normals_mri, reference_to_mri, params: IcpParameters, trace_mm: list[float],
+    on_stage=None,
+) -> tuple[np.ndarray, bool]:
+    """Run the distance schedule from ``reference_to_mri`` ((4, 4)); append the RMS (mm) per iteration.
+
+    Returns the final (4, 4) ``ReferenceToMri`` and whether it converged: the last stage's step
+    moved the points by less than ``params.tolerance_mm`` (RMS) within ``params.max_iterations``.
+    """
+    converged = False
+    for stage_index, max_distance_mm in enumerate(params.distance_schedule_mm):
+        converged = False
         for _ in range(params.max_iterations):
-            moved = source @ matrix[:3, :3].T + matrix[:3, 3]
-            distance_mm, nearest = tree.query(moved, distance_upper_bound=max_distance_mm)
+            moved_mri = apply_affine(reference_to_mri, points_reference)
+            distance_mm, nearest = tree_mri.query(moved_mri, distance_upper_bound=max_distance_mm)
             kept = _trimmed(distance_mm, params.trim_fraction)
             if kept.sum() < params.min_pairs:
                 raise RegistrationError(
                     f"ICP found only {int(kept.sum())} point pairs within {max_distance_mm:g} mm (needs "
                     f"{params.min_pairs}): the initial alignment is too far off or the surfaces do not overlap"
                 )
-            trace.append(float(np.sqrt(np.mean(distance_mm[kept] ** 2))))
+            trace_mm.append(float(np.sqrt(np.mean(distance_mm[kept] ** 2))))
             if params.point_to_plane:
-                step = _point_to_plane_step(moved[kept], target[nearest[kept]], normals[nearest[kept]])
+                step_mri_to_mri = _point_to_plane_step(moved_mri[kept], points_mri[nearest[kept]], normals_mri[nearest[kept]])
             else:
-                step = rigid_fit(moved[kept], target[nearest[kept]]).matrix
-            matrix = step @ matrix
-            shift_mm = np.sqrt(np.mean(np.sum((moved @ step[:3, :3].T + step[:3, 3] - moved) ** 2, axis=1)))
+                step_mri_to_mri = rigid_fit(moved_mri[kept], points_mri[nearest[kept]]).matrix
+            reference_to_mri = step_mri_to_mri @ reference_to_mri
+            shift_mm = np.sqrt(np.mean(np.sum((apply_affine(step_mri_to_mri, moved_mri) - moved_mri) ** 2, axis=1)))
             if shift_mm < params.tolerance_mm:
+                converged = True
                 break
-    return matrix
+        if on_stage is not None:
+            on_stage(stage_index, len(params.distance_schedule_mm), np.array(trace_mm))
+    return reference_to_mri, converged
 
 
-def _best_start(source, target, tree, normals, initial: np.ndarray, params: IcpParameters) -> np.ndarray:
+def _best_start(points_reference, points_mri, tree_mri, normals_mri, initial: np.ndarray, params: IcpParameters) -> np.ndarray:
     """ICP (on subsampled points) from the initial pose and from it shifted by +-restart_offset_mm
     along each Mri axis; the result with most points within ``inlier_distance_mm`` of the MRI surface."""
     best, best_score = initial, -1.0
-    for shift in np.vstack([np.zeros(3), np.eye(3), -np.eye(3)]) * params.restart_offset_mm:
-        start = initial.copy()
-        start[:3, 3] += shift
+    for shift_mm in np.vstack([np.zeros(3), np.eye(3), -np.eye(3)]) * params.restart_offset_mm:
+        start_reference_to_mri = initial.copy()
+        start_reference_to_mri[:3, 3] += shift_mm
         try:
-            matrix = _icp_stages(source, target, tree, normals, start, params, [])
+            reference_to_mri, _ = _icp_stages(points_reference, points_mri, tree_mri, normals_mri, start_reference_to_mri, params, [])
         except RegistrationError:
             continue
-        distance_mm, _ = tree.query(source @ matrix[:3, :3].T + matrix[:3, 3])
+        distance_mm, _ = tree_mri.query(apply_affine(reference_to_mri, points_reference))
         score = float(np.mean(distance_mm < params.inlier_distance_mm))
         if score > best_score:
-            best, best_score = matrix, score
+            best, best_score = reference_to_mri, score
     return best
 
 
-def _surface_normals(points: np.ndarray, tree: cKDTree, neighbours: int = 12) -> np.ndarray:
-    """(N, 3) unit normals (sign arbitrary): the least-variance axis of each point's neighbours."""
-    _, index = tree.query(points, k=min(neighbours, len(points)))
-    near = points[index.reshape(len(points), -1)]
+def _surface_normals(points_mri: np.ndarray, tree_mri: cKDTree, neighbours: int = 12) -> np.ndarray:
+    """(N, 3) unit normals (sign arbitrary) of (N, 3) surface points: the least-variance axis of each point's neighbours."""
+    _, index = tree_mri.query(points_mri, k=min(neighbours, len(points_mri)))
+    near = points_mri[index.reshape(len(points_mri), -1)]
     centred = near - near.mean(axis=1, keepdims=True)
     _, vectors = np.linalg.eigh(np.einsum("nki,nkj->nij", centred, centred))
     return vectors[:, :, 0]
 
 
-def _point_to_plane_step(source: np.ndarray, target: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """(4, 4) rigid step minimising the squared distances of ``source`` to the planes (target, normal).
+def _point_to_plane_step(moved_mri: np.ndarray, targets_mri: np.ndarray, normals_mri: np.ndarray) -> np.ndarray:
+    """(4, 4) rigid step in ``Mri`` minimising the squared distances of ``moved_mri`` to the planes
+    (``targets_mri``, ``normals_mri``); all (N, 3), mm.
 
     One Gauss-Newton step of point-to-plane ICP (Chen and Medioni 1992), linearised in the
-    rotation about the source centroid.
+    rotation about the centroid of ``moved_mri``.
     """
     from scipy.spatial.transform import Rotation
 
-    centre = source.mean(axis=0)
-    arms = source - centre
-    system = np.hstack([np.cross(arms, normals), normals])
-    residual = np.sum((target - source) * normals, axis=1)
-    solution = np.linalg.lstsq(system, residual, rcond=None)[0]
+    centre_mri = moved_mri.mean(axis=0)
+    arms_mm = moved_mri - centre_mri
+    system = np.hstack([np.cross(arms_mm, normals_mri), normals_mri])
+    residual_mm = np.sum((targets_mri - moved_mri) * normals_mri, axis=1)
+    solution = np.linalg.lstsq(system, residual_mm, rcond=None)[0]
     rotation = Rotation.from_rotvec(solution[:3]).as_matrix()
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation
-    matrix[:3, 3] = centre - rotation @ centre + solution[3:]
-    return matrix
+    step_mri_to_mri = np.eye(4)
+    step_mri_to_mri[:3, :3] = rotation
+    step_mri_to_mri[:3, 3] = centre_mri - rotation @ centre_mri + solution[3:]
+    return step_mri_to_mri
 
 
 def _trimmed(distance_mm: np.ndarray, fraction: float) -> np.ndarray:
