@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from workbench.frames import apply_affine
 from workbench.widgets.session import WidgetError
 
 __all__ = ["ORIENTATIONS", "SliceModel", "window_to_uint8"]
@@ -84,9 +85,10 @@ class SliceModel:
         self.size_ijk = tuple(int(v) for v in image.GetSize())
         self.spacing_mm = np.array(image.GetSpacing(), dtype=float)
         direction = np.reshape(image.GetDirection(), (3, 3))
-        self.index_to_lps_matrix = np.eye(4)
-        self.index_to_lps_matrix[:3, :3] = direction @ np.diag(self.spacing_mm)
-        self.index_to_lps_matrix[:3, 3] = image.GetOrigin()
+        # (4, 4) MriVoxelToMri: voxel index (i, j, k) to LPS mm (docs/frames.md).
+        self.mri_voxel_to_mri = np.eye(4)
+        self.mri_voxel_to_mri[:3, :3] = direction @ np.diag(self.spacing_mm)
+        self.mri_voxel_to_mri[:3, 3] = image.GetOrigin()
         # which index axis points along each LPS axis, and with which sign
         self._axis_of_lps = {}
         self._sign_of_lps = {}
@@ -218,14 +220,13 @@ class SliceModel:
 
     def ijk_to_lps(self, ijk) -> np.ndarray:
         """Continuous voxel indices (N, 3) -> LPS mm (N, 3), the volume's ``MriVoxelToMri``."""
-        ijk = np.asarray(ijk, dtype=float)
-        return ijk @ self.index_to_lps_matrix[:3, :3].T + self.index_to_lps_matrix[:3, 3]
+        return apply_affine(self.mri_voxel_to_mri, np.asarray(ijk, dtype=float))
 
     def lps_to_ijk(self, points_lps) -> np.ndarray:
         """LPS mm (N, 3) -> continuous voxel indices (N, 3)."""
         points_lps = np.asarray(points_lps, dtype=float)
-        linear = np.linalg.inv(self.index_to_lps_matrix[:3, :3])
-        return (points_lps - self.index_to_lps_matrix[:3, 3]) @ linear.T
+        linear = np.linalg.inv(self.mri_voxel_to_mri[:3, :3])
+        return (points_lps - self.mri_voxel_to_mri[:3, 3]) @ linear.T
 
     def pixel_to_lps(self, col_row) -> np.ndarray:
         """Slice pixels (col, row) on the current slice -> LPS positions, mm ((2,)->(3,), (N,2)->(N,3))."""
