@@ -535,14 +535,14 @@ class _LabelVolume:
         self.array = array.ravel()
         self.size = np.array(labels_image.GetSize())
         direction = np.array(labels_image.GetDirection()).reshape(3, 3)
-        index_to_lps = np.eye(4)
-        index_to_lps[:3, :3] = direction * np.array(labels_image.GetSpacing())
-        index_to_lps[:3, 3] = labels_image.GetOrigin()
-        self.lps_to_index = np.linalg.inv(index_to_lps)
+        mri_voxel_to_mri = np.eye(4)
+        mri_voxel_to_mri[:3, :3] = direction * np.array(labels_image.GetSpacing())
+        mri_voxel_to_mri[:3, 3] = labels_image.GetOrigin()
+        self.mri_to_mri_voxel = np.linalg.inv(mri_voxel_to_mri)
 
     def lookup(self, points_lps: np.ndarray) -> np.ndarray:
         """Labels at (..., 3) LPS points (nearest voxel), uint8, AIR outside the volume."""
-        index = np.rint(_apply_affine(self.lps_to_index, points_lps)).astype(np.int64)
+        index = np.rint(_apply_affine(self.mri_to_mri_voxel, points_lps)).astype(np.int64)
         inside = np.all((index >= 0) & (index < self.size), axis=-1)
         i, j, k = np.moveaxis(np.where(inside[..., None], index, 0), -1, 0)
         flat = (k * self.size[1] + j) * self.size[0] + i

@@ -48,19 +48,19 @@ class VolumeSampler:
     ----------
     voxels : (K, J, I) float array
         Indexed [k, j, i].
-    index_to_lps : (4, 4) float array
-        Voxel index (i, j, k) to LPS mm.
+    mri_voxel_to_mri : (4, 4) float array
+        Voxel index (i, j, k) to LPS mm (``MriVoxelToMri``, docs/frames.md).
     """
 
     voxels: np.ndarray
-    index_to_lps: np.ndarray
+    mri_voxel_to_mri: np.ndarray
 
     @classmethod
     def from_volume(cls, volume) -> "VolumeSampler":
         """From a :class:`~workbench.io.volume.LoadedVolume`."""
         import SimpleITK as sitk
 
-        return cls(sitk.GetArrayFromImage(volume.image).astype(np.float32), volume.index_to_lps_matrix)
+        return cls(sitk.GetArrayFromImage(volume.image).astype(np.float32), volume.mri_voxel_to_mri.matrix)
 
     @classmethod
     def from_reconstruction(cls, result) -> "VolumeSampler":
@@ -77,7 +77,7 @@ class VolumeSampler:
         offsets = np.arange(-VIEW_HALF_SIZE_MM, VIEW_HALF_SIZE_MM, VIEW_PIXEL_MM)
         rows, cols = np.meshgrid(offsets, offsets, indexing="ij")
         points = centre_lps + cols[..., None] * columns_lps + rows[..., None] * rows_lps
-        ijk = (points.reshape(-1, 3) - self.index_to_lps[:3, 3]) @ np.linalg.inv(self.index_to_lps[:3, :3]).T
+        ijk = (points.reshape(-1, 3) - self.mri_voxel_to_mri[:3, 3]) @ np.linalg.inv(self.mri_voxel_to_mri[:3, :3]).T
         values = ndimage.map_coordinates(self.voxels, ijk[:, ::-1].T, order=1, mode="constant", cval=np.nan)
         return values.reshape(rows.shape)
 
