@@ -205,47 +205,82 @@ def _demo_case_part(out_dir: Path, steps: "_Steps", spec) -> dict:
 
 
 def _register_demo_case(case, case_dir: Path, sequence, image_to_probe, steps: "_Steps") -> dict:
-    """Landmark registration, then bone-surface ICP from the sweep; TRE against the ground truth."""
+    """The registration pipeline on the demo case: landmarks, bone-surface ICP on the sweep, then
+    one transform per vertebra; the TRE of each step against the ground truth.
+
+    The demo case stores no level map, so the MRI-time phantom is rebuilt from the spec in the
+    ground truth for the per-vertebra step.
+
+    Returns
+    -------
+    dict
+        ``"landmarks_fre_mm"``, ``"landmarks_median_tre_mm"``, ``"icp_median_tre_mm"``, and from
+        :func:`_tre_by_level`: ``"icp_tre_by_level_mm"``, ``"piecewise_tre_by_level_mm"``,
+        ``"piecewise_fallbacks"``.
+    """
+    from workbench.anatomy import WORKBENCH_TABLE, LabelMap
+    from workbench.io.ground_truth import read_ground_truth
     from workbench.io.volume import load_volume
-    from workbench.registration.landmarks import pair_landmarks, register_landmarks
-    from workbench.registration.surface import mri_bone_points, register_icp, us_bone_points
+    from workbench.phantom.anatomy import SpineParameters, build_phantom
+    from workbench.registration.landmarks import pair_landmarks
+    from workbench.registration.piecewise import mri_bone_points_by_level
+    from workbench.registration.pipeline import (
+        RegistrationInputs,
+        RegistrationSettings,
+        per_vertebra_result,
+        run_registration_pipeline,
+        stage_transform,
+    )
+    from workbench.registration.surface import mri_bone_points, us_bone_points
 
-    truth = json.loads((case_dir / next(a.path for a in case.attachments if a.role == "ground_truth")).read_text())
-    true_reference_to_mri = Transform.from_name("ReferenceToMri", np.reshape(truth["ReferenceToMri"], (4, 4)))
-    targets_mri = {name: np.asarray(p) for name, p in truth["targets_mri"].items()}
-    targets = np.array(list(targets_mri.values()))
-    true_targets_reference = true_reference_to_mri.inverse().apply_to_points(targets)
+    truth = read_ground_truth(case_dir / next(a.path for a in case.attachments if a.role == "ground_truth"))
+    targets = truth.target_points_mri
+    true_targets_reference = truth.reference_to_mri.inverse().apply_to_points(targets)
 
-    def tre_mm(result) -> float:
-        return float(np.median(np.linalg.norm(result.transform.apply_to_points(true_targets_reference) - targets, axis=1)))
+    def tre_mm(transform) -> float:
+        return float(np.median(np.linalg.norm(transform.apply_to_points(true_targets_reference) - targets, axis=1)))
 
+    # The demo case's label map is in the workbench encoding (the phantom's table).
+    label_map = LabelMap.from_volume(
+        load_volume(case_dir / next(a.path for a in case.attachments if a.role == "label_map")), WORKBENCH_TABLE
+    )
+    spec = truth.spec
+    phantom = build_phantom(SpineParameters(seed=spec["seed"], bmi=spec["bmi"], age_years=spec["age_years"]))
     pairs = pair_landmarks(case.landmarks)
-    by_landmarks = register_landmarks(pairs.names, pairs.points_reference, pairs.points_mri, targets_mri=targets_mri)
+    points_reference = us_bone_points(sequence, image_to_probe)  # frames with INVALID poses are skipped
+    inputs = RegistrationInputs(
+        landmarks=pairs,
+        targets_mri=truth.targets_mri,
+        us_points_reference=points_reference,
+        mri_points=mri_bone_points(label_map),
+        mri_points_by_level=mri_bone_points_by_level(label_map, phantom.levels),
+    )
+    result = run_registration_pipeline(inputs, RegistrationSettings(("bone-icp", "piecewise")))
+    by_landmarks, by_surface = result.provenance["stages"][:2]
+    landmarks_transform, icp_transform = stage_transform(result, "landmarks"), stage_transform(result, "bone-icp")
     steps.say(f"Registered MRI to Reference from {len(pairs.names)} paired landmarks")
     steps.detail(
-        f"FRE {by_landmarks.fre_mm:.2f} mm; median predicted TRE {np.median(list(by_landmarks.predicted_tre_mm.values())):.2f} mm; "
-        f"median TRE at the nerve-root targets against the ground truth {tre_mm(by_landmarks):.2f} mm"
+        f"FRE {by_landmarks['fre_mm']:.2f} mm; median predicted TRE {np.median(list(by_landmarks['predicted_tre_mm'].values())):.2f} mm; "
+        f"median TRE at the nerve-root targets against the ground truth {tre_mm(landmarks_transform):.2f} mm"
     )
-    labels = load_volume(case_dir / next(a.path for a in case.attachments if a.role == "label_map")).image
-    points_reference = us_bone_points(sequence, image_to_probe)  # frames with INVALID poses are skipped
-    by_surface = register_icp(points_reference, mri_bone_points(labels), by_landmarks.transform)
     steps.say(f"Refined it by bone-surface ICP on {len(points_reference)} bone echoes of the sweep")
-    steps.detail(f"median TRE at the targets {tre_mm(by_surface):.2f} mm in {by_surface.run_time_s:.1f} s ({by_surface.message})")
+    steps.detail(
+        f"median TRE at the targets {tre_mm(icp_transform):.2f} mm in {by_surface['run_time_s']:.1f} s ({by_surface['message']})"
+    )
     return {
-        "landmarks_fre_mm": by_landmarks.fre_mm,
-        "landmarks_median_tre_mm": tre_mm(by_landmarks),
-        "icp_median_tre_mm": tre_mm(by_surface),
-        **_register_per_vertebra(truth, labels, points_reference, by_surface, steps),
+        "landmarks_fre_mm": by_landmarks["fre_mm"],
+        "landmarks_median_tre_mm": tre_mm(landmarks_transform),
+        "icp_median_tre_mm": tre_mm(icp_transform),
+        **_tre_by_level(truth, icp_transform, per_vertebra_result(result), steps),
     }
 
 
-def _register_per_vertebra(truth: dict, labels, points_reference: np.ndarray, by_surface, steps: "_Steps") -> dict:
-    """Piecewise-rigid refinement of the ICP result; per-level TRE of both against the ground truth.
+def _tre_by_level(truth, icp_transform: Transform, piecewise, steps: "_Steps") -> dict:
+    """Per-level TRE of the rigid and the per-vertebra transforms against the ground truth.
 
-    The demo case stores no level map, so the MRI-time phantom is rebuilt from the spec in the
-    ground truth for it. A target's true procedure-time position in ``Reference`` is its MRI
-    position moved by its vertebra's posture change (``vertebra_motion``, about the body centre)
-    and mapped by the inverse of the true ``ReferenceToMri``.
+    A target's true procedure-time position in ``Reference`` is its MRI position moved by its
+    vertebra's posture change (``vertebra_motion``, about the body centre) and mapped by the
+    inverse of the true ``ReferenceToMri``.
 
     Returns
     -------
@@ -253,27 +288,24 @@ def _register_per_vertebra(truth: dict, labels, points_reference: np.ndarray, by
         ``"icp_tre_by_level_mm"`` and ``"piecewise_tre_by_level_mm"``: level -> mean TRE over that
         level's targets, mm; ``"piecewise_fallbacks"``: levels that kept the rigid transform, why.
     """
-    from workbench.phantom.anatomy import SpineParameters, build_phantom, vertebra_motion_matrix
-    from workbench.registration.piecewise import level_of_target, mri_bone_points_by_level, register_piecewise
+    from workbench.phantom.anatomy import vertebra_motion_matrix
+    from workbench.registration.piecewise import level_of_target
 
-    spec = truth["spec"]
-    phantom = build_phantom(SpineParameters(seed=spec["seed"], bmi=spec["bmi"], age_years=spec["age_years"]))
-    piecewise = register_piecewise(points_reference, mri_bone_points_by_level(labels, phantom.levels), by_surface)
-    true_reference_to_mri = Transform.from_name("ReferenceToMri", np.reshape(truth["ReferenceToMri"], (4, 4)))
     rigid_by_level, piecewise_by_level = {}, {}
-    for name, target_mri in truth["targets_mri"].items():
+    for name, target_mri in truth.targets_mri.items():
         level = level_of_target(name)
-        motion = truth["vertebra_motion"].get(level)
+        motion = truth.vertebra_motion.get(level)
         moved_mri = np.asarray(target_mri, float)
         if motion is not None:
-            matrix = vertebra_motion_matrix(motion["rotation_deg"], motion["translation_mm"], truth["landmarks_mri"][f"{level} body centre"])
+            rotation_deg, translation_mm = motion
+            matrix = vertebra_motion_matrix(rotation_deg, translation_mm, truth.landmarks_mri[f"{level} body centre"])
             moved_mri = matrix[:3, :3] @ moved_mri + matrix[:3, 3]
-        target_reference = true_reference_to_mri.inverse().apply_to_points(moved_mri)
-        for transform, errors in ((by_surface.transform, rigid_by_level), (piecewise.transform_for_target(name), piecewise_by_level)):
+        target_reference = truth.reference_to_mri.inverse().apply_to_points(moved_mri)
+        for transform, errors in ((icp_transform, rigid_by_level), (piecewise.transform_for_target(name), piecewise_by_level)):
             errors.setdefault(level, []).append(float(np.linalg.norm(transform.apply_to_points(target_reference) - target_mri)))
     rigid_tre = {level: float(np.mean(values)) for level, values in rigid_by_level.items()}
     piecewise_tre = {level: float(np.mean(values)) for level, values in piecewise_by_level.items()}
-    moved = "moved" if truth["vertebra_motion"] else "no posture change in this case"
+    moved = "moved" if truth.vertebra_motion else "no posture change in this case"
     steps.say(f"Refined the ICP result per vertebra (piecewise-rigid, {len(piecewise.transforms)} levels) in {piecewise.run_time_s:.1f} s")
     steps.detail(
         f"TRE per level, rigid ICP -> per-vertebra, against each vertebra's procedure-time position ({moved}): "

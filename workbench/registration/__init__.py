@@ -7,6 +7,8 @@
   refinement (LC2, Mattes MI baseline) and bone-surface ICP.
 - :mod:`~workbench.registration.frames_lc2`: LC2 directly on the tracked frames (a local refinement).
 - :mod:`~workbench.registration.piecewise`: one ``ReferenceToMri`` per vertebra for posture change.
+- :mod:`~workbench.registration.pipeline`: landmarks, then the chosen refinements, as one call
+  returning one ``RegistrationResult`` (the demo, the registration widget and the benchmark use it).
 - :mod:`~workbench.registration.bench`: the accuracy benchmark on simulated cases.
 
 Frames: docs/frames.md.

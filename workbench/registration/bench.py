@@ -29,7 +29,7 @@ import numpy as np
 
 from workbench.errors import RegistrationError, WorkbenchError
 from workbench.frames import Transform
-from workbench.registration.params import IcpParameters, Lc2Parameters, MattesParameters
+from workbench.registration.params import Lc2Parameters
 from workbench.registration.result import RegistrationResult
 
 __all__ = [
@@ -200,7 +200,7 @@ def simulate_registration_case(
         us_volume=reconstruction.to_sitk(),
         us_mask=reconstruction.covered,
         us_points_reference=us_bone_points(sequence, probe.image_to_probe()),
-        mri_points=mri_bone_points(phantom.labels),
+        mri_points=mri_bone_points(phantom.label_map),
         reference_to_mri=reference_to_mri,
         targets_mri=np.array([phantom.targets_lps[name] for name in names]),
         description={
@@ -217,7 +217,7 @@ def simulate_registration_case(
             if posture_change
             else None
         ),
-        mri_points_by_level=mri_bone_points_by_level(phantom.labels, phantom.levels),
+        mri_points_by_level=mri_bone_points_by_level(phantom.label_map, phantom.levels),
     )
 
 
@@ -281,68 +281,66 @@ def random_misalignment(
 # -- methods -------------------------------------------------------------------------------------
 
 
-def _icp(case: RegistrationCase, initial: Transform) -> RegistrationResult:
-    from workbench.registration.surface import register_icp
-
-    return register_icp(case.us_points_reference, case.mri_points, initial, IcpParameters())
-
-
-def _lc2(case: RegistrationCase, initial: Transform, params: Lc2Parameters = Lc2Parameters()) -> RegistrationResult:
-    from workbench.registration.intensity import register_lc2
-
-    return register_lc2(case.mri, case.us_volume, initial, case.us_mask, params)
+#: ``"bone-icp+lc2"``: LC2 on the reconstruction as a local refinement of the ICP result.
+LC2_AFTER_ICP = Lc2Parameters(
+    levels_mm=(2.0,), initial_step_mm=1.0, initial_step_deg=1.0, max_translation_mm=5.0, max_rotation_deg=5.0
+)
 
 
-def _icp_then_lc2(case: RegistrationCase, initial: Transform) -> RegistrationResult:
-    icp = _icp(case, initial)
-    refine = Lc2Parameters(
-        levels_mm=(2.0,), initial_step_mm=1.0, initial_step_deg=1.0, max_translation_mm=5.0, max_rotation_deg=5.0
+def method_settings(name: str):
+    """The :class:`~workbench.registration.pipeline.RegistrationSettings` a benchmark method runs.
+
+    Every method runs :func:`~workbench.registration.pipeline.run_registration_pipeline` from the
+    trial's initial ``ReferenceToMri`` (no landmarks) with these refinements and parameters.
+    """
+    from workbench.registration.pipeline import RegistrationSettings
+
+    if name == "bone-icp+lc2":
+        return RegistrationSettings(("bone-icp", "lc2"), lc2=LC2_AFTER_ICP)
+    if name == "bone-icp+lc2-frames":
+        from workbench.registration.frames_lc2 import REFINEMENT_PARAMETERS
+
+        return RegistrationSettings(("bone-icp", "lc2-frames"), lc2_frames=REFINEMENT_PARAMETERS)
+    if name == "bone-icp+piecewise":
+        return RegistrationSettings(("bone-icp", "piecewise"))
+    if name in ("bone-icp", "lc2", "lc2-frames", "mattes-mi"):
+        return RegistrationSettings((name,))
+    raise WorkbenchError(f"unknown registration method {name!r}; choose from {sorted(METHODS)}")
+
+
+def pipeline_inputs(case: RegistrationCase, initial: Transform):
+    """:class:`~workbench.registration.pipeline.RegistrationInputs` of ``case`` from ``initial`` (``ReferenceToMri``)."""
+    from workbench.registration.pipeline import RegistrationInputs
+
+    return RegistrationInputs(
+        initial=initial,
+        us_points_reference=case.us_points_reference,
+        mri_points=case.mri_points,
+        mri_points_by_level=case.mri_points_by_level,
+        mri=case.mri,
+        us_volume=case.us_volume,
+        us_mask=case.us_mask,
+        frames=case.frames,
+        image_to_probe=case.image_to_probe,
     )
-    lc2 = _lc2(case, icp.transform, refine)
-    return lc2.with_updates(method="bone-icp+lc2", run_time_s=icp.run_time_s + lc2.run_time_s)
 
 
-def _lc2_frames(case: RegistrationCase, initial: Transform, params=None) -> RegistrationResult:
-    from workbench.registration.frames_lc2 import FramesLc2Parameters, register_lc2_frames
+def _method(name: str) -> Callable[[RegistrationCase, Transform], RegistrationResult]:
+    def run(case: RegistrationCase, initial: Transform) -> RegistrationResult:
+        from workbench.registration.pipeline import run_registration_pipeline
 
-    if case.frames is None or case.image_to_probe is None:
-        raise RegistrationError("this case holds no tracked frames for LC2 on frames")
-    return register_lc2_frames(
-        case.mri, case.frames, case.image_to_probe, initial, params=params or FramesLc2Parameters()
-    )
+        return run_registration_pipeline(pipeline_inputs(case, initial), method_settings(name))
 
-
-def _icp_then_lc2_frames(case: RegistrationCase, initial: Transform) -> RegistrationResult:
-    from workbench.registration.frames_lc2 import REFINEMENT_PARAMETERS
-
-    icp = _icp(case, initial)
-    lc2 = _lc2_frames(case, icp.transform, REFINEMENT_PARAMETERS)
-    return lc2.with_updates(method="bone-icp+lc2-frames", run_time_s=icp.run_time_s + lc2.run_time_s)
+    run.__name__ = run.__qualname__ = f"run_{name.replace('-', '_').replace('+', '_then_')}"
+    return run
 
 
-def _icp_then_piecewise(case: RegistrationCase, initial: Transform):
-    """Bone ICP, then one ``ReferenceToMri`` per vertebra (a :class:`PiecewiseResult`)."""
-    from workbench.registration.piecewise import register_piecewise
-
-    return register_piecewise(case.us_points_reference, case.mri_points_by_level, _icp(case, initial))
-
-
-def _mattes(case: RegistrationCase, initial: Transform) -> RegistrationResult:
-    from workbench.registration.intensity import register_mattes
-
-    return register_mattes(case.mri, case.us_volume, initial, case.us_mask, MattesParameters())
-
-
-#: Benchmark methods: name -> run(case, initial ReferenceToMri) -> RegistrationResult, or a
-#: PiecewiseResult (one ReferenceToMri per vertebra; each target is mapped by its level's).
-METHODS: dict[str, Callable[[RegistrationCase, Transform], object]] = {
-    "bone-icp": _icp,
-    "lc2": _lc2,
-    "bone-icp+lc2": _icp_then_lc2,
-    "lc2-frames": _lc2_frames,
-    "bone-icp+lc2-frames": _icp_then_lc2_frames,
-    "bone-icp+piecewise": _icp_then_piecewise,
-    "mattes-mi": _mattes,
+#: Benchmark methods: name -> run(case, initial ReferenceToMri) -> RegistrationResult (through
+#: the registration pipeline, :func:`method_settings`). ``"bone-icp+piecewise"`` carries one
+#: ``ReferenceToMri`` per vertebra (``per_vertebra_result``); each target is mapped by its level's.
+METHODS: dict[str, Callable[[RegistrationCase, Transform], RegistrationResult]] = {
+    name: _method(name)
+    for name in ("bone-icp", "lc2", "bone-icp+lc2", "lc2-frames", "bone-icp+lc2-frames", "bone-icp+piecewise", "mattes-mi")
 }
 #: What the benchmark runs unless told otherwise, within about 10 minutes on 2 busy cores for 3 cases
 #: x 5 trials. Left out ("--methods" runs them): "lc2" on the reconstructed volume (fails on the
@@ -438,12 +436,16 @@ def target_errors_mm(result, case: RegistrationCase) -> np.ndarray:
     Parameters
     ----------
     result : RegistrationResult or PiecewiseResult
-        One ``ReferenceToMri``, or one per vertebra (each target then mapped by its level's).
+        One ``ReferenceToMri``, or one per vertebra (a pipeline result with ``"piecewise"``, or a
+        PiecewiseResult; each target then mapped by its level's).
     case : RegistrationCase
     """
     from workbench.registration.piecewise import PiecewiseResult
+    from workbench.registration.pipeline import per_vertebra_result
 
     truth_reference = case.true_targets_reference()
+    if isinstance(result, RegistrationResult):
+        result = per_vertebra_result(result) or result
     if isinstance(result, PiecewiseResult):
         names = case.target_names or ("",) * len(truth_reference)
         mapped = np.array(
@@ -455,7 +457,7 @@ def target_errors_mm(result, case: RegistrationCase) -> np.ndarray:
 
 
 def _run_time_s(result) -> float:
-    """Registration time, s; a piecewise refinement adds its global ICP's."""
+    """Registration time, s (a pipeline result's is the sum of its steps); a PiecewiseResult adds its global ICP's."""
     from workbench.registration.piecewise import PiecewiseResult
 
     if isinstance(result, PiecewiseResult):

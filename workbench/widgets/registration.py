@@ -1,9 +1,10 @@
 """Registration: paired-point fit, then automatic refinement with live progress.
 
-:class:`RegistrationRunner` (no UI) runs the landmark fit (:mod:`workbench.registration.landmarks`)
-and a refinement: bone-surface ICP (:mod:`workbench.registration.surface`) one distance stage at a
-time so the metric can be plotted as it goes, or LC2 / Mattes MI
-(:mod:`workbench.registration.intensity`) on a reconstruction of the sweep.
+:class:`RegistrationRunner` (no UI) gathers a case's inputs and runs the registration pipeline
+(:func:`workbench.registration.pipeline.run_registration_pipeline`, the same one as ``workbench
+demo`` and the benchmark): the landmark fit, then a refinement: bone-surface ICP, whose metric is
+reported after every distance stage so it can be plotted as it goes, or LC2 / Mattes MI on a
+reconstruction of the sweep.
 :class:`RegistrationPanel` is the ipywidgets controller: parameters as widgets built from the
 parameter dataclasses, a metric-per-iteration plot (ipympl) and a progress bar.
 Every result is ``ReferenceToMri`` (docs/frames.md).
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import time
 from typing import Callable
 
 import numpy as np
@@ -50,7 +50,7 @@ def params_from_values(params_class, values: dict):
         A value that is not a number, or one the dataclass refuses (its message is kept).
     """
     converted = {}
-    for name, kind, default in param_fields(params_class):
+    for name, _kind, default in param_fields(params_class):
         if name not in values:
             continue
         value = values[name]
@@ -62,7 +62,7 @@ def params_from_values(params_class, values: dict):
         converted[name] = value
     try:
         return dataclasses.replace(params_class(), **converted)
-    except Exception as exc:  # the dataclasses validate in __post_init__
+    except Exception as exc:  # noqa: BLE001 - the dataclasses validate in __post_init__ (any error type)
         raise WidgetError(f"{params_class.__name__}: {exc}") from None
 
 
@@ -108,75 +108,59 @@ class RegistrationRunner:
     def target_errors_mm(self, result=None) -> dict[str, float] | None:
         """Distance (mm) at each target between ``result`` and the ground truth, for synthetic cases; else None."""
         truth = self.session.ground_truth()
-        if truth is None or "ReferenceToMri" not in truth:
+        if truth is None:
             return None
         result = result or self.refined or self.landmarks
-        true = Transform.from_name("ReferenceToMri", np.reshape(truth["ReferenceToMri"], (4, 4)))
-        targets = np.array(list(truth["targets_mri"].values()), dtype=float)
-        reference = true.inverse().apply_to_points(targets)
+        targets = truth.target_points_mri
+        reference = truth.reference_to_mri.inverse().apply_to_points(targets)
         errors = np.linalg.norm(result.transform.apply_to_points(reference) - targets, axis=1)
-        return dict(zip(truth["targets_mri"], (float(e) for e in errors)))
+        return dict(zip(truth.targets_mri, (float(e) for e in errors)))
 
     def bone_points(self) -> tuple[np.ndarray, np.ndarray]:
         """(N, 3) US bone points in Reference and (M, 3) MRI bone surface points in Mri, mm (cached)."""
         if self._us_points is None:
             from workbench.registration.surface import mri_bone_points, us_bone_points
 
-            labels = self.session.labels
-            if labels is None:
+            label_map = self.session.label_map
+            if label_map is None:
                 raise WidgetError("bone ICP needs the case's label map", self.session.folder)
             sequence = self.session.sweep(self.sweep_index)
             self._us_points = us_bone_points(sequence, self.session.case.sweeps[self.sweep_index].image_to_probe)
-            self._mri_points = mri_bone_points(labels.image)
+            self._mri_points = mri_bone_points(label_map)
         return self._us_points, self._mri_points
 
     def run(self, method: str = "bone-icp", params=None, on_progress: Callable | None = None):
-        """Refine from the landmark fit.
+        """Refine from the landmark fit through the registration pipeline.
 
         Parameters
         ----------
         method : {"bone-icp", "lc2", "mattes-mi"}
         params : parameters dataclass of the method, optional
         on_progress : callable, optional
-            ``on_progress(fraction_done, metric_trace_so_far, message)`` after every stage.
+            ``on_progress(fraction_done, metric_trace_so_far, message)``: at the start, after every
+            ICP distance stage, and at the end.
 
         Returns
         -------
         RegistrationResult
         """
+        from workbench.registration.pipeline import RegistrationInputs, RegistrationSettings, run_registration_pipeline
+
         if self.landmarks is None:
             self.fit_landmarks()
         if method not in METHODS:
             raise WidgetError(f"method must be one of {METHODS}, got {method!r}")
         params = params or _params_class(method)()
-        report = on_progress or (lambda *_args: None)
-        start = time.perf_counter()
         if method == "bone-icp":
-            from workbench.registration.surface import register_icp
-
             us_points, mri_points = self.bone_points()
-            report(0.05, np.zeros(0), f"{len(us_points)} US bone points, {len(mri_points)} MRI surface points")
-            stages = tuple(params.distance_schedule_mm)
-            transform, trace, result = self.landmarks.transform, [], None
-            for number, distance_mm in enumerate(stages):
-                stage = dataclasses.replace(params, distance_schedule_mm=(distance_mm,),
-                                            restart_offset_mm=params.restart_offset_mm if number == 0 else 0.0)
-                result = register_icp(us_points, mri_points, transform, stage)
-                transform = result.transform
-                trace.extend(result.metric_trace.tolist())
-                report((number + 1) / len(stages), np.array(trace), f"stage {number + 1}/{len(stages)}: {distance_mm:g} mm")
-            result = result.with_updates(metric_trace=np.array(trace), run_time_s=time.perf_counter() - start,
-                                         parameters=dataclasses.asdict(params))
+            inputs = RegistrationInputs(initial=self.landmarks.transform, us_points_reference=us_points, mri_points=mri_points)
+            settings = RegistrationSettings((method,), icp=params)
         else:
-            from workbench.registration.intensity import register_lc2, register_mattes
-
             volume, covered = self._reconstruction()
-            report(0.3, np.zeros(0), "sweep reconstructed; optimising (the plot fills in at the end)")
-            register = register_lc2 if method == "lc2" else register_mattes
-            result = register(self.session.mri.image, volume, self.landmarks.transform, covered, params)
-            report(1.0, result.metric_trace, result.message)
-        self.refined = result
-        return result
+            inputs = RegistrationInputs(initial=self.landmarks.transform, mri=self.session.mri.image, us_volume=volume, us_mask=covered)
+            settings = RegistrationSettings((method,), **{"lc2" if method == "lc2" else "mattes": params})
+        self.refined = run_registration_pipeline(inputs, settings, on_progress)
+        return self.refined
 
     def _reconstruction(self):
         if self._us_volume is None:
@@ -237,7 +221,7 @@ class RegistrationPanel:
         import ipywidgets as W
 
         widgets = {}
-        for name, kind, default in param_fields(_params_class(method)):
+        for name, _kind, default in param_fields(_params_class(method)):
             style = {"description_width": "170px"}
             if isinstance(default, bool):
                 widgets[name] = W.Checkbox(value=default, description=name, style=style)

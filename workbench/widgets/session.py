@@ -8,7 +8,6 @@ edited: every change is saved into the copy). Frames and units: docs/frames.md.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -107,6 +106,8 @@ class CaseSession:
         self.case = load_case(self.folder, verify_digests=False)
         self._mri = None
         self._labels = None
+        self._label_map = None
+        self._ground_truth = None
         self._sweeps: dict[int, object] = {}
 
     # -- files --------------------------------------------------------------------------
@@ -138,10 +139,35 @@ class CaseSession:
             self._labels = load_volume(path)
         return self._labels
 
-    def ground_truth(self) -> dict | None:
-        """``ground_truth.json`` of a synthetic case, or None."""
-        path = self.attachment_path("ground_truth")
-        return None if path is None else json.loads(path.read_text())
+    @property
+    def label_map(self):
+        """The label map with its label table (:class:`workbench.anatomy.LabelMap`), or None when the case has none.
+
+        A case's label map is in the workbench encoding (:data:`workbench.anatomy.WORKBENCH_TABLE`,
+        the phantom's table): case.json records no other table yet.
+        """
+        if self._label_map is None and self.labels is not None:
+            from workbench.anatomy import WORKBENCH_TABLE, LabelMap
+
+            self._label_map = LabelMap.from_volume(self.labels, WORKBENCH_TABLE)
+        return self._label_map
+
+    def ground_truth(self):
+        """The :class:`~workbench.io.ground_truth.GroundTruth` of a synthetic case (read once), or None.
+
+        Raises
+        ------
+        GroundTruthError
+            The case's ground_truth.json cannot be read (the message names the file).
+        """
+        if self._ground_truth is None:
+            path = self.attachment_path("ground_truth")
+            if path is None:
+                return None
+            from workbench.io.ground_truth import read_ground_truth
+
+            self._ground_truth = read_ground_truth(path)
+        return self._ground_truth
 
     def sweep(self, index: int = 0):
         """The ``index``-th tracked sweep as a :class:`workbench.io.sequence.TrackedSequence` (cached)."""
@@ -211,15 +237,18 @@ class CaseSession:
 
 
 def landmark_registration(session: CaseSession):
-    """Paired-point ``ReferenceToMri`` fit from the case's paired landmarks, targets' predicted TRE.
+    """Paired-point ``ReferenceToMri`` fit from the case's paired landmarks, targets' predicted TRE
+    (the landmark step of :func:`workbench.registration.pipeline.run_registration_pipeline`).
 
     Returns
     -------
     workbench.registration.result.RegistrationResult
         Method ``"landmarks"``: FRE, per-landmark residuals (mm), predicted TRE at the case's targets.
     """
-    from workbench.registration.landmarks import pair_landmarks, register_landmarks
+    from workbench.registration.landmarks import pair_landmarks
+    from workbench.registration.pipeline import RegistrationInputs, RegistrationSettings, run_registration_pipeline
 
     pairs = pair_landmarks(session.case.landmarks)
     targets_mri = {t.name: np.asarray(t.point_lps_mm) for t in session.case.targets}
-    return register_landmarks(pairs.names, pairs.points_reference, pairs.points_mri, targets_mri=targets_mri or None)
+    inputs = RegistrationInputs(landmarks=pairs, targets_mri=targets_mri or None)
+    return run_registration_pipeline(inputs, RegistrationSettings(refinements=()))

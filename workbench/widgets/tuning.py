@@ -1,6 +1,7 @@
 """Registration tuning: a parameter grid run over simulated cases, table and plots of TRE, success, time.
 
-:func:`run_grid` (no UI) runs bone-surface ICP (:func:`workbench.registration.surface.register_icp`)
+:func:`run_grid` (no UI) runs bone-surface ICP through the registration pipeline
+(:func:`workbench.registration.pipeline.run_registration_pipeline`, as the demo and the benchmark do)
 for every combination of the chosen :class:`~workbench.registration.params.IcpParameters` values
 from random misalignments of the ground-truth ``ReferenceToMri`` of simulated cases, and measures
 the TRE at the nerve-root targets (mean distance, mm), success (TRE < 3 mm, as
@@ -52,9 +53,9 @@ def demo_tuning_case(session: CaseSession, sweep: int = 0, max_points: int = 400
     return TuningCase(
         name=session.case.case_id,
         us_points_reference=points,
-        mri_points=mri_bone_points(session.labels.image),
-        reference_to_mri=Transform.from_name("ReferenceToMri", np.reshape(truth["ReferenceToMri"], (4, 4))),
-        targets_mri=np.array(list(truth["targets_mri"].values()), dtype=float),
+        mri_points=mri_bone_points(session.label_map),
+        reference_to_mri=truth.reference_to_mri,
+        targets_mri=truth.target_points_mri,
     )
 
 
@@ -93,7 +94,7 @@ def run_grid(cases: list[TuningCase], grid: dict | None = None, trials: int = 2,
     from workbench.errors import RegistrationError
     from workbench.registration.bench import SUCCESS_TRE_MM, random_misalignment
     from workbench.registration.params import IcpParameters
-    from workbench.registration.surface import register_icp
+    from workbench.registration.pipeline import RegistrationInputs, RegistrationSettings, run_registration_pipeline
 
     grid = dict(DEFAULT_GRID if grid is None else grid)
     names = list(grid)
@@ -107,11 +108,12 @@ def run_grid(cases: list[TuningCase], grid: dict | None = None, trials: int = 2,
             starts.append((case, trial, offset_mm, Transform(case.reference_to_mri.matrix @ motion, "Reference", "Mri")))
     rows, total = [], len(settings) * len(starts)
     for setting in settings:
-        params = dataclasses.replace(IcpParameters(restart_offset_mm=0.0), **setting)
+        icp = RegistrationSettings(("bone-icp",), icp=dataclasses.replace(IcpParameters(restart_offset_mm=0.0), **setting))
         for case, trial, offset_mm, initial in starts:
             start = time.perf_counter()
             try:
-                result = register_icp(case.us_points_reference, case.mri_points, initial, params)
+                inputs = RegistrationInputs(initial=initial, us_points_reference=case.us_points_reference, mri_points=case.mri_points)
+                result = run_registration_pipeline(inputs, icp)
                 truth_reference = case.reference_to_mri.inverse().apply_to_points(case.targets_mri)
                 tre_mm = float(np.linalg.norm(result.transform.apply_to_points(truth_reference) - case.targets_mri, axis=1).mean())
             except RegistrationError:
