@@ -153,13 +153,22 @@ def test_cases_without_plans_or_with_malformed_expert_plans_are_refused(tmp_path
     plan_path = write_plan_json(Plan("P", (Trajectory("a", "b", (0, 0, 0), (0, 9, 0), NeedleSpec(50.0, "23G")),)), tmp_path / "p.json")
     with pytest.raises(PlanError, match="the case has no label map attachment"):
         _run(str(bare), "--check", str(plan_path))
-    malformed = _small_case(
-        tmp_path / "malformed" / "case",
-        {"ground_truth": ("ground_truth.json", '{"expert_plans": [{"target": "L4 right"}]}'),
-         "label_map": ("labels/labels.nrrd", sitk.Image(10, 10, 10, sitk.sitkUInt8))},
-    )
-    with pytest.raises(PlanError, match="an expert plan in ground_truth.json is malformed"):
+    from workbench.io.ground_truth import GROUND_TRUTH_FORMAT
+
+    plan = {"target": "L4 right", "target_lps_mm": [0, 0, 0], "entry_lps_mm": [0, 60, 0], "insertion_depth_mm": 60.0,
+            "needle": {"length_mm": 90.0, "gauge": "19G"}, "injectate_ml": 6.0, "approach": "paramedian"}
+    document = {"format": GROUND_TRUTH_FORMAT, "ReferenceToMri": np.eye(4).ravel().tolist(), "targets_mri": {},
+                "landmarks_mri": {}, "expert_plans": [plan]}
+    labels = ("labels/labels.nrrd", sitk.Image(10, 10, 10, sitk.sitkUInt8))
+    malformed = _small_case(tmp_path / "malformed" / "case", {"ground_truth": ("ground_truth.json", json.dumps(document)),
+                                                              "label_map": labels})
+    with pytest.raises(PlanError, match="an expert plan in ground_truth.json is malformed .*unknown needle gauge '19G'"):
         _run(str(malformed), "--out", str(tmp_path / "out"))
+    del plan["entry_lps_mm"]
+    incomplete = _small_case(tmp_path / "incomplete" / "case", {"ground_truth": ("ground_truth.json", json.dumps(document)),
+                                                                "label_map": labels})
+    with pytest.raises(PlanError, match=r"cannot read ground_truth.json \(expert_plans\[0\] has no key 'entry_lps_mm'\)"):
+        _run(str(incomplete), "--out", str(tmp_path / "out"))
     broken = _small_case(tmp_path / "broken" / "case", {"ground_truth": ("ground_truth.json", "{")})
     with pytest.raises(PlanError, match="cannot read ground_truth.json"):
         _run(str(broken), "--out", str(tmp_path / "out"))

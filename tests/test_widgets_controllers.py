@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,8 +106,8 @@ def test_plan_model_numbers_follow_the_planning_package(case_dir, tmp_path):
     target = model.targets()[0]
     trajectory = model.trajectory(target, EXPERT_PREFIX + target)
     values = model.evaluate(trajectory)
-    truth = next(p for p in session.ground_truth()["expert_plans"] if p["target"] == target)
-    assert values["depth_mm"] == pytest.approx(truth["insertion_depth_mm"], abs=1e-9)
+    truth = session.ground_truth().expert_plan(target)
+    assert values["depth_mm"] == pytest.approx(truth.insertion_depth_mm, abs=1e-9)
     assert values["angle_to_axial_deg"] == pytest.approx(derive_geometry(trajectory).angle_to_axial_deg, abs=1e-12)
     assert values["needle"] == "120 mm 22G"  # the shortest catalogue needle with 10 mm to spare at 82 mm
     assert values["status"] in ("ok", "warning")
@@ -116,6 +117,61 @@ def test_plan_model_numbers_follow_the_planning_package(case_dir, tmp_path):
     assert {f.name for f in files} == {"plan.json", "plan.mrk.json", "plan.csv", "report.html", "registration.tfm", "registration.h5"}
     plan = json.loads(next(f for f in files if f.name == "plan.json").read_text())
     assert "PatientName" not in json.dumps(plan)
+
+
+def test_the_widget_and_workbench_plan_write_the_same_plan_json(case_dir, tmp_path):
+    import shutil
+
+    from workbench.case import Attachment, load_case, path_sha256, save_case
+    from workbench.planning.cli import build_plans
+    from workbench.planning.safety import SafetyThresholds
+    from workbench.widgets.plan import EXPERT_PREFIX, PlanModel
+
+    session = CaseSession(case_dir)
+    model = PlanModel(session, landmark_registration(session).transform)
+    target = model.targets()[-1]
+    files = model.export(model.trajectory(target, EXPERT_PREFIX + target), tmp_path / "widget", plan_id="SAME", author="QA")
+    widget_json = next(f for f in files if f.name == "plan.json")
+    # the same plan built by `workbench plan` from a copy of the case that holds it
+    copy = tmp_path / "case"
+    shutil.copytree(case_dir, copy)
+    saved = copy / "plans" / "plan.json"
+    saved.parent.mkdir()
+    shutil.copyfile(widget_json, saved)
+    case = load_case(copy, verify_digests=False)
+    case.attachments.append(Attachment("plan", "plans/plan.json", path_sha256(saved), "exported by the plan widget"))
+    save_case(case, copy)
+    summary = build_plans(copy, tmp_path / "cli", with_ultrasound=False)
+    assert sorted(Path(f).name for f in summary["plans"][0]["files"]) == sorted(f.name for f in files)
+
+    def content(path):
+        document = json.loads(path.read_text())
+        document["provenance"].pop("created_utc")
+        return document
+
+    widget, cli = content(widget_json), content(tmp_path / "cli" / "SAME" / "plan.json")
+    assert widget == cli
+    thresholds = SafetyThresholds()
+    assert widget["safety_thresholds"] == {
+        "warning_clearance_mm": thresholds.warning_clearance_mm, "target_zone_mm": thresholds.target_zone_mm,
+        "bone_tolerance_mm": thresholds.bone_tolerance_mm, "needle_margin_mm": thresholds.needle_margin_mm,
+    }
+    assert widget["trajectories"][0]["safety"]["status"] in ("ok", "warning")
+
+
+def test_registration_runner_refines_through_the_pipeline_with_live_icp_stages(case_dir):
+    from workbench.registration.params import IcpParameters
+    from workbench.widgets.registration import RegistrationRunner
+
+    runner = RegistrationRunner(CaseSession(case_dir))
+    calls = []
+    result = runner.run("bone-icp", IcpParameters(), lambda fraction, trace, message: calls.append((fraction, len(trace), message)))
+    stages = [call for call in calls if "bone-icp: stage" in call[2]]
+    assert len(stages) == len(IcpParameters().distance_schedule_mm) and all(count > 0 for _, count, _ in stages)
+    assert calls[-1][0] == 1.0 and calls[-1][1] == len(result.metric_trace)
+    assert result.method == "bone-icp" and runner.current is result.transform
+    errors = runner.target_errors_mm(result)
+    assert len(errors) == 8 and np.median(list(errors.values())) < 3.0
 
 
 def test_registration_parameters_from_widget_values():

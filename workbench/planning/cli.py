@@ -59,15 +59,16 @@ def _attachment_path(case, case_dir: Path, role: str) -> Path | None:
 
 
 def _label_map(case_dir: Path | None, labels: Path | None):
+    from workbench.anatomy import WORKBENCH_TABLE, LabelMap
     from workbench.case import load_case
     from workbench.io.volume import load_volume
-    from workbench.planning.safety import LabelMap
 
     if labels is None and case_dir is not None:
         labels = _attachment_path(load_case(case_dir, verify_digests=False), case_dir, "label_map")
         if labels is None:
             raise PlanError("the case has no label map attachment", case_dir)
-    return None if labels is None else LabelMap.from_volume(load_volume(labels))
+    # A case's label map is in the workbench encoding (the phantom's table); case.json records no other yet.
+    return None if labels is None else LabelMap.from_volume(load_volume(labels), WORKBENCH_TABLE)
 
 
 def _check(plan_path: Path, case_dir: Path | None, labels: Path | None) -> dict:
@@ -90,60 +91,57 @@ def _plan_summary(plan, reports, files: list[Path]) -> dict:
     }
 
 
-def _ground_truth(case, case_dir: Path) -> dict | None:
-    """The demo case's ground_truth.json, or None if the case has none."""
+def _ground_truth(case, case_dir: Path):
+    """The demo case's :class:`~workbench.io.ground_truth.GroundTruth`, or None if the case has none."""
+    from workbench.io.ground_truth import GroundTruthError, read_ground_truth
+
     path = _attachment_path(case, case_dir, "ground_truth")
     if path is None:
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanError(f"cannot read ground_truth.json ({exc})", path) from None
+        return read_ground_truth(path)
+    except GroundTruthError as exc:
+        raise PlanError(f"cannot read ground_truth.json ({exc.problem})", path) from None
 
 
-def _registration(case, ground_truth: dict | None):
-    import numpy as np
-
-    from workbench.frames import Transform
+def _registration(case, ground_truth):
     from workbench.planning.model import RegistrationSummary
 
     if "ReferenceToMri" in case.transforms:
         return RegistrationSummary("saved in the case", case.transforms["ReferenceToMri"])
-    matrix = None if ground_truth is None else ground_truth.get("ReferenceToMri")
-    if matrix is None:
+    if ground_truth is None:
         return None
-    reference_to_mri = Transform.from_name("ReferenceToMri", np.reshape(matrix, (4, 4)))
-    return RegistrationSummary("ground truth of the synthetic case", reference_to_mri)
+    return RegistrationSummary("ground truth of the synthetic case", ground_truth.reference_to_mri)
 
 
-def _expert_trajectory(item: dict, label_map):
+def _expert_trajectory(item, label_map):
+    """A :class:`Trajectory` from an :class:`~workbench.io.ground_truth.ExpertPlan`."""
     from workbench.planning.model import NeedleSpec, Trajectory
     from workbench.planning.safety import skin_normal_at
 
     return Trajectory(
-        name=item["target"].split(" exiting")[0],
-        structure=item["target"],
-        target_lps_mm=item["target_lps_mm"],
-        entry_lps_mm=item["entry_lps_mm"],
-        needle=NeedleSpec(float(item["needle"]["length_mm"]), item["needle"]["gauge"]),
-        injectate_ml=float(item["injectate_ml"]),
-        approach=item["approach"],
-        skin_normal_lps=skin_normal_at(label_map, item["entry_lps_mm"]),
+        name=item.target.split(" exiting")[0],
+        structure=item.target,
+        target_lps_mm=item.target_lps_mm,
+        entry_lps_mm=item.entry_lps_mm,
+        needle=NeedleSpec(item.needle_length_mm, item.needle_gauge),
+        injectate_ml=item.injectate_ml,
+        approach=item.approach,
+        skin_normal_lps=skin_normal_at(label_map, item.entry_lps_mm),
     )
 
 
-def _expert_plan(case, case_dir: Path, ground_truth: dict | None, provenance, registration, label_map):
+def _expert_plan(case, case_dir: Path, ground_truth, provenance, registration, label_map):
     from workbench.planning.model import Plan
 
-    expert_plans = None if ground_truth is None else ground_truth.get("expert_plans")
-    if not expert_plans:
+    if ground_truth is None or not ground_truth.expert_plans:
         raise PlanError("the case has no saved plans and no expert_plans in a ground_truth.json", case_dir)
     if label_map is None:
         raise PlanError("the case has no label map attachment", case_dir)
     try:
-        trajectories = tuple(_expert_trajectory(item, label_map) for item in expert_plans)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise PlanError(f"an expert plan in ground_truth.json is malformed ({exc!r})", case_dir) from None
+        trajectories = tuple(_expert_trajectory(item, label_map) for item in ground_truth.expert_plans)
+    except PlanError as exc:
+        raise PlanError(f"an expert plan in ground_truth.json is malformed ({exc.problem})", case_dir) from None
     return Plan(f"{case.case_id}-expert", trajectories, provenance, registration, f"Expert plan of {case.title}")
 
 
@@ -170,14 +168,13 @@ def build_plans(case_dir: Path, out_dir: Path, author: str = "", with_ultrasound
     from workbench.planning.export import load_plan
     from workbench.planning.model import Provenance
     from workbench.planning.report import VolumeSampler
-    from workbench.planning.safety import LabelMap
 
     case = load_case(case_dir)
     if case.mri is None:
         raise PlanError("the case has no MRI", case_dir)
     mri = load_volume(case_dir / case.mri.path)
     labels_path = _attachment_path(case, case_dir, "label_map")
-    label_map = None if labels_path is None else LabelMap.from_volume(load_volume(labels_path))
+    label_map = _label_map(None, labels_path)
     ground_truth = _ground_truth(case, case_dir)
     registration = _registration(case, ground_truth)
     saved = [case_dir / a.path for a in case.attachments if a.role == "plan"]
@@ -192,18 +189,7 @@ def build_plans(case_dir: Path, out_dir: Path, author: str = "", with_ultrasound
 
 
 def _write_exports(plan, folder: Path, label_map, mri, us) -> dict:
-    from workbench.planning.export import write_csv, write_markups, write_plan_json, write_registration_transform
-    from workbench.planning.report import write_report
-    from workbench.planning.safety import SafetyThresholds, check_trajectory
+    from workbench.planning.export import write_plan_bundle
 
-    thresholds = SafetyThresholds()
-    reports = {t.name: check_trajectory(t, label_map, thresholds) for t in plan.trajectories}
-    files = [
-        write_plan_json(plan, folder / "plan.json", reports, thresholds),
-        write_markups(plan, folder / "plan.mrk.json"),
-        write_csv(plan, folder / "plan.csv", reports),
-        write_report(folder / "report.html", plan, mri, us, reports),
-    ]
-    if plan.registration is not None:
-        files += [write_registration_transform(plan.registration.reference_to_mri, folder / f"registration{s}") for s in (".tfm", ".h5")]
-    return _plan_summary(plan, reports, files)
+    bundle = write_plan_bundle(plan, folder, label_map, mri, us)
+    return _plan_summary(plan, bundle.safety, list(bundle.files))

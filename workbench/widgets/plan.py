@@ -22,8 +22,6 @@ __all__ = ["PlanModel", "PlanPanel", "EXPERT_PREFIX"]
 
 #: Entry choices taken from a synthetic case's expert plans start with this.
 EXPERT_PREFIX = "expert: "
-#: Needle length kept outside the skin when choosing the default needle, mm.
-NEEDLE_MARGIN_MM = 10.0
 
 
 class PlanModel:
@@ -39,15 +37,12 @@ class PlanModel:
     """
 
     def __init__(self, session: CaseSession, reference_to_mri=None, points: PointListModel | None = None):
-        from workbench.planning.safety import LabelMap
-
         self.session = session
         self.reference_to_mri = reference_to_mri
         self.points = points or PointListModel(session.case, None, autosave=False)
-        labels = session.labels
-        self.label_map = None if labels is None else LabelMap.from_volume(labels)
-        truth = session.ground_truth() or {}
-        self._expert = {item["target"]: item for item in truth.get("expert_plans", [])}
+        self.label_map = session.label_map
+        truth = session.ground_truth()
+        self._expert = {} if truth is None else {plan.target: plan for plan in truth.expert_plans}
 
     def targets(self) -> list[str]:
         """Names of the target points."""
@@ -62,7 +57,7 @@ class PlanModel:
 
     def _entry_lps(self, target: str, entry: str | None) -> np.ndarray:
         if entry and entry.startswith(EXPERT_PREFIX):
-            return np.asarray(self._expert[entry[len(EXPERT_PREFIX):]]["entry_lps_mm"], dtype=float)
+            return np.asarray(self._expert[entry[len(EXPERT_PREFIX):]].entry_lps_mm, dtype=float)
         if entry:
             return np.asarray(self.points.get(entry).point_lps, dtype=float)
         # no entry chosen: straight posterior to the skin (label map), else 60 mm posterior
@@ -78,9 +73,10 @@ class PlanModel:
         """A Trajectory from target ``target`` to ``entry`` (a name, an (3,) LPS mm point, or None).
 
         The needle is the catalogue entry ``needle`` (label like ``"90 mm 22G"``), else the
-        shortest one that reaches with :data:`NEEDLE_MARGIN_MM` to spare.
+        shortest one that reaches with :data:`workbench.equipment.NEEDLE_MARGIN_MM` to spare.
         """
-        from workbench.planning.model import NEEDLE_CATALOGUE, Trajectory, shortest_needle
+        from workbench.equipment import NEEDLE_CATALOGUE, NEEDLE_MARGIN_MM, shortest_needle
+        from workbench.planning.model import Trajectory
         from workbench.planning.safety import skin_normal_at
 
         target_point = self.points.get(target)
@@ -127,43 +123,43 @@ class PlanModel:
             "safety": safety,
         }
 
-    def suggest(self, trajectory, ring_radii_mm=(0.0, 5.0, 10.0, 15.0, 20.0), directions: int = 12):
-        """Safer entries for the same target, safest first (``workbench.planning.safety.suggest_entries``)."""
-        from workbench.planning.safety import suggest_entries
+    def suggest(self, trajectory, ring_radii_mm=None, directions: int = 12):
+        """Safer entries for the same target, safest first (``workbench.planning.safety.suggest_entries``).
+
+        ``ring_radii_mm`` defaults to :data:`workbench.planning.safety.SAFER_ENTRY_RING_RADII_MM`.
+        """
+        from workbench.planning.safety import SAFER_ENTRY_RING_RADII_MM, suggest_entries
 
         if self.label_map is None:
             raise WidgetError("suggesting entries needs the case's label map", self.session.folder)
-        return suggest_entries(trajectory, self.label_map, ring_radii_mm=tuple(ring_radii_mm), directions=directions)
+        rings = SAFER_ENTRY_RING_RADII_MM if ring_radii_mm is None else tuple(ring_radii_mm)
+        return suggest_entries(trajectory, self.label_map, ring_radii_mm=rings, directions=directions)
+
+    def plan(self, trajectory, plan_id: str | None = None, author: str = ""):
+        """The one-trajectory :class:`~workbench.planning.model.Plan` that :meth:`export` writes."""
+        from workbench.planning.model import Plan, Provenance, RegistrationSummary
+
+        plan_id = plan_id or re.sub(r"[^A-Za-z0-9_-]+", "-", f"{self.session.case.case_id}-{trajectory.name}").strip("-")[:64]
+        registration = None if self.reference_to_mri is None else RegistrationSummary("workbench notebook", self.reference_to_mri)
+        return Plan(plan_id, (trajectory,), Provenance(mri_digest=self.session.mri.source_digest, author=author),
+                    registration, f"Plan of {self.session.case.title or self.session.case.case_id}")
 
     def export(self, trajectory, out_dir, plan_id: str | None = None, author: str = "") -> list[Path]:
         """Write plan.json, Slicer markups, CSV, HTML report and (with a registration) .tfm/.h5.
+
+        The same writer as ``workbench plan`` (:func:`workbench.planning.export.write_plan_bundle`,
+        default safety thresholds, recorded in plan.json).
 
         Returns
         -------
         list of Path
             The files written, in ``out_dir/<plan_id>/``.
         """
-        from workbench.planning.export import write_csv, write_markups, write_plan_json, write_registration_transform
-        from workbench.planning.model import Plan, Provenance, RegistrationSummary
-        from workbench.planning.report import VolumeSampler, write_report
+        from workbench.planning.export import write_plan_bundle
 
-        plan_id = plan_id or re.sub(r"[^A-Za-z0-9_-]+", "-", f"{self.session.case.case_id}-{trajectory.name}").strip("-")[:64]
-        registration = None if self.reference_to_mri is None else RegistrationSummary("workbench notebook", self.reference_to_mri)
-        plan = Plan(plan_id, (trajectory,), Provenance(mri_digest=self.session.mri.source_digest, author=author),
-                    registration, f"Plan of {self.session.case.title or self.session.case.case_id}")
-        safety = {trajectory.name: self.evaluate(trajectory)["safety"]}
-        folder = Path(out_dir) / plan_id
-        folder.mkdir(parents=True, exist_ok=True)
-        files = [
-            write_plan_json(plan, folder / "plan.json", safety),
-            write_markups(plan, folder / "plan.mrk.json"),
-            write_csv(plan, folder / "plan.csv", safety),
-            write_report(folder / "report.html", plan, VolumeSampler.from_volume(self.session.mri), None, safety),
-        ]
-        if self.reference_to_mri is not None:
-            files.append(write_registration_transform(self.reference_to_mri, folder / "registration.tfm"))
-            files.append(write_registration_transform(self.reference_to_mri, folder / "registration.h5"))
-        return [Path(f) for f in files]
+        plan = self.plan(trajectory, plan_id, author)
+        bundle = write_plan_bundle(plan, Path(out_dir) / plan.plan_id, self.label_map, self.session.mri)
+        return list(bundle.files)
 
 
 class PlanPanel:
@@ -183,7 +179,7 @@ class PlanPanel:
     def __init__(self, model: PlanModel, out_dir="exports"):
         import ipywidgets as W
 
-        from workbench.planning.model import NEEDLE_CATALOGUE
+        from workbench.equipment import NEEDLE_CATALOGUE
 
         self.model = model
         self.out_dir = Path(out_dir)
@@ -243,7 +239,8 @@ class PlanPanel:
             ("needle", values["needle"]),
             ("depth", f"{values['depth_mm']:.1f} mm"),
             ("needle left outside", f"{values['remaining_needle_mm']:.1f} mm"),
-            ("angle to axial / sagittal / coronal", f"{values['angle_to_axial_deg']:.1f}° / {values['angle_to_sagittal_deg']:.1f}° / {values['angle_to_coronal_deg']:.1f}°"),
+            ("angle to axial / sagittal / coronal",
+             f"{values['angle_to_axial_deg']:.1f}° / {values['angle_to_sagittal_deg']:.1f}° / {values['angle_to_coronal_deg']:.1f}°"),
             ("angle to skin normal", "n/a" if skin is None else f"{skin:.1f}°"),
             ("smallest clearance", "none near" if clearance is None else f"{clearance:.1f} mm"),
             ("safety", f"<b style='color:{colour}'>{values['status'].upper()}</b> " + html.escape("; ".join(values["reasons"]))),

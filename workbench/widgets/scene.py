@@ -55,20 +55,16 @@ class SceneBuilder:
         return self._bone[step]
 
     def _bone_surface(self, step: int):
-        from workbench.phantom.labels import BONE_LABELS
-
         pv = _pyvista()
-        labels = self.session.labels
-        if labels is None:
+        label_map = self.session.label_map
+        if label_map is None:
             raise WidgetError("no label map in the case: cannot build the bone surface", self.session.folder)
-        import SimpleITK as sitk
-
-        array = sitk.GetArrayViewFromImage(labels.image)[::step, ::step, ::step]  # (k, j, i)
-        bone = np.isin(array, list(BONE_LABELS)).astype(np.float32)
+        values_kji = label_map.array[::step, ::step, ::step]
+        bone = label_map.bone_mask(values_kji).astype(np.float32)  # bone as the label table names it
         grid = pv.ImageData(dimensions=bone.shape[::-1], spacing=(1.0, 1.0, 1.0))
         grid.point_data["bone"] = bone.ravel(order="C")  # x (i) fastest, as VTK
         surface = grid.contour([0.5], scalars="bone")
-        matrix = labels.index_to_lps_matrix @ np.diag([step, step, step, 1.0])
+        matrix = label_map.mri_voxel_to_mri.matrix @ np.diag([step, step, step, 1.0])
         return surface.transform(matrix, inplace=False)
 
     def mri_slices(self):
@@ -81,7 +77,7 @@ class SceneBuilder:
         grid = pv.ImageData(dimensions=array.shape[::-1], spacing=(1.0, 1.0, 1.0))
         grid.point_data["mri"] = array.ravel(order="C")
         slices = grid.slice_orthogonal()
-        return slices.transform(mri.index_to_lps_matrix, inplace=False)
+        return slices.transform(mri.mri_voxel_to_mri.matrix, inplace=False)
 
     def us_planes(self, sweep: int = 0, count: int = 5):
         """``count`` frames of a sweep as textured quads at their tracked poses: list of (PolyData, Texture)."""
@@ -115,9 +111,10 @@ class SceneBuilder:
 
     def paths(self):
         """Planned paths (entry, target) LPS mm: the expert plans of a synthetic case, else []."""
-        truth = self.session.ground_truth() or {}
-        return [(np.asarray(p["entry_lps_mm"]), np.asarray(p["target_lps_mm"]), float(p["needle"]["length_mm"]))
-                for p in truth.get("expert_plans", [])]
+        truth = self.session.ground_truth()
+        if truth is None:
+            return []
+        return [(np.asarray(p.entry_lps_mm), np.asarray(p.target_lps_mm), float(p.needle_length_mm)) for p in truth.expert_plans]
 
 
 def render_scene(builder: SceneBuilder, mri: str = "bone", frames: int = 5, azimuth_deg: float = 30.0,
