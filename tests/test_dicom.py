@@ -39,7 +39,7 @@ def assert_geometry_matches_tags(volume, files: list[Path]) -> list[int]:
     ks = []
     for path in files:
         ipp, row_cos, col_cos, spacing = _tags(path)
-        ijk = volume.lps_to_index(ipp)
+        ijk = volume.mri_to_mri_voxel.apply_to_points(ipp)
         k = int(round(ijk[2]))
         np.testing.assert_allclose(ijk, [0, 0, k], atol=1e-6)
         corner_lps = ipp + (cols - 1) * spacing[1] * row_cos + (rows - 1) * spacing[0] * col_cos
@@ -237,12 +237,12 @@ def test_index_lps_mappings(tmp_path):
     write_series(tmp_path, n_slices=3)
     volume = load_dicom_series(tmp_path)
     expected = np.array([[0.7, 0, 0, -10], [0, 0.8, 0, 20], [0, 0, 2.5, 30], [0, 0, 0, 1]])
-    np.testing.assert_allclose(volume.index_to_lps_matrix, expected, atol=1e-9)
+    np.testing.assert_allclose(volume.mri_voxel_to_mri.matrix, expected, atol=1e-9)
     assert volume.mri_voxel_to_mri.name == "MriVoxelToMri"
     ijk = np.array([[0, 0, 0], [4, 5, 2], [1.5, 2.25, 0.5]])
-    points_lps = volume.index_to_lps(ijk)
+    points_lps = volume.mri_voxel_to_mri.apply_to_points(ijk)
     np.testing.assert_allclose(points_lps[1], volume.image.TransformIndexToPhysicalPoint((4, 5, 2)), atol=1e-9)
-    np.testing.assert_allclose(volume.lps_to_index(points_lps), ijk, atol=1e-9)
+    np.testing.assert_allclose(volume.mri_to_mri_voxel.apply_to_points(points_lps), ijk, atol=1e-9)
 
 
 def test_rescale_applied_as_float(tmp_path):

@@ -33,7 +33,6 @@ import pytest
 pv = pytest.importorskip("pyvista")
 
 from workbench.frames import Transform  # noqa: E402
-from workbench.phantom.labels import BONE_LABELS  # noqa: E402
 from workbench.widgets.scene import SceneBuilder, render_scene  # noqa: E402
 from workbench.widgets.session import CaseSession, demo_working_copy  # noqa: E402
 
@@ -103,18 +102,16 @@ def offscreen_gl():
 # -- meshes against the case ------------------------------------------------------------------------
 
 
-def _bone_extent_lps(labels) -> tuple[np.ndarray, np.ndarray]:
-    """(3,) min and max LPS mm over the centres of the label map's bone voxels."""
-    import SimpleITK as sitk
-
-    bone = np.isin(sitk.GetArrayViewFromImage(labels.image), list(BONE_LABELS))  # (k, j, i)
+def _bone_extent_lps(labels, label_map) -> tuple[np.ndarray, np.ndarray]:
+    """(3,) min and max LPS mm over the centres of the label map's bone voxels (bone named by its table)."""
+    bone = label_map.bone_mask()  # (k, j, i)
     assert bone.any()
     ranges = []
     for axis in (2, 1, 0):  # i, j, k
         present = np.flatnonzero(bone.any(axis=tuple(a for a in range(3) if a != axis)))
         ranges.append((present[0], present[-1]))
     corners_ijk = np.array(list(itertools.product(*ranges)), dtype=float)
-    corners_lps = corners_ijk @ labels.index_to_lps_matrix[:3, :3].T + labels.index_to_lps_matrix[:3, 3]
+    corners_lps = labels.mri_voxel_to_mri.apply_to_points(corners_ijk)
     return corners_lps.min(axis=0), corners_lps.max(axis=0)
 
 
@@ -122,7 +119,7 @@ def test_bone_surface_bounds_match_the_label_maps_bone_extent(session, builder):
     step = 3  # the surface render_scene draws: SceneBuilder.bone_surface()'s default
     surface = builder.bone_surface()
     assert surface.n_cells > 10_000
-    low_lps, high_lps = _bone_extent_lps(session.labels)
+    low_lps, high_lps = _bone_extent_lps(session.labels, session.label_map)
     bounds = np.asarray(surface.bounds, dtype=float).reshape(3, 2)
     voxel_mm = step * np.asarray(session.labels.image.GetSpacing(), dtype=float)
     # the surface is built on the label map subsampled by ``step``: within one of its voxels

@@ -46,7 +46,7 @@ def test_round_trip_keeps_lps_geometry_and_values(tmp_path, suffix):
     np.testing.assert_allclose(volume.spacing_mm, SPACING_MM, atol=1e-4)
     np.testing.assert_allclose(volume.direction, _rotation_direction(), atol=1e-4)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(volume.image), sitk.GetArrayFromImage(image))
-    np.testing.assert_allclose(volume.index_to_lps([5, 4, 3]), image.TransformIndexToPhysicalPoint((5, 4, 3)), atol=1e-4)
+    np.testing.assert_allclose(volume.mri_voxel_to_mri.apply_to_points([5, 4, 3]), image.TransformIndexToPhysicalPoint((5, 4, 3)), atol=1e-4)
     assert volume.metadata["pixel_type"] == "int16"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
 
@@ -70,7 +70,7 @@ def test_dicom_to_nifti_keeps_geometry(tmp_path):
     write_series(tmp_path / "dicom", n_slices=4, iop=(0, 1, 0, 0, 0, -1), shuffle_seed=1)
     dicom = load_volume(tmp_path / "dicom")
     nifti = load_volume(save_volume(dicom, tmp_path / "vol.nii.gz"))
-    np.testing.assert_allclose(nifti.index_to_lps_matrix, dicom.index_to_lps_matrix, atol=1e-4)
+    np.testing.assert_allclose(nifti.mri_voxel_to_mri.matrix, dicom.mri_voxel_to_mri.matrix, atol=1e-4)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(nifti.image), sitk.GetArrayFromImage(dicom.image))
 
 

@@ -75,47 +75,22 @@ class LoadedVolume:
         return tuple(float(v) for v in self.image.GetDirection())
 
     @property
-    def index_to_lps_matrix(self) -> np.ndarray:
-        """(4, 4) float array: the ``MriVoxelToMri`` affine, ``origin + direction @ diag(spacing) @ ijk``."""
+    def mri_voxel_to_mri(self) -> Transform:
+        """``MriVoxelToMri`` (docs/frames.md): continuous voxel index (i, j, k) to LPS mm.
+
+        Its matrix is ``origin + direction @ diag(spacing) @ ijk`` as ITK's; map indices with
+        ``volume.mri_voxel_to_mri.apply_to_points(ijk)`` ((N, 3) float array, ``MriVoxel``) to
+        ``points_lps`` ((N, 3), mm).
+        """
         matrix = np.eye(4)
         matrix[:3, :3] = np.reshape(self.direction, (3, 3)) @ np.diag(self.spacing_mm)
         matrix[:3, 3] = self.origin_lps_mm
-        return matrix
+        return Transform.from_name("MriVoxelToMri", matrix)
 
     @property
-    def mri_voxel_to_mri(self) -> Transform:
-        """:attr:`index_to_lps_matrix` as a ``MriVoxelToMri`` :class:`~workbench.frames.Transform`."""
-        return Transform.from_name("MriVoxelToMri", self.index_to_lps_matrix)
-
-    def index_to_lps(self, ijk: np.ndarray) -> np.ndarray:
-        """Map continuous voxel indices to LPS positions.
-
-        Parameters
-        ----------
-        ijk : (3,) or (N, 3) float array
-            Continuous indices (i along columns, j along rows, k along slices), ``MriVoxel`` frame.
-
-        Returns
-        -------
-        (3,) or (N, 3) float array
-            Positions in the ``Mri`` frame (LPS), mm.
-        """
-        return self.mri_voxel_to_mri.apply_to_points(ijk)
-
-    def lps_to_index(self, points_lps: np.ndarray) -> np.ndarray:
-        """Map LPS positions to continuous voxel indices (inverse of :meth:`index_to_lps`).
-
-        Parameters
-        ----------
-        points_lps : (3,) or (N, 3) float array
-            Positions in the ``Mri`` frame, mm.
-
-        Returns
-        -------
-        (3,) or (N, 3) float array
-            Continuous indices (i, j, k); integers at voxel centres.
-        """
-        return self.mri_voxel_to_mri.inverse().apply_to_points(points_lps)
+    def mri_to_mri_voxel(self) -> Transform:
+        """``MriToMriVoxel``: LPS mm to continuous voxel index (integers at voxel centres)."""
+        return self.mri_voxel_to_mri.inverse()
 
 
 def compute_source_digest(image: sitk.Image) -> str:
