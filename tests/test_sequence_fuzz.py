@@ -1,8 +1,10 @@
 """Property: a mutated sequence file either reads or fails with a WorkbenchError, never anything else.
 
-Small valid files (MetaIO compressed and raw, NRRD gzip, tracker-only) are mutated line by
-line (delete, duplicate, new value) or byte by byte (truncate, flip). Whatever reads must also
-describe, and must write back and read back unchanged or be refused with a WorkbenchError.
+Small valid files (MetaIO compressed and raw, NRRD gzip, tracking-only MetaIO and NRRD) are
+mutated line by line (delete, duplicate, new value) or byte by byte (truncate, flip). Whatever
+reads must also describe, and must write back and read back unchanged or be refused with a
+WorkbenchError. A duplicated header line (a field given twice with the same value) always
+reads, with a SequenceFileWarning, as the original.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workbench.errors import WorkbenchError
-from workbench.io.sequence import TrackedSequence, describe_sequence, read_sequence, write_sequence
+from workbench.io.sequence import (
+    SequenceFileWarning,
+    TrackedSequence,
+    describe_sequence,
+    read_sequence,
+    write_sequence,
+)
 
 
 def _base_sequence(images: np.ndarray | None) -> TrackedSequence:
@@ -41,6 +49,7 @@ _BASES = {
     "mha-raw": ("base.seq.mha", _IMAGES.astype(np.int16), False),
     "nrrd-gz": ("base.seq.nrrd", _IMAGES, True),
     "tracker-only": ("base.igs.mha", None, True),
+    "tracker-only-nrrd": ("base.seq.nrrd", None, False),
 }
 
 
@@ -122,6 +131,7 @@ def mutated_files(draw, bases: dict[str, tuple[str, bytes]]) -> tuple[str, bytes
     return name, mutated
 
 
+@pytest.mark.filterwarnings("ignore::workbench.io.sequence.SequenceFileWarning")
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_mutated_files_read_or_raise_workbench_errors(bases, workdir, data):
@@ -148,3 +158,37 @@ def test_mutated_files_read_or_raise_workbench_errors(bases, workdir, data):
         np.testing.assert_array_equal(again.transform_status[transform_name], sequence.transform_status[transform_name])
     np.testing.assert_array_equal(again.image_status, sequence.image_status)
     assert again.frame_fields == sequence.frame_fields
+
+
+def _same(again: TrackedSequence, original: TrackedSequence) -> None:
+    np.testing.assert_array_equal(again.images, original.images)
+    np.testing.assert_array_equal(again.timestamps_s, original.timestamps_s)
+    assert set(again.transforms) == set(original.transforms)
+    for name, matrices in original.transforms.items():
+        np.testing.assert_array_equal(again.transforms[name], matrices)
+        np.testing.assert_array_equal(again.transform_status[name], original.transform_status[name])
+    np.testing.assert_array_equal(again.image_status, original.image_status)
+    assert again.frame_fields == original.frame_fields and again.header == original.header
+    assert again.image_orientation == original.image_orientation
+
+
+@pytest.mark.parametrize("key", sorted(_BASES))
+def test_every_duplicated_header_line_reads_as_the_original_with_a_warning(bases, workdir, key):
+    name, data = bases[key]
+    end = _header_end(data)
+    lines, pixels = data[:end].split(b"\n"), data[end:]
+    original_path = workdir / f"original-{key}-{name}"
+    original_path.write_bytes(data)
+    original = read_sequence(original_path)
+    checked = 0
+    for index, line in enumerate(lines[:-1]):
+        if line.startswith((b"NRRD000", b"ElementDataFile", b"#")) or not line.strip():
+            continue  # the magic, the end of a MetaIO header, comments: not fields
+        duplicated = lines[: index + 1] + [line] + lines[index + 1 :]
+        path = workdir / f"dup-{key}-{index}-{name}"
+        path.write_bytes(b"\n".join(duplicated) + pixels)
+        with pytest.warns(SequenceFileWarning, match="appears twice"):
+            again = read_sequence(path)
+        _same(again, original)
+        checked += 1
+    assert checked >= 20

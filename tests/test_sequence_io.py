@@ -16,7 +16,13 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from workbench.errors import FrameError, SequenceFileError
-from workbench.io.sequence import TrackedSequence, describe_sequence, read_sequence, write_sequence
+from workbench.io.sequence import (
+    SequenceFileWarning,
+    TrackedSequence,
+    describe_sequence,
+    read_sequence,
+    write_sequence,
+)
 
 SPINE = "plus-spine-phantom-freehand/SpinePhantomFreehand.igs.mha"
 NWIRE_MHA = "plus-nwire-freehand/NwirePhantomFreehand.igs.mha"
@@ -246,6 +252,8 @@ def test_every_plus_data_file_reads_or_is_refused_as_a_volume(shared_data):
         "NwirePhantomFreehand.igs.mha",
         "NwirePhantomFreehand.igs.nrrd",
         "NwirePhantomFreehandCropped.igs.mha",
+        "BoneUltrasound_L14.igs.mha",
+        "outputPlusTransverseProcessEnhancerTest.igs.mha",
     }
     for path in sequences:
         sequence = read_sequence(path)
@@ -263,6 +271,7 @@ def test_describe_spine(shared_data):
         "path": str(shared_data / SPINE),
         "container": "metaio",
         "frames": 21,
+        "tracking_only": False,
         "image_size_px": [820, 616],
         "channels": 1,
         "pixel_type": "uint8",
@@ -275,6 +284,7 @@ def test_describe_spine(shared_data):
         "image_status": {"ok": 21, "invalid": 0},
         "frame_index_gaps": [],
         "frame_index_gap_count": 0,
+        "repeated_fields": [],
     }
 
 
@@ -291,9 +301,12 @@ def test_describe_nwire_nrrd_counts_invalid_poses(shared_data):
 
 def test_sequence_api_errors_and_defaults():
     sequence = TrackedSequence(images=None, timestamps_s=[0.0, 0.1], transforms={"ProbeToTracker": rigid_poses(2, 4)})
-    assert len(sequence) == 2 and sequence.image_size_px == (0, 0)
+    assert len(sequence) == 2 and sequence.image_size_px == (0, 0) and not sequence.has_images
     assert sequence.transform_status["ProbeToTracker"].tolist() == [True, True]
-    assert sequence.image_status.tolist() == [True, True] and sequence.frame_indices.tolist() == [0, 1]
+    # no images: no image status can be OK
+    assert sequence.image_status.tolist() == [False, False] and sequence.frame_indices.tolist() == [0, 1]
+    with_images = TrackedSequence(images=np.zeros((2, 1, 1), np.uint8), timestamps_s=[0.0, 0.1])
+    assert with_images.has_images and with_images.image_status.tolist() == [True, True]
     assert sequence.image_orientation == "MF"
     with pytest.raises(FrameError, match="no transform 'ReferenceToTracker'.*ProbeToTracker"):
         sequence.transform("ReferenceToTracker", 0)
@@ -572,10 +585,10 @@ MHA_CASES = {
     "data-list": ([(END, b"ElementDataFile = LIST\n")], "lists and file patterns are not supported"),
     "data-empty": ([(END, b"ElementDataFile =\n")], "ElementDataFile is empty"),
     "data-missing": ([(END, b"ElementDataFile = gone.raw\n")], "data file gone.raw (ElementDataFile) not found"),
-    "duplicate": ([(b"NDims = 3\n", b"NDims = 3\nNDims = 3\n")], "field NDims appears twice (header lines 2 and 3)"),
-    "duplicate-frame-field": (
-        [(b"Seq_Frame0001_ImageStatus = OK", b"Seq_Frame1_Timestamp = 2.25")],
-        "field Timestamp of frame 1 appears twice",
+    "object-type": ([(END, b"ObjectType = Mesh\n" + END)], "ObjectType = 'Mesh': a sequence file is an Image"),
+    "no-pixel-type-but-pixels": (
+        [(b"MET_UCHAR", b"MET_OTHER")],
+        "ElementType = MET_OTHER (no pixel type, a tracking-only file) but DimSize = 3 2 2 asks for 3 x 2 pixels",
     ),
     "no-equals": ([(END, b"just some words\n" + END)], "is not 'Key = Value': 'just some words'"),
     "control": ([(END, b"Note = a\x01b\n" + END)], "contains control characters"),
@@ -696,14 +709,9 @@ NRRD_CASES = {
     "sizes-missing": ([(b"sizes: 3 2 2\n", b"")], "missing NRRD field 'sizes'"),
     "line": ([(b"type: uint8\n", b"type: uint8\nbogus line\n")], "is neither 'field: value' nor 'key:=value'"),
     "empty-key": ([(b"type: uint8\n", b"type: uint8\n:=value\n")], "has an empty field name"),
-    "duplicate-after-spelling": (
-        [
-            (
-                b"ultrasound image orientation:=MF\n",
-                b"ultrasound image orientation:=MF\nUltrasoundImageOrientation:=MF\n",
-            )
-        ],
-        "field 'UltrasoundImageOrientation' appears twice",
+    "no-pixel-type-but-pixels": (
+        [(b"type: uint8", b"type: none")],
+        "type: none (no pixel type, a tracking-only file) but sizes ask for 3 x 2 pixels per frame",
     ),
     "truncated-header": ([(b"OK\n\n", b"OK\n")], "truncated header: no blank line ends the NRRD header"),
     "too-short": ([(b"sizes: 3 2 2", b"sizes: 4 2 2")], "pixel data too short"),
@@ -910,5 +918,110 @@ def test_images_mf_refuses_rf_and_tracker_only():
     rf = TrackedSequence(images=np.zeros((1, 2, 3), np.uint8), timestamps_s=[0.0], image_orientation="FM")
     with pytest.raises(SequenceFileError, match="FM is RF data"):
         rf.images_mf()
-    with pytest.raises(SequenceFileError, match="no images to orient"):
+    with pytest.raises(SequenceFileError, match="tracking-only sequence: no images .*1 frame of transforms only"):
         TrackedSequence(images=None, timestamps_s=[0.0]).images_mf()
+
+
+# -- repeated fields: warn, keep the last value (as PLUS's readers and MetaIO do) --------------
+
+KINDS = b"Kinds = domain domain list\n"
+
+
+def _repeat_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, SequenceFileWarning)]
+
+
+def test_kinds_twice_warns_with_both_values_and_uses_the_last(tmp_path):
+    path = write_variant(tmp_path, "kinds.igs.mha", False, [(KINDS, b"Kinds = domain domain domain\n" + KINDS)])
+    with pytest.warns(SequenceFileWarning) as record:
+        sequence = read_sequence(path)
+    assert _repeat_warnings(record) == [
+        f"{path}: field Kinds appears twice (header lines 9 and 10: 'domain domain domain', then "
+        "'domain domain list'); using the last value, as PLUS does"
+    ]
+    np.testing.assert_array_equal(sequence.images, small_sequence().images)
+    # the same two lines the other way round: the last says "a 3D volume", so the file is refused
+    flipped = write_variant(tmp_path, "flipped.igs.mha", False, [(KINDS, KINDS + b"Kinds = domain domain domain\n")])
+    with pytest.raises(SequenceFileError) as caught:
+        read_sequence(flipped)
+    assert caught.value.problem == (
+        "Kinds = domain domain domain: a 3D volume, not a sequence of 2D frames (last kind must be list or time) "
+        "(Kinds is given 2 times, the last one is used, as PLUS does)"
+    )
+
+
+def test_repeated_custom_and_per_frame_fields_keep_the_last_value(tmp_path):
+    path = write_variant(
+        tmp_path,
+        "repeated.igs.mha",
+        False,
+        [
+            (b"UltrasoundImageOrientation = MF\n", b"UltrasoundImageOrientation = UF\nUltrasoundImageOrientation = MF\n"),
+            (END, b"Operator = A\nOperator = B\nOperator = C\n" + END),
+            (b"Seq_Frame0001_Timestamp = 2.25\n", b"Seq_Frame0001_Timestamp = 9\nSeq_Frame0001_Timestamp = 2.5\n"),
+            (FRAME1_POSE, FRAME1_POSE + b"\n" + FRAME1_POSE.replace(b" 10 ", b" 11 ")),
+        ],
+    )
+    with pytest.warns(SequenceFileWarning) as record:
+        sequence = read_sequence(path)
+    messages = {m.split(" appears")[0].removeprefix(f"{path}: field "): m for m in _repeat_warnings(record)}
+    assert list(messages) == [  # in order of first appearance in the header
+        "UltrasoundImageOrientation",
+        "Seq_Frame0001_ProbeToTrackerTransform",
+        "Seq_Frame0001_Timestamp",
+        "Operator",
+    ]
+    assert "appears 3 times (header lines" in messages["Operator"] and "'A', then 'B', then 'C')" in messages["Operator"]
+    assert "appears twice (header lines" in messages["Seq_Frame0001_Timestamp"]
+    assert "'9', then '2.5'); using the last value" in messages["Seq_Frame0001_Timestamp"]
+    assert sequence.image_orientation == "MF" and sequence.header["Operator"] == "C"
+    assert sequence.timestamps_s.tolist() == [1.5, 2.5]
+    expected = plus_matrix(SMALL_POSE)
+    np.testing.assert_array_equal(sequence.transforms["ProbeToTracker"][0], expected)
+    expected[0, 3] = 11.0
+    np.testing.assert_array_equal(sequence.transforms["ProbeToTracker"][1], expected)
+    info = describe_sequence(path)
+    assert [f"{path}: {line}" for line in info["repeated_fields"]] == list(messages.values())
+
+
+def test_a_frame_field_under_two_spellings_of_its_index_keeps_the_last(tmp_path):
+    path = write_variant(
+        tmp_path, "spelling.igs.mha", False, [(b"Seq_Frame0001_ImageStatus = OK", b"Seq_Frame1_Timestamp = 3.75")]
+    )
+    with pytest.warns(SequenceFileWarning, match=r"field Seq_Frame0001_Timestamp appears twice \('2.25', then '3.75'\)"):
+        assert read_sequence(path).timestamps_s.tolist() == [1.5, 3.75]
+
+
+def test_nrrd_repeated_fields_and_keys_keep_the_last_value(tmp_path):
+    path = write_variant(
+        tmp_path,
+        "repeated.seq.nrrd",
+        False,
+        [
+            (b"kinds: domain domain list\n", b"kinds: domain domain domain\nkinds: domain domain list\n"),
+            (b"ultrasound image orientation:=MF\n", b"ultrasound image orientation:=UN\nUltrasoundImageOrientation:=MF\n"),
+            (b"Seq_Frame0000_Timestamp:=1.5\n", b"Seq_Frame0000_Timestamp:=1.5\nSeq_Frame0000_Timestamp:=1.25\n"),
+        ],
+    )
+    with pytest.warns(SequenceFileWarning) as record:
+        sequence = read_sequence(path)
+    messages = _repeat_warnings(record)
+    assert [m.split(" (")[0] for m in messages] == [
+        f"{path}: field kinds appears twice",
+        f"{path}: field UltrasoundImageOrientation appears twice",
+        f"{path}: field Seq_Frame0000_Timestamp appears twice",
+    ]
+    assert "'domain domain domain', then 'domain domain list'" in messages[0]
+    assert sequence.image_orientation == "MF" and sequence.timestamps_s.tolist() == [1.25, 2.25]
+    np.testing.assert_array_equal(sequence.images, small_sequence().images)
+
+
+def test_many_repeated_fields_give_twenty_warnings_and_a_count(tmp_path):
+    notes = b"".join(b"Note%d = a\nNote%d = b\n" % (i, i) for i in range(25))
+    path = write_variant(tmp_path, "many.igs.mha", False, [(END, notes + END)])
+    with pytest.warns(SequenceFileWarning) as record:
+        sequence = read_sequence(path)
+    messages = _repeat_warnings(record)
+    assert len(messages) == 21 and messages[-1] == f"{path}: 5 more fields appear more than once; the last value of each is used"
+    assert all(sequence.header[f"Note{i}"] == "b" for i in range(25))
+    assert len(describe_sequence(path)["repeated_fields"]) == 25

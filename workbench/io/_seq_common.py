@@ -36,7 +36,7 @@ class PixelLayout:
     Attributes
     ----------
     width, height : int
-        Frame size in pixels (0 for tracker-only files).
+        Frame size in pixels; both 0 for a tracking-only file (no image in any frame).
     frames : int
         Number of frames (last axis of DimSize / sizes).
     channels : int
@@ -58,8 +58,20 @@ class PixelLayout:
     def of_images(cls, images: np.ndarray, compressed: bool) -> PixelLayout:
         """Layout for writing ``images`` ((N, H, W) or (N, H, W, C)) little-endian."""
         frames, height, width = images.shape[:3]
+        if width * height == 0:
+            return cls.tracking_only(frames, compressed)
         channels = images.shape[3] if images.ndim == 4 else 1
         return cls(width, height, frames, channels, images.dtype.newbyteorder("<"), compressed)
+
+    @classmethod
+    def tracking_only(cls, frames: int, compressed: bool) -> PixelLayout:
+        """Layout of a sequence without images: 0 x 0 pixels, one uint8 placeholder channel."""
+        return cls(0, 0, frames, 1, np.dtype("u1"), compressed)
+
+    @property
+    def has_pixels(self) -> bool:
+        """False for a tracking-only sequence (no image in any frame)."""
+        return self.width * self.height > 0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -82,6 +94,76 @@ class DataLocation:
     compressed_size: int | None = None
 
 
+class SequenceFileWarning(UserWarning):
+    """A sequence file that reads, with something worth telling (a field given twice)."""
+
+
+@dataclass(frozen=True)
+class RepeatedField:
+    """A header field given more than once; the reader keeps the last value, as PLUS does.
+
+    Attributes
+    ----------
+    name : str
+        Field name as spelled in the container (``Kinds``, ``sizes``, ``Seq_Frame0003_Timestamp``).
+    lines : tuple of int
+        Header line numbers of every occurrence, in file order (empty when not known).
+    values : tuple of str
+        The value at each of those lines.
+    """
+
+    name: str
+    lines: tuple[int, ...]
+    values: tuple[str, ...]
+
+    def describe(self) -> str:
+        """One line: the field, where, its values, and which one is used."""
+        shown = ", then ".join(repr(v[:60]) for v in self.values)
+        numbers = [str(n) for n in self.lines]
+        listed = ", ".join(numbers[:-1]) + " and " + numbers[-1] if len(numbers) > 1 else "".join(numbers)
+        where = f"header lines {listed}: " if numbers else ""
+        times = "twice" if len(self.values) == 2 else f"{len(self.values)} times"
+        return f"field {self.name} appears {times} ({where}{shown}); using the last value, as PLUS does"
+
+
+def layout_with_repeats(make_layout: Callable[[], PixelLayout], repeated: list[RepeatedField]) -> PixelLayout:
+    """``make_layout()``; if it refuses a field that was given more than once, say so in the error."""
+    try:
+        return make_layout()
+    except SequenceFileError as exc:
+        named = [field for field in repeated if field.name in exc.problem]
+        if not named:
+            raise
+        notes = "; ".join(f"{field.name} is given {len(field.values)} times, the last one is used" for field in named)
+        raise SequenceFileError(f"{exc.problem} ({notes}, as PLUS does)", exc.path) from None
+
+
+class FieldCollector:
+    """Gathers ``(name, value)`` header fields in file order; a repeated name keeps its first
+    position and its last value (PLUS's and MetaIO's readers overwrite), and is recorded."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+        self._seen: dict[str, list[tuple[int, str]]] = {}
+
+    def add(self, name: str, value: str, lineno: int) -> None:
+        self._values[name] = value
+        self._seen.setdefault(name, []).append((lineno, value))
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._values.items())
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self._values)
+
+    def repeated(self) -> list[RepeatedField]:
+        return [
+            RepeatedField(name, tuple(n for n, _ in seen), tuple(v for _, v in seen))
+            for name, seen in self._seen.items()
+            if len(seen) > 1
+        ]
+
+
 @dataclass(frozen=True)
 class ParsedHeader:
     """What a container parser found in a header.
@@ -97,6 +179,8 @@ class ParsedHeader:
         names normalised to the MetaIO spelling (``UltrasoundImageOrientation``).
     image_status_field : str
         Per-frame field holding the image status (``ImageStatus``; ``Status`` in NRRD).
+    repeated : tuple of RepeatedField
+        Fields given more than once (the last value is in ``fields`` / the layout).
     """
 
     container: str
@@ -104,6 +188,7 @@ class ParsedHeader:
     location: DataLocation
     fields: list[tuple[str, str]]
     image_status_field: str
+    repeated: tuple[RepeatedField, ...] = ()
 
 
 # -- text helpers -------------------------------------------------------------------------

@@ -15,9 +15,11 @@ import numpy as np
 from workbench.errors import SequenceFileError
 from workbench.io._seq_common import (
     DataLocation,
+    FieldCollector,
     ParsedHeader,
     PixelLayout,
     header_lines,
+    layout_with_repeats,
     parse_positive_int,
     parse_sizes,
 )
@@ -40,6 +42,11 @@ ELEMENT_TYPES = {
     "MET_DOUBLE": "f8",
 }
 _TYPE_NAMES = {np.dtype(code).str: name for name, code in reversed(ELEMENT_TYPES.items())}
+
+#: ElementType values of files without pixels (PLUS writes MET_OTHER for tracking-only files).
+NO_PIXEL_TYPES = frozenset({"MET_OTHER", "MET_NONE"})
+#: ElementType written for a tracking-only sequence, as PLUS writes it.
+NO_PIXEL_TYPE = "MET_OTHER"
 
 #: Fields PLUS writes only for compatibility with other MetaIO readers, with PLUS's values.
 COMPATIBILITY_DEFAULTS = {
@@ -105,31 +112,29 @@ def find_header_end(buffer: bytearray, at_eof: bool) -> int | None:
 def parse_header(text: str, data_offset: int | None, path: Path) -> ParsedHeader:
     """Parse a MetaIO sequence header (the text up to and including ``ElementDataFile``).
 
+    A field given more than once keeps its last value (PLUS's reader and MetaIO overwrite);
+    the repeats are listed in :attr:`ParsedHeader.repeated` for the caller to warn about.
+
     Raises
     ------
     SequenceFileError
-        On a malformed line, a duplicate field, or layout fields PLUS sequences cannot have.
+        On a malformed line or layout fields PLUS sequences cannot have.
     """
     if data_offset is None:
         raise SequenceFileError("truncated header: no 'ElementDataFile = ...' line", path)
-    layout_values: dict[str, str] = {}
-    fields: list[tuple[str, str]] = []
-    first_seen: dict[str, int] = {}
+    collected = FieldCollector()
     for lineno, line in header_lines(text, path):
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key:
             raise SequenceFileError(f"header line {lineno} is not 'Key = Value': {line[:60]!r}", path)
-        if key in first_seen:
-            raise SequenceFileError(f"field {key} appears twice (header lines {first_seen[key]} and {lineno})", path)
-        first_seen[key] = lineno
-        if key in LAYOUT_FIELDS:
-            layout_values[key] = value
-        else:
-            fields.append((key, value))
-    layout = _layout(layout_values, path)
+        collected.add(key, value, lineno)
+    layout_values = {key: value for key, value in collected.items() if key in LAYOUT_FIELDS}
+    fields = [(key, value) for key, value in collected.items() if key not in LAYOUT_FIELDS]
+    repeated = collected.repeated()
+    layout = layout_with_repeats(lambda: _layout(layout_values, path), repeated)
     location = _location(layout_values, data_offset, path)
-    return ParsedHeader("metaio", layout, location, fields, IMAGE_STATUS_FIELD)
+    return ParsedHeader("metaio", layout, location, fields, IMAGE_STATUS_FIELD, tuple(repeated))
 
 
 def _required(values: dict[str, str], key: str, path: Path) -> str:
@@ -148,6 +153,15 @@ def _bool(values: dict[str, str], key: str, default: bool, path: Path) -> bool:
 
 
 def _layout(values: dict[str, str], path: Path) -> PixelLayout:
+    """Pixel layout; a tracking-only layout (0 x 0) where DimSize has no pixel or ElementType no type.
+
+    PLUS writes ``DimSize = 0 0 N`` when no frame has an image and ``DimSize = 1 1 N`` when
+    image writing is off, both with ``ElementType = MET_OTHER``, and reads either without
+    pixels. ``MET_OTHER`` with a larger frame size is refused: pixels without a type.
+    """
+    object_type = values.get("ObjectType", "Image")
+    if object_type != "Image":
+        raise SequenceFileError(f"ObjectType = {object_type[:40]!r}: a sequence file is an Image", path)
     ndims = _required(values, "NDims", path)
     if ndims != "3":
         raise SequenceFileError(f"NDims = {ndims[:20]}: only sequences of 2D frames (NDims = 3) are supported", path)
@@ -157,15 +171,28 @@ def _layout(values: dict[str, str], path: Path) -> PixelLayout:
         raise SequenceFileError("BinaryData = False (text pixel data) is not supported", path)
     if values.get("HeaderSize", "0") != "0":
         raise SequenceFileError(f"HeaderSize = {values['HeaderSize'][:20]} is not supported", path)
-    element_type = _required(values, "ElementType", path)
-    if element_type not in ELEMENT_TYPES:
-        raise SequenceFileError(f"unknown ElementType {element_type[:40]!r}", path)
     big_endian = _bool(values, "BinaryDataByteOrderMSB", False, path) or _bool(
         values, "ElementByteOrderMSB", False, path
     )
-    dtype = np.dtype(ELEMENT_TYPES[element_type]).newbyteorder(">" if big_endian else "<")
     channels = parse_positive_int(values.get("ElementNumberOfChannels", "1"), "ElementNumberOfChannels", path)
     compressed = _bool(values, "CompressedData", False, path)
+    element_type = values.get("ElementType")
+    if width * height == 0 and element_type is None:
+        return PixelLayout.tracking_only(frames, compressed)
+    element_type = _required(values, "ElementType", path)
+    if element_type in NO_PIXEL_TYPES:
+        if width * height > 1:
+            raise SequenceFileError(
+                f"ElementType = {element_type} (no pixel type, a tracking-only file) but DimSize = "
+                f"{width} {height} {frames} asks for {width} x {height} pixels per frame",
+                path,
+            )
+        return PixelLayout.tracking_only(frames, compressed)
+    if element_type not in ELEMENT_TYPES:
+        raise SequenceFileError(f"unknown ElementType {element_type[:40]!r}", path)
+    if width * height == 0:
+        return PixelLayout.tracking_only(frames, compressed)
+    dtype = np.dtype(ELEMENT_TYPES[element_type]).newbyteorder(">" if big_endian else "<")
     return PixelLayout(width, height, frames, channels, dtype, compressed)
 
 
@@ -217,7 +244,9 @@ def format_header(
     """Header text in PLUS's field order, up to and including ``ElementDataFile``.
 
     ``header`` holds the custom fields (``UltrasoundImageOrientation`` included); the
-    compatibility fields PLUS always writes are added with PLUS's values where missing.
+    compatibility fields PLUS always writes are added with PLUS's values where missing. A
+    tracking-only layout is written as PLUS writes it: ``DimSize = 0 0 N``,
+    ``ElementType = MET_OTHER``.
     """
     values = {
         **COMPATIBILITY_DEFAULTS,
@@ -230,7 +259,7 @@ def format_header(
         "DimSize": f"{layout.width} {layout.height} {layout.frames}",
         "Kinds": "domain domain list",
         "ElementNumberOfChannels": str(layout.channels),
-        "ElementType": element_type_name(layout.dtype),
+        "ElementType": element_type_name(layout.dtype) if layout.has_pixels else NO_PIXEL_TYPE,
     }
     if layout.compressed:
         values["CompressedDataSize"] = str(compressed_size)

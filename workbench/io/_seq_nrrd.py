@@ -16,9 +16,11 @@ import numpy as np
 from workbench.errors import SequenceFileError
 from workbench.io._seq_common import (
     DataLocation,
+    FieldCollector,
     ParsedHeader,
     PixelLayout,
     header_lines,
+    layout_with_repeats,
     parse_sizes,
 )
 
@@ -50,6 +52,8 @@ _TYPE_NAMES = {
     "f8": "double",
 }
 _ENCODINGS = {"raw": False, "gzip": True, "gz": True}
+#: ``type`` of a file without pixels (PLUS writes ``none`` for tracking-only files).
+NO_PIXEL_TYPE = "none"
 
 #: NRRD spelling of the PLUS header fields (MetaIO spelling -> NRRD spelling).
 _NRRD_NAMES = {
@@ -72,36 +76,37 @@ def find_header_end(buffer: bytearray, at_eof: bool) -> int | None:
 def parse_header(text: str, data_offset: int | None, path: Path) -> ParsedHeader:
     """Parse a NRRD sequence header (magic line to the blank line).
 
+    A repeated ``key:=value`` keeps its last value (the NRRD format allows repeated keys and
+    teem keeps the last). A repeated ``field: value`` is an error for teem ("already set
+    field"), but PLUS's own NRRD reader keeps the last value of both; since these files come
+    from PLUS, both keep the last value here and are listed in :attr:`ParsedHeader.repeated`
+    for the caller to warn about.
+
     Raises
     ------
     SequenceFileError
-        On a malformed line, a duplicate field, detached data or an unsupported layout.
+        On a malformed line, detached data or an unsupported layout.
     """
     lines = header_lines(text, path)
     _, magic = next(lines, (0, ""))
     if not _MAGIC_RE.fullmatch(magic):
         raise SequenceFileError(f"not a NRRD file: first line is {magic[:20]!r}, expected NRRD000x", path)
-    standard: dict[str, str] = {}
-    fields: list[tuple[str, str]] = []
-    first_seen: dict[str, int] = {}
+    standard, custom = FieldCollector(), FieldCollector()
     for lineno, line in lines:
         if line.startswith("#"):
             continue
         key, value, is_custom = _split_line(line, lineno, path)
         if is_custom:
-            key = _METAIO_NAMES.get(key, key)
-        seen_key = (is_custom, key)
-        if seen_key in first_seen:
-            raise SequenceFileError(
-                f"field {key!r} appears twice (header lines {first_seen[seen_key]} and {lineno})", path
-            )
-        first_seen[seen_key] = lineno
-        if is_custom:
-            fields.append((key, value))
+            custom.add(_METAIO_NAMES.get(key, key), value, lineno)
         else:
-            standard[key] = value
-    _check_data_placement(standard, data_offset, path)
-    return ParsedHeader("nrrd", _layout(standard, path), DataLocation(path, data_offset), fields, IMAGE_STATUS_FIELD)
+            standard.add(key, value, lineno)
+    fields = standard.as_dict()
+    _check_data_placement(fields, data_offset, path)
+    repeated = standard.repeated() + custom.repeated()
+    layout = layout_with_repeats(lambda: _layout(fields, path), repeated)
+    return ParsedHeader(
+        "nrrd", layout, DataLocation(path, data_offset), custom.items(), IMAGE_STATUS_FIELD, tuple(repeated)
+    )
 
 
 def _split_line(line: str, lineno: int, path: Path) -> tuple[str, str, bool]:
@@ -141,6 +146,11 @@ def _required(standard: dict[str, str], field: str, path: Path) -> str:
 
 
 def _layout(standard: dict[str, str], path: Path) -> PixelLayout:
+    """Pixel layout; tracking-only (0 x 0) where the sizes hold no pixel or ``type`` is ``none``.
+
+    PLUS writes ``type: none`` for a file without images (``sizes: 0 0 N``, or ``1 1 N`` when
+    image writing is off); ``none`` with a larger frame size is refused.
+    """
     dimension = _required(standard, "dimension", path)
     if dimension not in ("3", "4"):
         raise SequenceFileError(
@@ -152,15 +162,29 @@ def _layout(standard: dict[str, str], path: Path) -> PixelLayout:
     _check_kinds(standard.get("kinds"), len(sizes), path)
     channels = sizes.pop(0) if len(sizes) == 4 else 1
     width, height, frames = sizes
-    type_name = _required(standard, "type", path)
-    if type_name.lower() not in _TYPES:
-        raise SequenceFileError(f"unknown type {type_name[:40]!r}", path)
-    dtype = np.dtype(_TYPES[type_name.lower()])
     encoding = _required(standard, "encoding", path)
     if encoding.lower() not in _ENCODINGS:
         raise SequenceFileError(f"encoding {encoding[:20]!r} is not supported (only raw and gzip)", path)
+    compressed = _ENCODINGS[encoding.lower()]
+    type_name = standard.get("type")
+    if width * height == 0 and type_name is None:
+        return PixelLayout.tracking_only(frames, compressed)
+    type_name = _required(standard, "type", path)
+    if type_name.lower() == NO_PIXEL_TYPE:
+        if width * height > 1:
+            raise SequenceFileError(
+                f"type: {type_name} (no pixel type, a tracking-only file) but sizes ask for "
+                f"{width} x {height} pixels per frame",
+                path,
+            )
+        return PixelLayout.tracking_only(frames, compressed)
+    if type_name.lower() not in _TYPES:
+        raise SequenceFileError(f"unknown type {type_name[:40]!r}", path)
+    if width * height == 0:
+        return PixelLayout.tracking_only(frames, compressed)
+    dtype = np.dtype(_TYPES[type_name.lower()])
     dtype = dtype.newbyteorder(_byte_order(standard, dtype, path))
-    return PixelLayout(width, height, frames, channels, dtype, _ENCODINGS[encoding.lower()])
+    return PixelLayout(width, height, frames, channels, dtype, compressed)
 
 
 def _check_kinds(kinds: str | None, dimension: int, path: Path) -> None:
@@ -198,7 +222,8 @@ def format_header(layout: PixelLayout, header: dict[str, str], frame_items: list
     """Header text as PLUS writes it, ending with the blank line before the data.
 
     ``header`` holds the custom fields in MetaIO spelling; PLUS's two ultrasound fields are
-    written in their NRRD spelling.
+    written in their NRRD spelling. A tracking-only layout is written ``sizes: 0 0 N``,
+    ``type: none``, as PLUS writes it.
     """
     has_channels = layout.channels > 1
     sizes = [layout.width, layout.height, layout.frames]
@@ -214,7 +239,7 @@ def format_header(layout: PixelLayout, header: dict[str, str], frame_items: list
         "space dimension: 2",
         f"space directions: {'none ' if has_channels else ''}(1,0) (0,1) none",
         "space origin: (0,0)",
-        f"type: {type_name(layout.dtype)}",
+        f"type: {type_name(layout.dtype) if layout.has_pixels else NO_PIXEL_TYPE}",
     ]
     lines += [f"{_NRRD_NAMES.get(key, key)}:={value}" for key, value in header.items()]
     lines += [f"{key}:={value}" for key, value in frame_items]

@@ -12,6 +12,16 @@ A sequence file is a MetaIO image (``.igs.mha``, ``.seq.mha``, ``.mha``; or ``.m
 - ``Timestamp`` (s), ``ImageStatus`` (``Status`` in NRRD), and any other field (``FrameNumber``,
   ``UnfilteredTimestamp``, ...), kept verbatim so that a read file writes back unchanged.
 
+Files as PLUS writes them are read, not refused:
+
+- A field given more than once (e.g. ``Kinds`` twice) keeps its last value, as PLUS's readers
+  and MetaIO do, with a :class:`SequenceFileWarning` naming the file, the field and the values.
+- Tracking-only recordings (a stylus or tracker alone): ``DimSize = 0 0 N`` (or ``1 1 N``) with
+  ``ElementType = MET_OTHER`` (NRRD ``type: none``) and no pixel data. They read as a
+  :class:`TrackedSequence` whose :attr:`~TrackedSequence.has_images` is False, images of shape
+  (N, 0, 0) and every image status INVALID; whatever needs images raises
+  ``"tracking-only sequence: no images"`` naming the file. They are written back the same way.
+
 Pixels are returned as stored: frames in file order, rows and columns as in the file, in the
 file's ``UltrasoundImageOrientation`` (``MF``, ``MFA``, ...) -- nothing is flipped here.
 Reference: PLUS "Sequence file" and "Ultrasound image orientation" pages.
@@ -23,6 +33,8 @@ import contextlib
 import operator
 import os
 import re
+import warnings
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +48,8 @@ from workbench.io import _seq_metaio, _seq_nrrd
 from workbench.io._seq_common import (
     ParsedHeader,
     PixelLayout,
+    RepeatedField,
+    SequenceFileWarning,
     check_data_size,
     decode_header,
     encode_pixels,
@@ -48,8 +62,11 @@ from workbench.io._seq_common import (
 
 __all__ = [
     "IMAGE_ORIENTATIONS",
+    "TRACKING_ONLY",
+    "SequenceFileWarning",
     "TrackedSequence",
     "describe_sequence",
+    "pose_series",
     "read_sequence",
     "write_sequence",
 ]
@@ -62,6 +79,10 @@ IMAGE_ORIENTATIONS = frozenset(
 DEFAULT_IMAGE_ORIENTATION = "MF"
 #: Largest allowed max |R^T R - I| of the rotation part of an OK transform between mm frames.
 ORTHONORMAL_TOLERANCE = 1e-3
+#: Start of the error raised when something needs the images of a sequence that has none.
+TRACKING_ONLY = "tracking-only sequence: no images"
+#: Repeated fields warned about one by one; beyond this, one more warning counts the rest.
+_MAX_REPEAT_WARNINGS = 20
 
 _ORIENTATION_FIELD = "UltrasoundImageOrientation"
 _TIMESTAMP_FIELD = "Timestamp"
@@ -77,13 +98,20 @@ _LAST_ROW_TOLERANCE = 1e-9
 
 @dataclass(eq=False)
 class TrackedSequence:
-    """A tracked ultrasound recording: N frames, each with an image, a timestamp and poses.
+    """A tracked recording: N frames, each with a timestamp, poses and (unless tracking-only) an image.
+
+    A *tracking-only* sequence (a stylus or tracker recording, PLUS's ``DimSize = 0 0 N``,
+    ``ElementType = MET_OTHER``) has no image: :attr:`has_images` is False, :attr:`images` has
+    shape (N, 0, 0) (None is accepted when building one), :attr:`image_size_px` is (0, 0), every
+    :attr:`image_status` is False, and :meth:`images_mf` / :meth:`require_images` raise
+    ``SequenceFileError("tracking-only sequence: no images ...")`` naming the file.
 
     Attributes
     ----------
     images : (N, H, W) array, (N, H, W, C) for multi-channel pixels, or None
         Pixels in file order and file orientation, dtype as stored (native byte order).
-        Tracker-only files give shape (N, 0, 0); None is accepted when writing.
+        Tracking-only files read as a uint8 array of shape (N, 0, 0); None is accepted when
+        building or writing one.
     timestamps_s : (N,) float array, s
         ``Seq_FrameNNNN_Timestamp`` (PLUS's filtered acquisition time).
     transforms : dict of str to (N, 4, 4) float64 array
@@ -94,7 +122,8 @@ class TrackedSequence:
     transform_status : dict of str to (N,) bool array
         True where the transform's status is OK. Defaults to all OK.
     image_status : (N,) bool array
-        True where ``ImageStatus`` (NRRD: ``Status``) is OK or absent. Defaults to all OK.
+        True where ``ImageStatus`` (NRRD: ``Status``) is OK or absent. Defaults to all OK, or
+        all False for a tracking-only sequence (there is no image to be OK, whatever the file says).
     frame_fields : dict of str to list of (str or None)
         Every other per-frame field (``FrameNumber``, ``UnfilteredTimestamp``, ...), one value
         per frame (None where a frame lacks it), kept verbatim for round trips.
@@ -126,7 +155,7 @@ class TrackedSequence:
     def __post_init__(self) -> None:
         count = len(self.timestamps_s)
         if self.image_status is None:
-            self.image_status = np.ones(count, dtype=bool)
+            self.image_status = np.full(count, self.has_images, dtype=bool)
         if self.frame_indices is None:
             self.frame_indices = np.arange(count)
         defaults = {name: np.ones(count, dtype=bool) for name in self.transforms}
@@ -136,11 +165,39 @@ class TrackedSequence:
         return len(self.timestamps_s)
 
     @property
+    def has_images(self) -> bool:
+        """False for a tracking-only sequence: no frame has pixels (``images`` None or (N, 0, 0))."""
+        shape = getattr(self.images, "shape", ())
+        return len(shape) >= 3 and shape[1] * shape[2] > 0
+
+    @property
     def image_size_px(self) -> tuple[int, int]:
         """(width, height) of one frame in pixels; (0, 0) without images."""
-        if self.images is None:
+        if not self.has_images:
             return (0, 0)
         return (int(self.images.shape[2]), int(self.images.shape[1]))
+
+    def require_images(self, purpose: str = "this step") -> np.ndarray:
+        """:attr:`images`, or a clear error if the sequence is tracking-only.
+
+        Parameters
+        ----------
+        purpose : str
+            What needs the images, for the message (``"volume reconstruction"``).
+
+        Raises
+        ------
+        SequenceFileError
+            ``"<file>: tracking-only sequence: no images (<purpose> needs ultrasound frames; ...)"``.
+        """
+        if not self.has_images:
+            transforms = ", ".join(self.transforms) or "none"
+            raise SequenceFileError(
+                f"{TRACKING_ONLY} ({purpose} needs ultrasound frames; this recording holds "
+                f"{len(self)} frame{'s' if len(self) != 1 else ''} of transforms only: {transforms})",
+                self.source_path,
+            )
+        return self.images
 
     def images_mf(self) -> np.ndarray:
         """Pixels flipped into the ``MF`` orientation of the ``Image`` frame (docs/frames.md).
@@ -161,10 +218,9 @@ class TrackedSequence:
         ------
         SequenceFileError
             For RF orientations (``FM``, ``NM``, ...), which are not B-mode images, or a
-            sequence without images.
+            tracking-only sequence (``"tracking-only sequence: no images"``).
         """
-        if self.images is None or self.images.size == 0:
-            raise SequenceFileError("sequence has no images to orient", self.source_path)
+        self.require_images("an MF-oriented image")
         orientation = self.image_orientation
         if orientation == "XX":
             return self.images
@@ -225,6 +281,93 @@ class TrackedSequence:
         return f"frame {index} ({_FRAME_PREFIX}{int(self.frame_indices[index]):04d})"
 
 
+def pose_series(sequence: TrackedSequence, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The transform ``name`` in every frame, composed from the sequence's own transforms.
+
+    ``"StylusToReference"`` from a stylus recording holding ``StylusToTracker`` and
+    ``ReferenceToTracker`` is ``inv(ReferenceToTracker) @ StylusToTracker`` per frame. The
+    chain is the shortest one through the sequence's transform names (the same for every
+    frame); edges walked backwards are inverted with a full 4x4 inverse, as PLUS does. A
+    transform stored under ``name`` itself is returned as is. Works on tracking-only sequences.
+
+    Parameters
+    ----------
+    sequence : TrackedSequence
+    name : str
+        ``FromToTo`` name, e.g. ``"StylusToReference"``, ``"ProbeToReference"``.
+
+    Returns
+    -------
+    matrices : (N, 4, 4) float64 array
+        Row-major, p_To = M @ p_From, translation in mm of ``To`` (pixels for ``Image``);
+        NaN in frames that are not valid.
+    valid : (N,) bool array
+        True where every transform of the chain is OK (and finite) in that frame.
+
+    Raises
+    ------
+    FrameError
+        If ``name`` is not a ``FromToTo`` name or its two frames are not connected by the
+        sequence's transforms (the message lists them and names the file).
+    """
+    count = len(sequence)
+    if name in sequence.transforms:
+        chain = [(name, False)]
+    else:
+        source, target = split_transform_name(name)
+        if source == target:
+            return np.tile(np.eye(4), (count, 1, 1)), np.ones(count, dtype=bool)
+        chain = _transform_chain(sequence, source, target)
+        if chain is None:
+            available = ", ".join(sequence.transforms) or "none"
+            raise FrameError(
+                f"cannot compute {name}: the sequence's transforms ({available}) do not connect "
+                f"{source!r} to {target!r}",
+                sequence.source_path,
+            )
+    matrices = np.tile(np.eye(4), (count, 1, 1))
+    valid = np.ones(count, dtype=bool)
+    for step_name, inverted in chain:
+        step = np.asarray(sequence.transforms[step_name], dtype=float)
+        ok = sequence.status_of(step_name) & np.isfinite(step).all(axis=(1, 2))
+        oriented = np.full_like(step, np.nan)
+        try:
+            oriented[ok] = np.linalg.inv(step[ok]) if inverted else step[ok]
+        except np.linalg.LinAlgError:
+            raise FrameError(f"{step_name} is singular in a frame whose status is OK", sequence.source_path) from None
+        matrices = oriented @ matrices
+        valid &= ok
+    matrices[~valid] = np.nan
+    return matrices, valid
+
+
+def _transform_chain(sequence: TrackedSequence, source: str, target: str) -> list[tuple[str, bool]] | None:
+    """Shortest chain of (transform name, walked backwards) from ``source`` to ``target``, or None."""
+    neighbours: dict[str, list[tuple[str, str, bool]]] = {}
+    for name in sequence.transforms:
+        if not _is_frame_pair(name):
+            continue
+        a, b = split_transform_name(name)
+        neighbours.setdefault(a, []).append((b, name, False))
+        neighbours.setdefault(b, []).append((a, name, True))
+    previous: dict[str, tuple[str, str, bool] | None] = {source: None}
+    queue = deque([source])
+    while queue and target not in previous:
+        frame = queue.popleft()
+        for following, name, inverted in neighbours.get(frame, []):
+            if following not in previous:
+                previous[following] = (frame, name, inverted)
+                queue.append(following)
+    if target not in previous:
+        return None
+    chain: list[tuple[str, bool]] = []
+    frame = target
+    while previous[frame] is not None:
+        frame, name, inverted = previous[frame]
+        chain.append((name, inverted))
+    return chain[::-1]
+
+
 def _is_frame_pair(name: str) -> bool:
     try:
         split_transform_name(name)
@@ -254,11 +397,17 @@ def read_sequence(path: str | os.PathLike) -> TrackedSequence:
     SequenceFileError
         If the file is missing, malformed, or its data disagree with its header; the
         message names the field and frame.
+
+    Warns
+    -----
+    SequenceFileWarning
+        For each field given more than once (the last value is used, as PLUS does).
     """
     path = Path(path)
     with _os_errors_as_sequence_errors(path):
-        sequence, parsed = _read_fields(path)
+        sequence, parsed, repeated = _read_fields(path)
         sequence.images = read_pixels(parsed.layout, parsed.location, path)
+    _warn_repeated(repeated, path)
     return sequence
 
 
@@ -272,16 +421,20 @@ def describe_sequence(path: str | os.PathLike) -> dict:
     -------
     dict
         JSON-ready: ``kind`` ("sequence"), ``path``, ``container`` ("metaio" or "nrrd"),
-        ``frames``, ``image_size_px`` ([width, height]), ``channels``, ``pixel_type`` (numpy
-        name, e.g. "uint8"), ``image_orientation``, ``compressed``, ``transforms``
-        ({name: {"ok": n, "invalid": m}}), ``timestamp_range_s`` ([first, last] in s),
-        ``image_status`` ({"ok", "invalid"}), ``frame_index_gaps`` (missing Seq_Frame
-        indices from 0 on, at most the first 1000) and ``frame_index_gap_count`` (all of them).
+        ``frames``, ``tracking_only`` (True for a recording of transforms without images),
+        ``image_size_px`` ([width, height], [0, 0] tracking-only), ``channels`` and
+        ``pixel_type`` (numpy name, e.g. "uint8"; both None tracking-only),
+        ``image_orientation``, ``compressed``, ``transforms`` ({name: {"ok": n, "invalid":
+        m}}), ``timestamp_range_s`` ([first, last] in s), ``image_status`` ({"ok",
+        "invalid"}), ``frame_index_gaps`` (missing Seq_Frame indices from 0 on, at most the
+        first 1000), ``frame_index_gap_count`` (all of them) and ``repeated_fields`` (one line
+        per field given more than once, see :func:`read_sequence`).
     """
     path = Path(path)
     with _os_errors_as_sequence_errors(path):
-        sequence, parsed = _read_fields(path)
+        sequence, parsed, repeated = _read_fields(path)
         check_data_size(parsed.layout, parsed.location, path)
+    _warn_repeated(repeated, path)
     layout = parsed.layout
     indices = sequence.frame_indices
     return {
@@ -289,9 +442,10 @@ def describe_sequence(path: str | os.PathLike) -> dict:
         "path": str(path),
         "container": parsed.container,
         "frames": len(sequence),
+        "tracking_only": not layout.has_pixels,
         "image_size_px": [layout.width, layout.height],
-        "channels": layout.channels,
-        "pixel_type": layout.dtype.name,
+        "channels": layout.channels if layout.has_pixels else None,
+        "pixel_type": layout.dtype.name if layout.has_pixels else None,
         "image_orientation": sequence.image_orientation,
         "compressed": layout.compressed,
         "transforms": {name: _ok_counts(status) for name, status in sequence.transform_status.items()},
@@ -299,7 +453,22 @@ def describe_sequence(path: str | os.PathLike) -> dict:
         "image_status": _ok_counts(sequence.image_status),
         "frame_index_gaps": _missing_indices(indices, _MAX_LISTED_GAPS),
         "frame_index_gap_count": int(indices[-1]) + 1 - len(indices),
+        "repeated_fields": [field_.describe() for field_ in repeated],
     }
+
+
+def _warn_repeated(repeated: list[RepeatedField], path: Path) -> None:
+    """One :class:`SequenceFileWarning` per repeated field (the first few), then one for the rest."""
+    for field_ in repeated[:_MAX_REPEAT_WARNINGS]:
+        warnings.warn(SequenceFileWarning(f"{path}: {field_.describe()}"), stacklevel=3)
+    if len(repeated) > _MAX_REPEAT_WARNINGS:
+        warnings.warn(
+            SequenceFileWarning(
+                f"{path}: {len(repeated) - _MAX_REPEAT_WARNINGS} more fields appear more than once; "
+                "the last value of each is used"
+            ),
+            stacklevel=3,
+        )
 
 
 def _ok_counts(status: np.ndarray) -> dict[str, int]:
@@ -327,10 +496,13 @@ def _os_errors_as_sequence_errors(path: Path) -> Iterator[None]:
         raise SequenceFileError(f"cannot access file: {exc.strerror or exc}", path) from None
 
 
-def _read_fields(path: Path) -> tuple[TrackedSequence, ParsedHeader]:
-    """Parse and validate everything but the pixels; the sequence's ``images`` is None."""
+def _read_fields(path: Path) -> tuple[TrackedSequence, ParsedHeader, list[RepeatedField]]:
+    """Parse and validate everything but the pixels; the sequence's ``images`` is None.
+
+    Also returns the fields given more than once (header and per-frame), last value kept.
+    """
     parsed = _parse_container(path)
-    header, frames = _split_fields(parsed.fields, path)
+    header, frames, repeated_in_frames = _split_fields(parsed.fields, path)
     indices = sorted(frames)
     if not indices:
         raise SequenceFileError(
@@ -348,6 +520,8 @@ def _read_fields(path: Path) -> tuple[TrackedSequence, ParsedHeader]:
     transforms, transform_status = _parse_transforms(columns, indices, path)
     timestamps_s = _parse_timestamps(columns.pop(_TIMESTAMP_FIELD, [None] * len(indices)), indices, path)
     image_status = _parse_statuses(columns.pop(parsed.image_status_field, [None] * len(indices)))
+    if not parsed.layout.has_pixels:
+        image_status[:] = False  # tracking-only: no frame has an image, whatever ImageStatus says
     sequence = TrackedSequence(
         images=None,
         timestamps_s=timestamps_s,
@@ -360,7 +534,7 @@ def _read_fields(path: Path) -> tuple[TrackedSequence, ParsedHeader]:
         frame_indices=np.array(indices, dtype=np.int64),
         source_path=path,
     )
-    return sequence, parsed
+    return sequence, parsed, [*parsed.repeated, *repeated_in_frames]
 
 
 def _parse_container(path: Path) -> ParsedHeader:
@@ -387,10 +561,15 @@ def _parse_container(path: Path) -> ParsedHeader:
     return container.parse_header(decode_header(head), data_offset, path)
 
 
-def _split_fields(fields: list[tuple[str, str]], path: Path) -> tuple[dict[str, str], dict[int, dict[str, str]]]:
-    """Header fields, and per-frame fields grouped by Seq_Frame index."""
+def _split_fields(
+    fields: list[tuple[str, str]], path: Path
+) -> tuple[dict[str, str], dict[int, dict[str, str]], list[RepeatedField]]:
+    """Header fields, per-frame fields grouped by Seq_Frame index, and per-frame fields given
+    twice under two spellings of the frame index (``Seq_Frame1_`` and ``Seq_Frame0001_``;
+    the last is kept, as PLUS does)."""
     header: dict[str, str] = {}
     frames: dict[int, dict[str, str]] = {}
+    repeated: dict[str, list[str]] = {}
     for key, value in fields:
         if not key.startswith(_FRAME_PREFIX):
             header[key] = value
@@ -403,9 +582,9 @@ def _split_fields(fields: list[tuple[str, str]], path: Path) -> tuple[dict[str, 
             raise SequenceFileError(f"{key[:60]}: frame index too large", path)
         frame = frames.setdefault(int(digits), {})
         if name in frame:
-            raise SequenceFileError(f"field {name} of frame {int(digits)} appears twice", path)
+            repeated.setdefault(_frame_field(int(digits), name), [frame[name]]).append(value)
         frame[name] = value
-    return header, frames
+    return header, frames, [RepeatedField(key, (), tuple(values)) for key, values in repeated.items()]
 
 
 def _field_names(frames: dict[int, dict[str, str]], indices: list[int]) -> list[str]:
@@ -658,6 +837,7 @@ def _check_sequence(sequence: TrackedSequence, container, path: Path) -> np.ndar
     """Check that ``sequence`` can be written and read back unchanged; return the images to write."""
     count = _check_frame_axis(sequence, path)
     images = _check_images(sequence.images, count, path)
+    _check_tracking_only_status(sequence, images, path)
     _check_transform_arrays(sequence, count, container, path)
     _check_frame_fields(sequence, count, container, path)
     _check_header(sequence.header, container, path)
@@ -699,11 +879,31 @@ def _check_images(images, count: int, path: Path) -> np.ndarray:
         raise SequenceFileError(
             f"images must be an (N, H, W) or (N, H, W, C) array with N = {count}, got {shape}", path
         )
+    if images.shape[1] * images.shape[2] == 0:
+        if images.shape[1:] != (0, 0):
+            raise SequenceFileError(
+                f"images of shape {images.shape} hold no pixels: a tracking-only sequence has images None "
+                "or of shape (N, 0, 0)",
+                path,
+            )
+        return np.zeros((count, 0, 0), dtype=np.uint8)
     if _seq_metaio.element_type_name(images.dtype) is None:
         raise SequenceFileError(f"cannot store {images.dtype} pixels: use an integer or float32/float64 type", path)
     if images.ndim == 4 and images.shape[3] == 0:
         raise SequenceFileError("images with 0 channels cannot be stored", path)
     return images
+
+
+def _check_tracking_only_status(sequence: TrackedSequence, images: np.ndarray, path: Path) -> None:
+    """A frame without an image cannot have an OK image status (it would read back INVALID)."""
+    if images.size or not np.asarray(sequence.image_status, bool).any():
+        return
+    k = int(np.flatnonzero(np.asarray(sequence.image_status, bool))[0])
+    raise SequenceFileError(
+        f"image_status is OK in frame {k} but the sequence has no images ({TRACKING_ONLY}): "
+        "set every image status False",
+        path,
+    )
 
 
 def _check_transform_arrays(sequence: TrackedSequence, count: int, container, path: Path) -> None:

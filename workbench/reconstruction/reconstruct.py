@@ -288,6 +288,12 @@ def _check_supported(config: VolumeReconstructionConfig) -> None:
 def _mf_view(sequence: TrackedSequence) -> np.ndarray:
     """The frames as a (N, rows, columns) view in MF orientation (no copy)."""
     images = sequence.images
+    if not sequence.has_images:
+        raise ReconstructionError(
+            "tracking-only sequence: no images to reconstruct (a recording of transforms only, "
+            "DimSize 0 0 N / ElementType MET_OTHER); reconstruct an ultrasound sweep instead",
+            sequence.source_path,
+        )
     if images is None or images.ndim != 3 or 0 in images.shape:
         shape = None if images is None else images.shape
         raise ReconstructionError(
