@@ -139,7 +139,7 @@ def test_save_stamps_a_copy_and_leaves_the_argument_alone(tmp_path):
     assert saved.software == workbench.__version__
     assert saved.modified_utc != original.modified_utc
     assert saved.created_utc == original.created_utc
-    assert saved.schema_version == CURRENT_SCHEMA_VERSION == 1
+    assert saved.schema_version == CURRENT_SCHEMA_VERSION == 2
 
 
 def test_case_json_is_readable_text(bundle):
@@ -148,10 +148,11 @@ def test_case_json_is_readable_text(bundle):
     assert '"point_mm": [1.5, -20.25, 33.0]' in text
     assert '"ReferenceToMri": [0.0, -1.0, 0.0, 12.5, 1.0, 0.0, 0.0, -40.25,' in text
     document = json.loads(text)
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     assert list(document) == [
         "schema_version", "case_id", "title", "created_utc", "modified_utc", "software",
-        "mri", "sweeps", "landmarks", "targets", "transforms", "attachments", "notes",
+        "mri", "sweeps", "landmarks", "targets", "transforms", "attachments",
+        "registrations", "current_registration_id", "notes",
     ]  # fmt: skip
 
 
@@ -210,7 +211,7 @@ def test_schemas_are_draft_2020_12_and_closed(version):
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["properties"]["schema_version"] == {"const": version}
     objects = list(_object_schemas(schema))
-    assert len(objects) == (7 if version == 1 else 3)
+    assert len(objects) == {0: 3, 1: 7, 2: 8}[version]
     assert all(obj["additionalProperties"] is False for obj in objects)
 
 
@@ -423,10 +424,10 @@ def test_schema_version_must_be_an_integer(tmp_path, version):
 
 
 def test_newer_schema_version_asks_for_an_upgrade(bundle):
-    _rewrite(bundle, lambda d: d.update(schema_version=2, hologram={"new": "field"}))
+    _rewrite(bundle, lambda d: d.update(schema_version=3, hologram={"new": "field"}))
     with pytest.raises(CaseBundleError) as info:
         load_case(bundle)
-    assert info.value.problem == "case.json is schema version 2, this workbench reads up to 1; upgrade workbench"
+    assert info.value.problem == "case.json is schema version 3, this workbench reads up to 2; upgrade workbench"
 
 
 def test_negative_schema_version(bundle):
@@ -450,7 +451,7 @@ def test_negative_schema_version(bundle):
 )
 def test_schema_violation_names_the_json_path(bundle, mutate, message):
     _rewrite(bundle, mutate)
-    with pytest.raises(CaseBundleError, match="case.json does not match schema version 1 " + message):
+    with pytest.raises(CaseBundleError, match="case.json does not match schema version 2 " + message):
         load_case(bundle)
 
 
@@ -598,9 +599,10 @@ def v0_bundle(tmp_path) -> Path:
     return folder
 
 
-def test_version_0_loads_as_version_1_with_the_same_data(v0_bundle):
+def test_version_0_loads_as_the_current_version_with_the_same_data(v0_bundle):
     case = load_case(v0_bundle)
-    assert case.schema_version == 1
+    assert case.schema_version == 2
+    assert case.registrations == [] and case.current_registration is None
     assert (case.case_id, case.title, case.notes, case.software) == ("PVB-003", "from the pilot", "pilot", "0.0.3")
     assert (case.created_utc, case.modified_utc) == ("2023-02-01T08:00:00Z", "2023-02-02T08:00:00Z")
     assert case.landmarks == [
@@ -615,12 +617,12 @@ def test_version_0_loads_as_version_1_with_the_same_data(v0_bundle):
     assert case.targets == []
 
 
-def test_version_0_is_saved_as_version_1(v0_bundle):
+def test_version_0_is_saved_as_the_current_version(v0_bundle):
     save_case(load_case(v0_bundle), v0_bundle)
     document = json.loads((v0_bundle / "case.json").read_text())
-    assert document["schema_version"] == 1 and "reference_to_mri" not in document
+    assert document["schema_version"] == 2 and "reference_to_mri" not in document
     assert document["landmarks"][0] == {"name": "L5 spinous process", "frame": "Mri", "point_mm": [2.0, -19.5, 0.0]}
-    assert describe_case(v0_bundle)["schema_version"] == 1
+    assert describe_case(v0_bundle)["schema_version"] == 2
 
 
 def test_version_0_without_registration(v0_bundle):
@@ -658,7 +660,7 @@ def test_describe_case(bundle):
         "path": str(bundle),
         "case_id": "PVB-007",
         "title": "L3-L4 left paravertebral block",
-        "schema_version": 1,
+        "schema_version": 2,
         "created_utc": "2024-05-01T09:30:00Z",
         "software": workbench.__version__,
         "mri": {

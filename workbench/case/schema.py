@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: schema version -> its JSON Schema file in ``workbench/schemas/``.
-SCHEMA_FILES = {0: "case.schema.v0.json", 1: "case.schema.json"}
+SCHEMA_FILES = {0: "case.schema.v0.json", 1: "case.schema.v1.json", 2: "case.schema.json"}
 
 
 # -- schema versions and migration -------------------------------------------------------
@@ -63,8 +63,18 @@ def _migrate_0_to_1(document: dict) -> dict:
     return migrated
 
 
+def _migrate_1_to_2(document: dict) -> dict:
+    """Version 1 -> 2.
+
+    Registrations become part of the case: ``registrations`` is new (empty: a version-1 file
+    recorded none) and ``current_registration_id`` is null. ``transforms`` is kept as it was
+    (a ``ReferenceToMri`` there is not a recorded registration: it has no method or errors).
+    """
+    return {**document, "schema_version": 2, "registrations": [], "current_registration_id": None}
+
+
 # version N -> function turning a valid version-N document into a version-(N+1) document
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _migrate_0_to_1}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 def migrate(document: dict, version: int) -> dict:
@@ -149,7 +159,8 @@ def check_timestamps(document: dict, case_json: Path) -> None:
 
 
 def check_unique_names(document: dict, case_json: Path) -> None:
-    """Refuse two landmarks of one frame with the same name or pair label, or two targets of one name."""
+    """Refuse two landmarks of one frame with the same name or pair label, two targets of one name,
+    two registrations of one id, or a ``current_registration_id`` that names no registration."""
     seen: set[tuple[str, str, str]] = set()
     for index, landmark in enumerate(document["landmarks"]):
         for label in ("name", "pair"):
@@ -166,3 +177,10 @@ def check_unique_names(document: dict, case_json: Path) -> None:
     for index, name in enumerate(names):
         if name in names[:index]:
             raise CaseBundleError(f"targets[{index}]: another target is named {name!r}", case_json)
+    ids = [registration["registration_id"] for registration in document.get("registrations", [])]
+    for index, registration_id in enumerate(ids):
+        if registration_id in ids[:index]:
+            raise CaseBundleError(f"registrations[{index}]: another registration has id {registration_id!r}", case_json)
+    current = document.get("current_registration_id")
+    if current is not None and current not in ids:
+        raise CaseBundleError(f"current_registration_id {current!r} names no entry of registrations", case_json)
