@@ -157,3 +157,12 @@ def test_mri_bone_points_read_bone_through_the_table():
     assert len(workbench) == 2 * 2 + 1  # one point per column along y: 2 x 2 over the body, 1 over the lamina
     with pytest.raises(RegistrationError, match="needs a workbench.anatomy.LabelMap"):
         mri_bone_points(sitk.GetImageFromArray(values))
+
+
+def test_anatomy_doctests_run_and_pass():
+    import doctest
+
+    import workbench.anatomy
+
+    results = doctest.testmod(workbench.anatomy, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert results.attempted >= 3 and results.failed == 0
