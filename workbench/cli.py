@@ -6,6 +6,10 @@ Sub-commands
     Print one JSON object describing a DICOM folder, volume file, PLUS sequence file,
     PLUS device-set XML or case folder. Exit 0 on success; exit 2 with a one-line error
     naming the file and the problem on bad input.
+``workbench new-case OUT_DIR --mri PATH [--sweep SEQ ...] [--device-set XML] [--case-id ID] [--series UID]``
+    Make a case bundle from a patient's MRI (DICOM de-identified on the way in, or
+    NIfTI/NRRD/MHA), tracked sweeps and their device set; ``info`` on a case folder also
+    says what it still lacks for each step (``readiness``).
 ``workbench anonymize IN_DIR OUT_DIR``
     Write a de-identified copy of a DICOM folder (DICOM PS3.15 basic profile).
 ``workbench demo``
@@ -119,21 +123,27 @@ def _describe_json(path: Path) -> dict:
     raise WorkbenchError("JSON file is neither Slicer markups, a JSON Schema nor a case.json", path)
 
 
+def _describe_case_with_readiness(folder: Path) -> dict:
+    """``describe_case`` plus ``readiness``: what the case still lacks for each step."""
+    from workbench.case import describe_case, load_case
+    from workbench.case.readiness import case_readiness
+
+    info = describe_case(folder)
+    info["readiness"] = case_readiness(load_case(folder, verify_digests=False), folder)
+    return info
+
+
 def _pick_describer(path: Path) -> Callable[[Path], dict]:
     if path.is_dir():
         if (path / "case.json").is_file():
-            from workbench.case import describe_case
-
-            return describe_case
+            return _describe_case_with_readiness
         if _folder_has_dicom(path):
             from workbench.io.dicom import describe_dicom
 
             return describe_dicom
         raise WorkbenchError("folder holds neither a case.json nor DICOM files", path)
     if path.name == "case.json":
-        from workbench.case import describe_case
-
-        return lambda p: describe_case(p.parent)
+        return lambda p: _describe_case_with_readiness(p.parent)
     if path.name.lower().endswith(".json"):
         return _describe_json
     if path.suffix.lower() in (".tfm", ".h5", ".hdf5"):
@@ -246,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case-id", default=None, help="pseudonymous case id written as PatientName/PatientID")
     p.set_defaults(func=_cmd_anonymize)
 
+    from workbench.case.cli import register as register_new_case
     from workbench.outcomes.cli import register as register_outcomes
     from workbench.planning.cli import register as register_plan
     from workbench.reconstruction.cli import register as register_reconstruction
@@ -256,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_reconstruction(sub, bench_sub)
     register_registration_bench(bench_sub)
     register_plan(sub)
+    register_new_case(sub)
     from workbench.widgets.bench import register_bench as register_ui_bench
     from workbench.widgets.cli import register as register_lab
 

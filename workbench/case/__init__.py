@@ -16,6 +16,11 @@ The package has four modules, one per concern, each importable on its own:
 - :mod:`workbench.case.identifiers`: the patient-identifier guard, over the list of
   identifying DICOM attributes it shares with the anonymiser (:mod:`workbench.identifiers`).
 - :mod:`workbench.case.storage`: the folder on disk: load, save (atomic), add files, digests.
+
+Three more build on them and are imported from their modules: :mod:`workbench.case.create`
+makes a bundle from a patient's own MRI and sweeps (``new_case``; it loads SimpleITK),
+:mod:`workbench.case.readiness` says what a case still lacks for each step
+(``case_readiness``), and :mod:`workbench.case.cli` registers ``workbench new-case``.
 """
 
 from workbench.case.identifiers import IDENTIFYING_DICOM_ATTRIBUTES
@@ -64,3 +69,4 @@ __all__ = [
     "load_case",
     "save_case",
 ]
+

@@ -2,7 +2,8 @@
 
 :func:`save_case` and :func:`load_case` (:mod:`workbench.case.storage`) refuse a
 ``case.json`` whose keys or text name a DICOM identifying attribute, so a bundle never holds
-patient identifiers. The attributes are :data:`workbench.identifiers.IDENTIFYING_DICOM_ATTRIBUTES`,
+patient identifiers, and :func:`save_case` refuses a referenced DICOM file that is not
+de-identified (:func:`check_dicom_deidentified`). The attributes are :data:`workbench.identifiers.IDENTIFYING_DICOM_ATTRIBUTES`,
 the very list the anonymiser (:mod:`workbench.anonymize`) removes from DICOM files.
 """
 
@@ -15,7 +16,13 @@ from workbench.case.schema import json_nodes, json_path
 from workbench.errors import CaseBundleError
 from workbench.identifiers import IDENTIFYING_DICOM_ATTRIBUTES
 
-__all__ = ["IDENTIFYING_DICOM_ATTRIBUTES", "check_no_identifiers", "identifying_attribute"]
+__all__ = [
+    "IDENTIFYING_DICOM_ATTRIBUTES",
+    "check_dicom_deidentified",
+    "check_no_identifiers",
+    "dicom_files_under",
+    "identifying_attribute",
+]
 
 _IDENTIFYING_BY_NORMALIZED = {keyword.lower(): keyword for keyword in IDENTIFYING_DICOM_ATTRIBUTES}
 _IDENTIFYING_RE = re.compile("|".join(sorted(_IDENTIFYING_BY_NORMALIZED, key=len, reverse=True)))
@@ -68,3 +75,71 @@ def check_no_identifiers(document: dict, case_json: Path | None) -> None:
                 "case bundles hold no patient identifiers",
                 case_json,
             )
+
+
+#: (file, mtime, size, case id) of DICOM files found de-identified: autosaves do not re-read them.
+_DEIDENTIFIED_SEEN: set[tuple[str, int, int, str]] = set()
+
+
+def dicom_files_under(path: Path) -> list[Path]:
+    """The DICOM Part 10 files at ``path`` (a file or a folder searched recursively): ``DICM`` at byte 128."""
+    candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    found = []
+    for candidate in candidates:
+        with open(candidate, "rb") as fh:
+            if fh.read(132)[128:132] == b"DICM":
+                found.append(candidate)
+    return found
+
+
+def check_dicom_deidentified(path: Path, case_id: str, label: str, case_json: Path | None) -> None:
+    """Refuse a DICOM file, or a folder holding DICOM files, that may still identify a patient.
+
+    A DICOM file may be part of a bundle only when it states that the patient's identity was
+    removed (``PatientIdentityRemoved`` = ``YES``, as :func:`workbench.anonymize.anonymize_folder`
+    writes) or when its PatientName and PatientID are both the case's own pseudonymous
+    ``case_id`` (the synthetic series of the demo case). Any other DICOM file carries the
+    PatientID, BirthDate and UIDs of a person.
+
+    Parameters
+    ----------
+    path : Path
+        A file or folder inside the case folder.
+    case_id : str
+        The case's pseudonymous id.
+    label : str
+        Where ``path`` is referenced, for the message (``"attachments[0]"``).
+    case_json : Path or None
+        The file named in the error.
+
+    Raises
+    ------
+    CaseBundleError
+        Naming the first such file (relative to ``path`` when it is a folder) and what to do.
+    """
+    import pydicom
+
+    for member in dicom_files_under(path):
+        stat = member.stat()
+        key = (str(member.resolve()), stat.st_mtime_ns, stat.st_size, case_id)
+        if key in _DEIDENTIFIED_SEEN:
+            continue
+        try:
+            dataset = pydicom.dcmread(
+                member, stop_before_pixels=True, specific_tags=["PatientName", "PatientID", "PatientIdentityRemoved"]
+            )
+        except Exception:  # noqa: BLE001 - pydicom raises many types on corrupt input; unreadable DICOM is refused too
+            dataset = None
+        removed = dataset is not None and str(dataset.get("PatientIdentityRemoved", "")).strip().upper() == "YES"
+        pseudonymous = dataset is not None and all(
+            str(dataset.get(keyword, "")).strip() == case_id for keyword in ("PatientName", "PatientID")
+        )
+        if not (removed or pseudonymous):
+            where = member.name if member == path else member.relative_to(path).as_posix()
+            raise CaseBundleError(
+                f"{label}: DICOM file {where} is not de-identified (no PatientIdentityRemoved = YES and "
+                "PatientName/PatientID are not the case id); de-identify it with `workbench anonymize` or make the "
+                "case with `workbench new-case`",
+                case_json,
+            )
+        _DEIDENTIFIED_SEEN.add(key)

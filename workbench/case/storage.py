@@ -20,7 +20,7 @@ from typing import Iterator
 
 from workbench import __version__
 from workbench._atomic import atomic_open, atomic_write_text
-from workbench.case.identifiers import check_no_identifiers
+from workbench.case.identifiers import check_dicom_deidentified, check_no_identifiers, dicom_files_under
 from workbench.case.model import CURRENT_SCHEMA_VERSION, Case, utc_now
 from workbench.case.schema import (
     check_finite,
@@ -91,13 +91,15 @@ def _resolve_inside(root: Path, relative: str, label: str, case_json: Path) -> P
     return target
 
 
-def _check_files(case: Case, folder: Path, case_json: Path, verify_digests: bool) -> None:
+def _check_files(case: Case, folder: Path, case_json: Path, verify_digests: bool, check_dicom: bool = False) -> None:
     root = folder.resolve()
     for label, relative, sha256, folder_allowed in _file_refs(case):
         target = _resolve_inside(root, relative, label, case_json)
         if not (target.is_file() or (folder_allowed and target.is_dir())):
             kind = "a file or folder" if folder_allowed else "a file"
             raise CaseBundleError(f"{label}.path {relative!r} is not {kind} in the case folder", case_json)
+        if check_dicom:
+            check_dicom_deidentified(target, case.case_id, f"{label}.path {relative!r}", case_json)
         if verify_digests:
             actual = path_sha256(target)
             if actual != sha256:
@@ -214,8 +216,8 @@ def save_case(case: Case, folder: str | Path) -> Case:
     """Validate ``case`` and write ``folder/case.json`` atomically.
 
     The document is checked completely (schema, finite numbers, no identifying DICOM
-    attributes, safe relative paths to files that exist in ``folder``) before anything
-    is written; the write goes to a temporary file that is fsynced and renamed over
+    attributes, safe relative paths to files that exist in ``folder``, no referenced DICOM
+    file that is not de-identified) before anything is written; the write goes to a temporary file that is fsynced and renamed over
     ``case.json``, so a crash leaves the previous ``case.json`` intact.
 
     Parameters
@@ -242,7 +244,7 @@ def save_case(case: Case, folder: str | Path) -> Case:
     )
     document = saved.to_dict()
     _check_document(document, case_json)
-    _check_files(saved, folder, case_json, verify_digests=False)
+    _check_files(saved, folder, case_json, verify_digests=False, check_dicom=True)
     text = _json_text(document) + "\n"
     try:
         atomic_write_text(case_json, text)
@@ -298,7 +300,7 @@ def add_file(case_folder: str | Path, src_path: str | Path, kind: str) -> tuple[
     ----------
     case_folder : str or Path
     src_path : str or Path
-        A single file. Detached-header formats (``.mhd``, ``.nhdr``) keep their pixels
+        A single file, not DICOM (refused: see ``workbench new-case``). Detached-header formats (``.mhd``, ``.nhdr``) keep their pixels
         in a second file and are refused: save them as ``.mha``/``.nrrd``/``.nii.gz``.
     kind : {"mri", "sweep", "device_set"}
 
@@ -313,6 +315,12 @@ def add_file(case_folder: str | Path, src_path: str | Path, kind: str) -> tuple[
         raise CaseBundleError(f"unknown file kind {kind!r}; expected one of {', '.join(FILE_KINDS)}")
     if not source.is_file():
         raise CaseBundleError("no such file to add to the case", source)
+    if source.suffix.lower() == ".dcm" or dicom_files_under(source):
+        raise CaseBundleError(
+            "DICOM files are never copied into a case as they are (they carry the patient's identifiers and UIDs); "
+            "make the case with `workbench new-case`, which de-identifies the MRI",
+            source,
+        )
     if source.name.lower().endswith((".mhd", ".nhdr")):
         raise CaseBundleError(
             "detached-header files keep their pixels in a second file; save as .mha, .nrrd or .nii.gz first", source
