@@ -140,6 +140,7 @@ def plan_to_dict(
             "ReferenceToMri": registration.reference_to_mri.to_list(),
             "fre_mm": registration.fre_mm,
             "tre_mm": registration.tre_mm,
+            **({} if registration.registration_id is None else {"registration_id": registration.registration_id}),
         },
         "safety_thresholds": None
         if thresholds is None
@@ -184,6 +185,7 @@ def plan_from_dict(document: dict, path: Path | None = None) -> Plan:
                 reference_to_mri=Transform.from_name("ReferenceToMri", np.reshape(registration["ReferenceToMri"], (4, 4))),
                 fre_mm=registration["fre_mm"],
                 tre_mm=registration["tre_mm"],
+                registration_id=registration.get("registration_id"),
             ),
         )
     except WorkbenchError as exc:

@@ -30,6 +30,7 @@ __all__ = [
     "TrajectoryGeometry",
     "angle_to_plane_deg",
     "derive_geometry",
+    "registration_summary",
     "shortest_needle",
 ]
 
@@ -192,16 +193,47 @@ def derive_geometry(trajectory: Trajectory, reference_to_mri: Transform | None =
 
 @dataclass(frozen=True)
 class RegistrationSummary:
-    """The registration a plan was made with: ``ReferenceToMri`` and its errors (mm, None if unknown)."""
+    """The registration a plan was made with: ``ReferenceToMri`` and its errors (mm, None if unknown).
+
+    ``registration_id`` names the case's saved registration (``case.json`` ``registrations``)
+    when the plan used one; ``tre_mm`` is the largest predicted TRE over the plan's targets.
+    """
 
     method: str
     reference_to_mri: Transform
     fre_mm: float | None = None
     tre_mm: float | None = None
+    registration_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.reference_to_mri.name != "ReferenceToMri":
             raise PlanError(f"the registration must be ReferenceToMri, got {self.reference_to_mri.name}")
+
+
+def registration_summary(saved, target_names=None) -> RegistrationSummary:
+    """The :class:`RegistrationSummary` of a case's saved registration (``case.current_registration``).
+
+    Parameters
+    ----------
+    saved : workbench.case.model.SavedRegistration
+    target_names : iterable of str, optional
+        The plan's targets (case target names): ``tre_mm`` is the largest predicted TRE among
+        them; default, or when none of them has one, the largest over every target predicted.
+
+    Returns
+    -------
+    RegistrationSummary
+        ``method``, ``ReferenceToMri``, ``fre_mm`` and ``registration_id`` of ``saved``.
+    """
+    tre_by_target = saved.tre_mm or {}
+    chosen = [tre_by_target[name] for name in (target_names or ()) if name in tre_by_target] or list(tre_by_target.values())
+    return RegistrationSummary(
+        method=saved.method,
+        reference_to_mri=saved.reference_to_mri,
+        fre_mm=saved.fre_mm,
+        tre_mm=max(chosen) if chosen else None,
+        registration_id=saved.registration_id,
+    )
 
 
 @dataclass(frozen=True)

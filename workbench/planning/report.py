@@ -230,8 +230,10 @@ def render_report(
     p = plan.provenance
     registration = plan.registration
     reg_text = "none" if registration is None else (
-        f"{registration.method}; FRE {registration.fre_mm if registration.fre_mm is not None else '—'} mm; "
-        f"TRE {registration.tre_mm if registration.tre_mm is not None else '—'} mm"
+        f"{registration.method}"
+        + ("" if registration.registration_id is None else f" (saved registration {registration.registration_id})")
+        + f"; FRE {'—' if registration.fre_mm is None else f'{registration.fre_mm:.2f}'} mm; "
+        f"largest predicted TRE {'—' if registration.tre_mm is None else f'{registration.tre_mm:.2f}'} mm"
     )
     header = (
         f"<h1>Puncture plan {html.escape(plan.plan_id)}</h1><p>{html.escape(plan.title)}</p>"

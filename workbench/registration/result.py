@@ -1,4 +1,8 @@
-"""What every registration method returns: the transform, its trace and where it came from."""
+"""What every registration method returns: the transform, its trace and where it came from.
+
+:func:`saved_registration` turns a result into the :class:`~workbench.case.model.SavedRegistration`
+that a case keeps once the user accepts it (``case.json`` ``registrations``).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from workbench import __version__
+from workbench.case.model import SavedRegistration, new_registration_id, utc_now
 from workbench.errors import FrameError
 from workbench.frames import Transform
 
-__all__ = ["RegistrationResult"]
+__all__ = ["RegistrationResult", "landmark_fre_mm", "saved_registration"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,102 @@ class RegistrationResult:
     def with_updates(self, **changes) -> "RegistrationResult":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def landmark_fre_mm(reference_to_mri: Transform, landmarks) -> float | None:
+    """RMS distance of paired landmarks under ``reference_to_mri``, mm; None with fewer than one pair.
+
+    Parameters
+    ----------
+    reference_to_mri : Transform
+        ``ReferenceToMri``.
+    landmarks : LandmarkPairs
+        ``points_reference`` (N, 3) mm in ``Reference`` and ``points_mri`` (N, 3) mm in ``Mri``
+        (:func:`workbench.registration.landmarks.pair_landmarks`).
+    """
+    points_reference = np.asarray(landmarks.points_reference, dtype=float).reshape(-1, 3)
+    points_mri = np.asarray(landmarks.points_mri, dtype=float).reshape(-1, 3)
+    if len(points_reference) == 0:
+        return None
+    moved_mri = reference_to_mri.apply_to_points(points_reference, from_frame="Reference")
+    return float(np.sqrt(np.mean(np.sum((moved_mri - points_mri) ** 2, axis=1))))
+
+
+def _json_ready(value):
+    """Plain JSON values: tuples and arrays as lists, numpy numbers as Python ones, NaN/inf as None."""
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def saved_registration(
+    result: RegistrationResult, registration_id: str | None = None, landmarks=None, created_utc: str | None = None
+) -> SavedRegistration:
+    """The case's record of an accepted registration result.
+
+    Parameters
+    ----------
+    result : RegistrationResult
+        The landmark fit or a pipeline result (``"landmarks+bone-icp"``, ...).
+    registration_id : str, optional
+        Default :func:`~workbench.case.model.new_registration_id`.
+    landmarks : LandmarkPairs, optional
+        The case's paired landmarks: when ``result`` has no FRE of its own (an automatic
+        refinement), ``fre_mm`` is the RMS distance of these pairs under the result's
+        ``ReferenceToMri`` (:func:`landmark_fre_mm`).
+    created_utc : str, optional
+        Acceptance time (default now).
+
+    Returns
+    -------
+    SavedRegistration
+        ``fre_mm``: the result's FRE, else from ``landmarks`` as above, else None.
+        ``tre_mm``: the result's predicted TRE per target, else that of the landmark fit the
+        pipeline started from (its ``"landmarks"`` stage), else None. ``provenance`` is the
+        result's, plus ``fre_basis`` and ``tre_basis`` saying where both came from,
+        ``converged`` and the per-landmark ``residuals_mm`` of a landmark fit; non-finite
+        numbers there become None (JSON has none).
+    """
+    created_utc = created_utc or utc_now()
+    provenance = {key: value for key, value in result.provenance.items() if key != "software"}
+    if result.fre_mm is not None:
+        fre_mm, fre_basis = float(result.fre_mm), "the fit's own landmarks"
+    elif landmarks is not None and len(landmarks.points_reference):
+        fre_mm = landmark_fre_mm(result.transform, landmarks)
+        fre_basis = f"{len(landmarks.points_reference)} paired landmarks of the case under this ReferenceToMri"
+    else:
+        fre_mm, fre_basis = None, "no paired landmarks"
+    stage = next((s for s in provenance.get("stages", ()) if s.get("method") == "landmarks"), None)
+    if result.predicted_tre_mm:
+        tre_mm, tre_basis = dict(result.predicted_tre_mm), "predicted (Fitzpatrick) for this landmark fit"
+    elif stage is not None and stage.get("predicted_tre_mm"):
+        tre_mm = dict(stage["predicted_tre_mm"])
+        tre_basis = "predicted (Fitzpatrick) for the landmark fit this refinement started from"
+    else:
+        tre_mm, tre_basis = None, "not predicted"
+    provenance.update(fre_basis=fre_basis, tre_basis=tre_basis, converged=bool(result.converged))
+    if result.residuals_mm:
+        provenance["residuals_mm"] = dict(result.residuals_mm)
+    return SavedRegistration(
+        registration_id=registration_id or new_registration_id(created_utc),
+        method=result.method,
+        reference_to_mri=result.transform,
+        created_utc=created_utc,
+        parameters=_json_ready(result.parameters),
+        fre_mm=fre_mm,
+        tre_mm=tre_mm,
+        run_time_s=float(result.run_time_s),
+        message=result.message,
+        software=str(result.provenance.get("software", f"workbench {__version__}")),
+        provenance=_json_ready(provenance),
+    )
