@@ -127,7 +127,11 @@ def _json_ready(value):
 
 
 def saved_registration(
-    result: RegistrationResult, registration_id: str | None = None, landmarks=None, created_utc: str | None = None
+    result: RegistrationResult,
+    registration_id: str | None = None,
+    landmarks=None,
+    started_from: RegistrationResult | None = None,
+    created_utc: str | None = None,
 ) -> SavedRegistration:
     """The case's record of an accepted registration result.
 
@@ -141,6 +145,10 @@ def saved_registration(
         The case's paired landmarks: when ``result`` has no FRE of its own (an automatic
         refinement), ``fre_mm`` is the RMS distance of these pairs under the result's
         ``ReferenceToMri`` (:func:`landmark_fre_mm`).
+    started_from : RegistrationResult, optional
+        The landmark fit a refinement run on its own started from (when ``result`` holds no
+        ``"landmarks"`` stage): its predicted TRE is recorded, and its method and FRE go in
+        ``provenance["started_from"]``.
     created_utc : str, optional
         Acceptance time (default now).
 
@@ -149,7 +157,7 @@ def saved_registration(
     SavedRegistration
         ``fre_mm``: the result's FRE, else from ``landmarks`` as above, else None.
         ``tre_mm``: the result's predicted TRE per target, else that of the landmark fit the
-        pipeline started from (its ``"landmarks"`` stage), else None. ``provenance`` is the
+        pipeline started from (its ``"landmarks"`` stage, or ``started_from``), else None. ``provenance`` is the
         result's, plus ``fre_basis`` and ``tre_basis`` saying where both came from,
         ``converged`` and the per-landmark ``residuals_mm`` of a landmark fit; non-finite
         numbers there become None (JSON has none).
@@ -164,6 +172,11 @@ def saved_registration(
     else:
         fre_mm, fre_basis = None, "no paired landmarks"
     stage = next((s for s in provenance.get("stages", ()) if s.get("method") == "landmarks"), None)
+    if stage is None and started_from is not None and started_from is not result:
+        stage = {"method": started_from.method, "fre_mm": started_from.fre_mm,
+                 "predicted_tre_mm": dict(started_from.predicted_tre_mm)}
+        provenance["started_from"] = {"method": started_from.method, "fre_mm": started_from.fre_mm,
+                                      "ReferenceToMri": started_from.transform.to_list()}
     if result.predicted_tre_mm:
         tre_mm, tre_basis = dict(result.predicted_tre_mm), "predicted (Fitzpatrick) for this landmark fit"
     elif stage is not None and stage.get("predicted_tre_mm"):
