@@ -161,3 +161,22 @@ def test_load_errors(tmp_path):
         load_volume(tmp_path / "garbage.nii.gz")
     error = pytest.raises(VolumeError, describe_volume, tmp_path / "garbage.nii.gz").value
     assert "\n" not in str(error) and ".cxx" not in str(error)
+
+
+def test_save_volume_writes_no_source_metadata(shared_data, tmp_path):
+    """The real SCT NIfTI's header text (descrip: acquisition time) never reaches a saved volume."""
+    import SimpleITK as sitk
+
+    source = shared_data / "mri-nifti-sct-t2-lumbar" / "t2_lumbar.nii.gz"
+    loaded = load_volume(source)
+    assert "descrip" in loaded.image.GetMetaDataKeys()
+    descrip = loaded.image.GetMetaData("descrip").strip()
+    for suffix in (".nrrd", ".nii.gz", ".mha"):
+        out = save_volume(loaded, tmp_path / f"copy{suffix}")
+        reread = sitk.ReadImage(str(out))
+        assert reread.GetMetaData("descrip").strip() == "" if reread.HasMetaDataKey("descrip") else True
+        if descrip and suffix != ".nii.gz":
+            assert descrip.encode() not in out.read_bytes()
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(reread), sitk.GetArrayViewFromImage(loaded.image))
+        np.testing.assert_allclose(reread.GetOrigin(), loaded.image.GetOrigin(), atol=1e-4)
+    assert "descrip" in loaded.image.GetMetaDataKeys()  # the loaded volume itself is untouched

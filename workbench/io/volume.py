@@ -144,6 +144,10 @@ def describe_volume(path: str | os.PathLike) -> dict[str, Any]:
 def save_volume(image_or_loaded: sitk.Image | LoadedVolume, path: str | os.PathLike) -> Path:
     """Write a volume atomically; the format follows the file ending.
 
+    Only voxels and geometry are written: the metadata SimpleITK read from a source file (a NIfTI
+    ``descrip`` can hold the acquisition date and time, DICOM-derived keys names and UIDs) is
+    dropped, so a saved volume never carries identifying text.
+
     The image is written under its final name into a temporary folder beside ``path``
     (so detached ``.mhd``/``.nhdr`` headers name the right data file), then each file is
     moved into place with ``os.replace``, data files before the header. A failure leaves
@@ -171,6 +175,7 @@ def save_volume(image_or_loaded: sitk.Image | LoadedVolume, path: str | os.PathL
     if not isinstance(image, sitk.Image):
         raise VolumeError(f"cannot save a {type(image).__name__}: expected a SimpleITK.Image or LoadedVolume", path)
     _require_suffix(path)
+    image = _without_metadata(image)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -183,6 +188,17 @@ def save_volume(image_or_loaded: sitk.Image | LoadedVolume, path: str | os.PathL
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _without_metadata(image: sitk.Image) -> sitk.Image:
+    """A copy of ``image`` (voxels shared until written) with every metadata key erased."""
+    keys = image.GetMetaDataKeys()
+    if not keys:
+        return image
+    clean = sitk.Image(image)
+    for key in keys:
+        clean.EraseMetaData(key)
+    return clean
 
 
 def _read_image(path: Path) -> sitk.Image:
