@@ -46,7 +46,8 @@ def test_round_trip_keeps_lps_geometry_and_values(tmp_path, suffix):
     np.testing.assert_allclose(volume.spacing_mm, SPACING_MM, atol=1e-4)
     np.testing.assert_allclose(volume.direction, _rotation_direction(), atol=1e-4)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(volume.image), sitk.GetArrayFromImage(image))
-    np.testing.assert_allclose(volume.mri_voxel_to_mri.apply_to_points([5, 4, 3]), image.TransformIndexToPhysicalPoint((5, 4, 3)), atol=1e-4)
+    expected_lps = image.TransformIndexToPhysicalPoint((5, 4, 3))
+    np.testing.assert_allclose(volume.mri_voxel_to_mri.apply_to_points([5, 4, 3]), expected_lps, atol=1e-4)
     assert volume.metadata["pixel_type"] == "int16"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
 
