@@ -105,8 +105,10 @@ def _ground_truth(case, case_dir: Path):
 
 
 def _registration(case, ground_truth):
-    from workbench.planning.model import RegistrationSummary
+    from workbench.planning.model import RegistrationSummary, registration_summary
 
+    if case.current_registration is not None:  # the registration accepted into the case (case.json registrations)
+        return registration_summary(case.current_registration)
     if "ReferenceToMri" in case.transforms:
         return RegistrationSummary("saved in the case", case.transforms["ReferenceToMri"])
     if ground_truth is None:
