@@ -41,7 +41,12 @@ __all__ = [
     "predicted_tre_mm",
     "register_landmarks",
     "rigid_fit",
+    "STILL_TOLERANCE_MM",
+    "MIN_STILL_FRAMES",
+    "StillTip",
+    "still_stylus_tip",
     "stylus_tip_in_reference",
+    "stylus_tip_points_reference",
 ]
 
 #: A rigid transform in 3-D needs at least this many non-collinear point pairs.
@@ -51,6 +56,11 @@ MIN_PAIRS = 3
 COLLINEAR_TOLERANCE = 1e-3
 #: A landmark is flagged as a likely outlier only if its leave-one-out error also exceeds this, mm.
 OUTLIER_MIN_MM = 2.0
+#: A stylus is held still while every tip position of the segment stays within this distance of
+#: the segment's first one, mm (:func:`still_stylus_tip`).
+STILL_TOLERANCE_MM = 1.0
+#: A still segment needs at least this many valid frames.
+MIN_STILL_FRAMES = 5
 
 
 class LandmarkPairs(NamedTuple):
@@ -280,6 +290,126 @@ def stylus_tip_in_reference(stylus_tip_to_reference: Transform) -> np.ndarray:
     """
     _require(stylus_tip_to_reference, "StylusTipToReference")
     return stylus_tip_to_reference.translation
+
+
+def stylus_tip_points_reference(stylus_to_reference, stylus_tip_to_stylus: Transform) -> np.ndarray:
+    """Stylus tip position in the ``Reference`` frame in every frame of a tracked stylus recording.
+
+    ``StylusTipToReference = StylusToReference @ StylusTipToStylus`` per frame; the tip is the
+    origin of ``StylusTip``, so its position is ``StylusToReference`` applied to the translation
+    of the pivot calibration ``StylusTipToStylus``. See docs/frames.md.
+
+    Parameters
+    ----------
+    stylus_to_reference : (N, 4, 4) float array
+        ``StylusToReference`` per frame, mm (e.g. ``workbench.io.sequence.pose_series(sequence,
+        "StylusToReference")``); rows of invalid frames may be NaN.
+    stylus_tip_to_stylus : Transform
+        ``StylusTipToStylus``, the pivot calibration (mm).
+
+    Returns
+    -------
+    (N, 3) float array, mm
+        Tip positions in ``Reference``; NaN where the pose is NaN.
+    """
+    _require(stylus_tip_to_stylus, "StylusTipToStylus")
+    poses = np.asarray(stylus_to_reference, dtype=float)
+    if poses.ndim != 3 or poses.shape[1:] != (4, 4):
+        raise RegistrationError(f"StylusToReference poses must have shape (N, 4, 4), got {poses.shape}")
+    tip_stylus_homogeneous = np.append(stylus_tip_to_stylus.translation, 1.0)
+    return (poses @ tip_stylus_homogeneous)[:, :3]
+
+
+class StillTip(NamedTuple):
+    """The stylus tip averaged over a still segment of a recording.
+
+    Attributes
+    ----------
+    point_reference : (3,) float array, mm
+        Mean tip position in ``Reference``.
+    spread_mm : float
+        RMS distance of the segment's tip positions from that mean, mm.
+    frames : (K,) int array
+        The frames averaged (consecutive, all valid).
+    """
+
+    point_reference: np.ndarray
+    spread_mm: float
+    frames: np.ndarray
+
+
+def still_stylus_tip(
+    tips_reference,
+    valid,
+    frames=None,
+    tolerance_mm: float = STILL_TOLERANCE_MM,
+    min_frames: int = MIN_STILL_FRAMES,
+) -> StillTip:
+    """Average the stylus tip over the valid frames of a still segment.
+
+    Parameters
+    ----------
+    tips_reference : (N, 3) float array, mm
+        Tip per frame in ``Reference`` (:func:`stylus_tip_points_reference`).
+    valid : (N,) bool array
+        Frames whose pose is usable (tracking OK).
+    frames : (start, stop) pair of int, optional
+        Average the valid frames ``start <= n < stop`` (the user chose the segment). Default: the
+        longest run of consecutive valid frames whose tips all stay within ``tolerance_mm`` of
+        the run's first tip.
+    tolerance_mm : float
+        Still means every tip of the segment within this distance of its first tip, mm.
+    min_frames : int
+        Fewest valid frames a segment may have.
+
+    Returns
+    -------
+    StillTip
+
+    Raises
+    ------
+    RegistrationError
+        No valid frame, a chosen segment with fewer than ``min_frames`` valid frames or whose tip
+        moved more than ``tolerance_mm``, or no still segment of ``min_frames`` frames.
+    """
+    tips = np.asarray(tips_reference, dtype=float).reshape(-1, 3)
+    usable = np.asarray(valid, dtype=bool).reshape(-1) & np.isfinite(tips).all(axis=1)
+    if len(usable) != len(tips):
+        raise RegistrationError(f"{len(tips)} tip positions but {len(usable)} validity flags")
+    tolerance_mm = _number(tolerance_mm, "tolerance_mm", allow_zero=True)
+    if not usable.any():
+        raise RegistrationError("no frame of the stylus recording has a valid pose")
+    if frames is not None:
+        start, stop = (int(v) for v in frames)
+        chosen = np.flatnonzero(usable[max(start, 0):max(stop, 0)]) + max(start, 0)
+        if len(chosen) < min_frames:
+            raise RegistrationError(
+                f"frames {start}-{stop - 1} hold {len(chosen)} valid frames; at least {min_frames} are needed"
+            )
+        moved_mm = float(np.max(np.linalg.norm(tips[chosen] - tips[chosen[0]], axis=1)))
+        if moved_mm > tolerance_mm:
+            raise RegistrationError(
+                f"the stylus tip moved {moved_mm:.1f} mm during frames {start}-{stop - 1} (still means within "
+                f"{tolerance_mm:g} mm); choose frames where the stylus is held still"
+            )
+    else:
+        best_start, best_length = 0, 0
+        for first in np.flatnonzero(usable):
+            last = first
+            while (last + 1 < len(tips) and usable[last + 1]
+                   and np.linalg.norm(tips[last + 1] - tips[first]) <= tolerance_mm):
+                last += 1
+            if last - first + 1 > best_length:
+                best_start, best_length = int(first), int(last - first + 1)
+        if best_length < min_frames:
+            raise RegistrationError(
+                f"no still segment in the stylus recording: the longest run of valid frames with the tip within "
+                f"{tolerance_mm:g} mm has {best_length} frames, at least {min_frames} are needed"
+            )
+        chosen = np.arange(best_start, best_start + best_length)
+    mean_reference = tips[chosen].mean(axis=0)
+    spread_mm = float(np.sqrt(np.mean(np.sum((tips[chosen] - mean_reference) ** 2, axis=1))))
+    return StillTip(mean_reference, spread_mm, chosen)
 
 
 # -- error analysis -----------------------------------------------------------------------

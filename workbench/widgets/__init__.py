@@ -1,10 +1,12 @@
 """Widgets for the workbench notebooks, and the UI-free models they drive.
 
 Models (no ipywidgets, no pyvista; tests drive them without a kernel):
-:class:`CaseSession`, :class:`SliceModel`, :class:`PointListModel`, :class:`FusionModel`.
+:class:`CaseSession`, :class:`SliceModel`, :class:`PointListModel`, :class:`FusionModel`,
+:class:`UsFramePickModel`, :class:`LandmarkFitModel`.
 
 Controllers (thin ipywidgets/ipympl/pyvista wrappers, imported on first use):
-:class:`CaseLoader`, :class:`SliceView`, :class:`LandmarkEditor`, :class:`SweepScrubber`,
+:class:`CaseLoader`, :class:`NewCaseForm`, :class:`SliceView`, :class:`UsLandmarkPicker`,
+:class:`StylusLandmarkPanel`, :class:`LandmarkEditor`, :class:`SweepScrubber`,
 :class:`RegistrationPanel`, :class:`FusedView`, :class:`PlanPanel`, :class:`Scene3D`,
 :class:`TuningPanel`. Notebooks: docs/notebooks.md.
 
@@ -20,6 +22,7 @@ _EXPORTS = {
     "WidgetError": "workbench.widgets.session",
     "demo_working_copy": "workbench.widgets.session",
     "landmark_registration": "workbench.widgets.session",
+    "case_registration": "workbench.widgets.session",
     "SliceModel": "workbench.widgets.slices",
     "PointListModel": "workbench.widgets.points",
     "Point": "workbench.widgets.points",
@@ -27,6 +30,11 @@ _EXPORTS = {
     "SliceView": "workbench.widgets.viewer",
     "LandmarkEditor": "workbench.widgets.editor",
     "CaseLoader": "workbench.widgets.loader",
+    "NewCaseForm": "workbench.widgets.loader",
+    "UsFramePickModel": "workbench.widgets.us_landmarks",
+    "LandmarkFitModel": "workbench.widgets.us_landmarks",
+    "UsLandmarkPicker": "workbench.widgets.us_landmarks",
+    "StylusLandmarkPanel": "workbench.widgets.us_landmarks",
     "SweepScrubber": "workbench.widgets.sweep",
     "FusedView": "workbench.widgets.sweep",
     "RegistrationPanel": "workbench.widgets.registration",

@@ -217,6 +217,9 @@ class LandmarkEditor:
         elif what:
             self.status.value = (f"{what}: saved {len(self.model.points)} points to "
                                  f"{html.escape(str(self.session.folder / 'case.json'))} at {time.strftime('%H:%M:%S')}")
+        elif not self.model.points:
+            self.status.value = ("<span class='wb-guidance'>no points yet: choose a <i>kind</i> (landmark, target, entry) "
+                                 "and a name, then click on the slice</span>")
         else:
             self.status.value = f"{len(self.model.points)} points in {html.escape(str(self.session.folder))}"
         self.view.redraw()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from workbench.widgets.session import CaseSession, WidgetError
 
-__all__ = ["CaseLoader", "open_path", "volume_rows"]
+__all__ = ["CaseLoader", "NewCaseForm", "create_new_case", "open_path", "volume_rows"]
 
 _VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -140,3 +140,107 @@ class CaseLoader:
         self.viewer = SliceView(self.volume, self.orientation)
         self.viewer_box.children = [self.viewer.widget]
         return self.volume
+
+
+def _paths(text: str) -> list[str]:
+    """Paths typed one per line (or separated by ``;``), blanks dropped."""
+    return [part.strip() for line in str(text).splitlines() for part in line.split(";") if part.strip()]
+
+
+def _given(value) -> str | None:
+    """A form value stripped, or None when empty."""
+    return str(value).strip() or None if value is not None else None
+
+
+def create_new_case(out_dir, mri, sweeps=(), device_set=None, case_id=None, series_uid=None) -> Path:
+    """Make a case bundle from a patient's files (:func:`workbench.case.create.new_case`), from form values.
+
+    Empty strings count as not given; ``sweeps`` may be one string with a path per line.
+
+    Returns
+    -------
+    Path
+        The new case folder.
+
+    Raises
+    ------
+    WorkbenchError
+        From ``new_case`` (the message names the file and the problem; nothing is written), or
+        :class:`WidgetError` when the folder or the MRI is not given.
+    """
+    from workbench.case.create import new_case
+
+    if not str(out_dir or "").strip():
+        raise WidgetError("give the folder for the new case")
+    if not str(mri or "").strip():
+        raise WidgetError("give the MRI: a DICOM folder or a NIfTI / NRRD / MHA file")
+    sweep_paths = _paths(sweeps) if isinstance(sweeps, str) else [str(s) for s in sweeps if str(s).strip()]
+    return new_case(
+        Path(str(out_dir).strip()).expanduser(),
+        mri=Path(str(mri).strip()).expanduser(),
+        sweeps=[Path(p).expanduser() for p in sweep_paths],
+        device_set=Path(str(device_set).strip()).expanduser() if str(device_set or "").strip() else None,
+        case_id=_given(case_id),
+        series_uid=_given(series_uid),
+    )
+
+
+class NewCaseForm:
+    """A "new case" form: MRI, sweeps, device set, case id and folder -> :func:`create_new_case`.
+
+    Parameters
+    ----------
+    on_created : callable, optional
+        ``on_created(folder)`` after a case is made (notebook 01 opens it in the loader).
+
+    Attributes
+    ----------
+    widget : ipywidgets.VBox (class ``wb-new-case``; status line ``wb-new-case-status``)
+    created : Path or None
+        The last case made.
+    """
+
+    def __init__(self, on_created=None):
+        import ipywidgets as W
+
+        wide = W.Layout(width="640px")
+        style = {"description_width": "90px"}
+        self.on_created = on_created
+        self.created = None
+        self.mri = W.Text(placeholder="DICOM folder, or .nii.gz / .nrrd / .mha", description="MRI", layout=wide, style=style)
+        self.series_uid = W.Text(placeholder="only when the DICOM folder holds several series", description="series UID",
+                                 layout=wide, style=style)
+        self.sweeps = W.Textarea(placeholder="tracked sweeps (.igs.mha), one per line", description="sweeps",
+                                 layout=W.Layout(width="640px", height="60px"), style=style)
+        self.device_set = W.Text(placeholder="PLUS device set XML with ImageToProbe (needed with sweeps)",
+                                 description="device set", layout=wide, style=style)
+        self.case_id = W.Text(placeholder="pseudonym, e.g. PVB-017 (default: random); never the patient's ID or name",
+                              description="case id", layout=wide, style=style)
+        self.out_dir = W.Text(placeholder="new, empty folder for the case", description="new folder", layout=wide,
+                              style=style)
+        self.create_button = W.Button(description="Create case", icon="plus", button_style="primary")
+        self.status = W.HTML(html.escape("fill in the MRI and a new folder, then Create case (DICOM is de-identified "
+                                         "on the way in)"))
+        self.status.add_class("wb-new-case-status")
+        self.create_button.on_click(lambda _b: self.create())
+        self.widget = W.VBox([self.mri, self.series_uid, self.sweeps, self.device_set, self.case_id, self.out_dir,
+                              self.create_button, self.status])
+        self.widget.add_class("wb-new-case")
+
+    def create(self):
+        """Make the case from the boxes; returns its folder, or None (the status line says why)."""
+        from workbench.errors import WorkbenchError
+
+        try:
+            folder = create_new_case(self.out_dir.value, self.mri.value, self.sweeps.value, self.device_set.value,
+                                     self.case_id.value, self.series_uid.value)
+        except WorkbenchError as exc:
+            self.status.value = f"<span style='color:#c00'>{html.escape(str(exc))}</span>"
+            return None
+        self.created = folder
+        self.status.value = html.escape(
+            f"case written to {folder}. Open it in the other notebooks: `workbench lab --case {folder}` "
+            f"(or set WORKBENCH_CASE={folder} before starting JupyterLab)")
+        if self.on_created is not None:
+            self.on_created(folder)
+        return folder

@@ -11,12 +11,23 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from workbench.errors import WorkbenchError
 
-__all__ = ["WidgetError", "CaseSession", "demo_working_copy", "landmark_registration", "resolve_case_folder", "CASE_ENV", "WORKDIR_ENV"]
+__all__ = [
+    "CASE_ENV",
+    "WORKDIR_ENV",
+    "CaseRegistration",
+    "CaseSession",
+    "WidgetError",
+    "case_registration",
+    "demo_working_copy",
+    "landmark_registration",
+    "resolve_case_folder",
+]
 
 #: Environment variable naming the case folder the notebooks open.
 CASE_ENV = "WORKBENCH_CASE"
@@ -191,6 +202,21 @@ class CaseSession:
 
         self.case = save_case(self.case if case is None else case, self.folder)
 
+    # -- what the case still lacks ------------------------------------------------------
+    def readiness(self) -> dict:
+        """Per workflow step what the case holds and what to add next (:func:`workbench.case.readiness.case_readiness`)."""
+        from workbench.case.readiness import case_readiness
+
+        return case_readiness(self.case, self.folder)
+
+    def missing(self, step: str) -> str | None:
+        """One line of guidance for ``step`` (``"landmarks"``, ``"targets"``, ``"entries"``, ``"label_map"``,
+        ``"registration"``, ``"sweeps"``...) while it cannot be done yet, else None."""
+        readiness = self.readiness()
+        if step not in readiness:
+            raise WidgetError(f"no step {step!r}; steps: {', '.join(readiness)}")
+        return readiness[step]["next"]
+
     # -- tables -------------------------------------------------------------------------
     def series_table(self) -> list[dict]:
         """One row per image series of the case: role, path, size, spacing (mm), frames.
@@ -252,3 +278,53 @@ def landmark_registration(session: CaseSession):
     targets_mri = {t.name: np.asarray(t.point_lps_mm) for t in session.case.targets}
     inputs = RegistrationInputs(landmarks=pairs, targets_mri=targets_mri or None)
     return run_registration_pipeline(inputs, RegistrationSettings(refinements=()))
+
+
+class CaseRegistration(NamedTuple):
+    """The ``ReferenceToMri`` the notebooks use, and where it comes from.
+
+    Attributes
+    ----------
+    transform : Transform or None
+        ``ReferenceToMri`` (Reference mm to Mri LPS mm), None when the case has none yet.
+    fre_mm : float or None
+        Its fiducial registration error on the case's landmark pairs, mm, where known.
+    source : {"saved", "landmarks", None}
+        The case's current saved registration, a fit of its landmark pairs (not yet accepted), or none.
+    description : str
+        One line for the user (the guidance when there is none).
+    """
+
+    transform: object
+    fre_mm: float | None
+    source: str | None
+    description: str
+
+
+def case_registration(session: CaseSession) -> CaseRegistration:
+    """The case's current saved registration, else the fit of its landmark pairs, else guidance.
+
+    Never raises for a case that is not registered yet: :attr:`CaseRegistration.transform` is
+    None then, and :attr:`CaseRegistration.description` says what to do ("place 3 landmark pairs
+    to register").
+    """
+    from workbench.errors import RegistrationError
+    from workbench.registration.landmarks import MIN_PAIRS, pair_landmarks
+
+    saved = getattr(session.case, "current_registration", None)
+    if saved is not None:
+        fre = "" if saved.fre_mm is None else f", FRE {saved.fre_mm:.2f} mm"
+        return CaseRegistration(saved.reference_to_mri, saved.fre_mm, "saved",
+                                f"registration {saved.registration_id} ({saved.method}) saved in the case{fre}")
+    try:
+        count = len(pair_landmarks(session.case.landmarks).names)
+        if count >= MIN_PAIRS:
+            result = landmark_registration(session)
+            return CaseRegistration(result.transform, result.fre_mm, "landmarks",
+                                    f"landmark fit of {count} pairs (not yet accepted in notebook 03), FRE {result.fre_mm:.2f} mm")
+        from workbench.widgets.us_landmarks import pair_guidance
+
+        guidance = pair_guidance(count)
+    except RegistrationError as exc:
+        guidance = f"no registration: {exc}"
+    return CaseRegistration(None, None, None, f"no registration yet: {guidance}")

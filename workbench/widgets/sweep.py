@@ -15,6 +15,7 @@ from workbench.widgets._ui import new_canvas
 from workbench.widgets.fusion import MODES, FusionModel
 from workbench.widgets.session import CaseSession, WidgetError
 from workbench.widgets.slices import SliceModel
+from workbench.widgets.us_landmarks import set_reference_landmark
 
 __all__ = ["SweepScrubber", "FusedView", "png_bytes", "set_reference_landmark"]
 
@@ -26,25 +27,6 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="png", compress_level=1)
     return buffer.getvalue()
-
-
-def set_reference_landmark(case, pair: str, point_reference) -> object:
-    """The case with a ``Reference`` landmark of pair label ``pair`` at ``point_reference`` (mm), replacing one.
-
-    Parameters
-    ----------
-    case : workbench.case.Case
-    pair : str
-        Pair label shared with the ``Mri`` landmark of the same anatomical point.
-    point_reference : (3,) float array, mm, ``Reference`` frame
-    """
-    import dataclasses
-
-    from workbench.case import Landmark
-
-    point = tuple(float(v) for v in np.asarray(point_reference, dtype=float).reshape(3))
-    kept = [mark for mark in case.landmarks if not (mark.frame == "Reference" and (mark.pair == pair or mark.name == f"{pair} (US)"))]
-    return dataclasses.replace(case, landmarks=kept + [Landmark(f"{pair} (US)", "Reference", point, pair)])
 
 
 def _best_orientation(normal_lps: np.ndarray) -> str:
