@@ -4,7 +4,8 @@ Until the notebooks exist, the demo runs the workbench headless and says what it
 step. First on the built-in synthetic case (``workbench.phantom.democase``, generated on first
 use and cached):
 
-1. open the demo case bundle, load its MRI from the DICOM series it was written as;
+1. copy the demo case bundle (the cached case is never edited), load its MRI from the DICOM
+   series it was written as;
 2. read the first tracked sweep and its PLUS device set, and reconstruct it into a volume
    in the Reference frame as PLUS would;
 3. register the MRI to the Reference frame from the paired landmarks, refine by bone-surface
@@ -12,8 +13,10 @@ use and cached):
 4. refine the ICP result per vertebra (piecewise-rigid, one ``ReferenceToMri`` per level) and
    report the TRE per level of both against each vertebra's procedure-time position (the demo
    case moves every vertebra between MRI and procedure); the plans still use one transform;
-5. build the expert plans and write every export (plan.json, Slicer markups, ITK transforms,
-   CSV, HTML report).
+5. accept the registration into the working copy's ``case.json`` (its ``registrations``, made
+   current), then build the expert plans with it and write every export (plan.json, Slicer
+   markups, ITK transforms, CSV, HTML report): plan.json names that registration, its method,
+   FRE and predicted TRE; the ground truth only measures the errors.
 
 Then, where the public data of ``../shared/data`` is present:
 
@@ -151,8 +154,17 @@ def run_demo(
     return summary
 
 
+def _working_copy(cached: Path, out_dir: Path) -> Path:
+    """A copy of the cached demo case in ``out_dir/demo-case``, where the demo saves its registration."""
+    import shutil
+
+    copy = out_dir / "demo-case"
+    shutil.copytree(cached, copy)
+    return copy
+
+
 def _demo_case_part(out_dir: Path, steps: "_Steps", spec) -> dict:
-    """Open the synthetic demo case, load its DICOM MRI, reconstruct its first sweep."""
+    """Copy the synthetic demo case, load its DICOM MRI, reconstruct its first sweep, register, accept, plan."""
     from workbench.case import load_case
     from workbench.io.dicom import load_dicom_series
     from workbench.io.plus_config import read_device_set
@@ -160,9 +172,11 @@ def _demo_case_part(out_dir: Path, steps: "_Steps", spec) -> dict:
     from workbench.phantom.democase import default_demo_case
     from workbench.reconstruction.reconstruct import reconstruct_volume
 
-    case_dir = default_demo_case(spec, progress=steps.detail)
+    cached_dir = default_demo_case(spec, progress=steps.detail)
+    case_dir = _working_copy(cached_dir, out_dir)
     case = load_case(case_dir)
-    steps.say(f"Opened the built-in demo case {case.case_id} at {case_dir}")
+    steps.say(f"Opened the built-in demo case {case.case_id} at {cached_dir}")
+    steps.detail(f"working copy (the cached case is never edited): {case_dir}")
     steps.detail(case.title)
     steps.detail(f"{len(case.landmarks)} landmarks, {len(case.targets)} targets, {len(case.sweeps)} tracked sweeps")
 
@@ -184,16 +198,26 @@ def _demo_case_part(out_dir: Path, steps: "_Steps", spec) -> dict:
         f"{list(result.grid.size_px)} voxels of {result.grid.spacing_mm[0]:g} mm, {covered:.0%} hit by a frame"
     )
     steps.detail(f"written to {volume_path}")
-    registration = _register_demo_case(case, case_dir, sequence, device_set.image_to_probe(), steps)
+    registration, saved = _register_demo_case(case, case_dir, sequence, device_set.image_to_probe(), steps)
 
+    from workbench.case import save_case
+    from workbench.case.model import with_registration
     from workbench.planning.cli import build_plans
 
+    save_case(with_registration(case, saved), case_dir)
     plans = build_plans(case_dir, out_dir / "plans", author="workbench demo")
-    steps.say(f"Planned the expert trajectories and wrote every export to {out_dir / 'plans'}")
+    steps.say(f"Accepted the registration into the working copy's case.json, planned the expert trajectories with it "
+              f"and wrote every export to {out_dir / 'plans'}")
+    steps.detail(
+        f"registration {saved.registration_id}: {saved.method}, FRE {saved.fre_mm:.2f} mm on the case's landmarks, "
+        f"largest predicted TRE {max(saved.tre_mm.values()):.2f} mm"
+    )
     for plan in plans["plans"]:
         steps.detail(json.dumps(plan))
+    registration["registration_id"] = saved.registration_id
     return {
-        "case": str(case_dir),
+        "case": str(cached_dir),
+        "working_case": str(case_dir),
         "landmarks": len(case.landmarks),
         "targets": len(case.targets),
         "sweep_volume": str(volume_path),
@@ -217,6 +241,10 @@ def _register_demo_case(case, case_dir: Path, sequence, image_to_probe, steps: "
         ``"landmarks_fre_mm"``, ``"landmarks_median_tre_mm"``, ``"icp_median_tre_mm"``, and from
         :func:`_tre_by_level`: ``"icp_tre_by_level_mm"``, ``"piecewise_tre_by_level_mm"``,
         ``"piecewise_fallbacks"``.
+    SavedRegistration
+        The pipeline's result as the case keeps it once accepted: FRE of its ``ReferenceToMri`` on
+        the case's landmark pairs, the landmark fit's predicted TRE, and in ``provenance`` the
+        median error at the targets against the ground truth (``"median_error_vs_ground_truth_mm"``).
     """
     from workbench.anatomy import WORKBENCH_TABLE, LabelMap
     from workbench.io.ground_truth import read_ground_truth
@@ -231,6 +259,7 @@ def _register_demo_case(case, case_dir: Path, sequence, image_to_probe, steps: "
         run_registration_pipeline,
         stage_transform,
     )
+    from workbench.registration.result import saved_registration
     from workbench.registration.surface import mri_bone_points, us_bone_points
 
     truth = read_ground_truth(case_dir / next(a.path for a in case.attachments if a.role == "ground_truth"))
@@ -267,12 +296,15 @@ def _register_demo_case(case, case_dir: Path, sequence, image_to_probe, steps: "
     steps.detail(
         f"median TRE at the targets {tre_mm(icp_transform):.2f} mm in {by_surface['run_time_s']:.1f} s ({by_surface['message']})"
     )
-    return {
+    saved = saved_registration(result, landmarks=pairs)
+    saved = dataclasses.replace(saved, provenance={**saved.provenance, "median_error_vs_ground_truth_mm": tre_mm(result.transform)})
+    summary = {
         "landmarks_fre_mm": by_landmarks["fre_mm"],
         "landmarks_median_tre_mm": tre_mm(landmarks_transform),
         "icp_median_tre_mm": tre_mm(icp_transform),
         **_tre_by_level(truth, icp_transform, per_vertebra_result(result), steps),
     }
+    return summary, saved
 
 
 def _tre_by_level(truth, icp_transform: Transform, piecewise, steps: "_Steps") -> dict:
