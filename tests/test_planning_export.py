@@ -175,7 +175,8 @@ def test_csv_has_one_row_per_trajectory_with_units_in_the_columns(tmp_path):
     path = write_csv(_plan(), tmp_path / "plan.csv")
     rows = list(csv.DictReader(path.open()))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert all(re.search(r"_(mm|deg|ml)$", c) for c in CSV_COLUMNS if c not in {"name", "structure", "needle_gauge", "drugs", "approach", "safety_status", "safety_reasons"})
+    texts = {"name", "structure", "needle_gauge", "drugs", "approach", "safety_status", "safety_reasons"}
+    assert all(re.search(r"_(mm|deg|ml)$", c) for c in CSV_COLUMNS if c not in texts)
     assert [r["name"] for r in rows] == ["L4 right", "L5 right"]
     assert float(rows[0]["insertion_depth_mm"]) == pytest.approx(np.hypot(28.0, 6.0), abs=0.01)
     assert float(rows[0]["angle_to_skin_normal_deg"]) == pytest.approx(np.degrees(np.arctan(6.0 / 28.0)), abs=0.01)
@@ -194,7 +195,7 @@ def test_report_embeds_five_views_per_trajectory_and_the_status():
     plan = _plan()
     text = render_report(plan, mri, us=mri, safety={"L4 right": check_trajectory(plan.trajectories[0], None)})
     assert text.count("data:image/png;base64,") == 10
-    assert "Fused US/MRI, 50 % blend" in text and "Safety: WARNING" in text and "Safety: not checked" in text
+    assert "Fused US/MRI, 50 % blend" in text and "Safety: WARNING" in text and "Safety: NOT CHECKED" in text
     assert "@media print" in text
     assert "<script" not in text and "http" not in text  # self-contained
 

@@ -10,7 +10,9 @@ import pytest
 from workbench.anatomy import WORKBENCH_TABLE, Label, LabelMapError
 from workbench.errors import PlanError
 from workbench.planning.model import NeedleSpec, Trajectory
-from workbench.planning.safety import LabelMap, SafetyThresholds, check_trajectory, skin_normal_at, suggest_entries
+from workbench.planning.mri_checks import BodyMask
+from workbench.planning.safety import LabelMap, SafetyThresholds, skin_normal_at, suggest_entries
+from workbench.planning.safety import check_trajectory as _check_trajectory
 
 SIZE = 60
 SKIN_P_MM = 50  # body where P < 50 mm, air behind
@@ -28,6 +30,12 @@ def _label_map(**boxes) -> LabelMap:
     for name, (lo, hi) in boxes.items():
         labels[lo[2] : hi[2] + 1, lo[1] : hi[1] + 1, lo[0] : hi[0] + 1] = Label[name]
     return LabelMap(labels, WORKBENCH_TABLE, np.eye(4))
+
+
+def check_trajectory(trajectory, label_map, thresholds=None):
+    """check_trajectory with the label map's body (every label but AIR) standing in for the MRI's."""
+    body = None if label_map is None else BodyMask.from_label_map(label_map, np.zeros(3), np.full(3, SIZE - 1.0))
+    return _check_trajectory(trajectory, label_map, thresholds, body)
 
 
 def _trajectory(entry=ENTRY, needle=NEEDLE) -> Trajectory:
@@ -83,10 +91,36 @@ def test_needle_length_margin_warns_and_too_short_blocks():
     assert short.reasons == ("30 mm 22G needle is 10.0 mm too short",)
 
 
-def test_without_a_label_map_only_the_needle_is_checked_and_it_says_so():
+def test_without_a_label_map_or_mri_only_the_needle_is_checked_and_it_says_so():
     report = check_trajectory(_trajectory(), None)
     assert report.status == "warning"
-    assert report.reasons == ("no label map: critical structures and bone were not checked",)
+    assert report.reasons == (
+        "not checked: target inside the MRI (no MRI given)",
+        "not checked: entry inside the MRI (no MRI given)",
+        "not checked: entry on the skin (no MRI given)",
+        "not checked: path through air (no MRI given)",
+        "not checked: critical structures and bone (no label map)",
+    )
+    assert [(c.name, c.status) for c in report.checks][-2:] == [
+        ("critical structures and bone", "not checked"), ("needle length", "ok")
+    ]
+    assert report.checks[-1].value_mm == pytest.approx(50.0)
+
+
+def test_the_mri_body_checks_run_beside_the_label_map_checks():
+    report = check_trajectory(_trajectory(), _label_map())
+    assert [(c.name, c.status) for c in report.checks] == [
+        ("target inside the MRI", "ok"), ("entry inside the MRI", "ok"), ("entry on the skin", "ok"),
+        ("path through air", "ok"), ("critical structures", "ok"), ("bone", "ok"), ("needle length", "ok"),
+    ]
+    assert report.checks[2].value_mm == pytest.approx(0.5)  # entry at P 50, body voxels up to P 49 (face at 49.5)
+    # 20 mm behind the skin: blocked twice (off the skin, through air), and the needle check still runs
+    in_air = check_trajectory(_trajectory(entry=(30.0, 56.0, 30.0)), _label_map())
+    assert in_air.status == "blocked"
+    assert in_air.reasons[:2] == (
+        "entry is 6.5 mm outside the skin, in the air (label map) (tolerance 5 mm)",
+        "path through air 6.5 mm (label map) (outside the body; tolerance 5 mm)",
+    )
 
 
 def test_thresholds_are_configurable_and_validated():

@@ -10,6 +10,12 @@
   grid with it, and applied "to parent" it moves ultrasound data into the MRI.
 - ``.csv``: one row per trajectory, units in the column names.
 
+A trajectory that fails a check is marked BLOCKED with its reasons in every file: ``plan.json``
+(``safety.status`` "blocked", ``safety.reasons`` and every check in ``safety.checks``; the plan's
+worst status in ``status``), the markups (each control point's ``description`` starts with
+``BLOCKED:``), the CSV (``safety_status``, ``safety_reasons``) and the report (a red banner at the top
+and on the trajectory).
+
 :func:`write_plan_bundle` checks a plan's trajectories and writes all of these (plus the HTML
 report) into one folder; every caller that exports a plan goes through it.
 
@@ -36,7 +42,7 @@ from workbench.errors import PlanError, WorkbenchError
 from workbench.frames import Transform
 from workbench.io.markups import control_points_lps, read_markups_json
 from workbench.planning.model import NeedleSpec, Plan, Provenance, RegistrationSummary, Trajectory
-from workbench.planning.safety import SafetyReport, SafetyThresholds
+from workbench.planning.safety import STATUS_ORDER, SafetyReport, SafetyThresholds
 
 __all__ = [
     "PLAN_BUNDLE_FILES",
@@ -47,6 +53,7 @@ __all__ = [
     "load_plan",
     "markups_document",
     "plan_from_dict",
+    "plan_status",
     "plan_to_dict",
     "points_from_markups",
     "read_plan_document",
@@ -117,6 +124,14 @@ def _trajectory_to_dict(plan: Plan, trajectory: Trajectory, safety: SafetyReport
     }
 
 
+def plan_status(plan: Plan, safety: Mapping[str, SafetyReport] | None) -> str:
+    """The worst safety status over the plan's trajectories; ``"not checked"`` if any has no report."""
+    reports = [(safety or {}).get(t.name) for t in plan.trajectories]
+    if any(r is None for r in reports):
+        return "not checked"
+    return max((r.status for r in reports), key=STATUS_ORDER.index, default="ok")
+
+
 def plan_to_dict(
     plan: Plan, safety: Mapping[str, SafetyReport] | None = None, thresholds: SafetyThresholds | None = None
 ) -> dict:
@@ -127,6 +142,7 @@ def plan_to_dict(
         "schema_version": PLAN_SCHEMA_VERSION,
         "plan_id": plan.plan_id,
         "title": plan.title,
+        "status": plan_status(plan, safety),
         "provenance": {
             "mri_digest": plan.provenance.mri_digest,
             "software": plan.provenance.software,
@@ -149,6 +165,7 @@ def plan_to_dict(
             "target_zone_mm": thresholds.target_zone_mm,
             "bone_tolerance_mm": thresholds.bone_tolerance_mm,
             "needle_margin_mm": thresholds.needle_margin_mm,
+            "skin_tolerance_mm": thresholds.skin_tolerance_mm,
         },
         "trajectories": [_trajectory_to_dict(plan, t, (safety or {}).get(t.name)) for t in plan.trajectories],
     }
@@ -238,24 +255,46 @@ def _control_point(label: str, point_lps_mm, description: str = "") -> dict:
     return {"label": label, "description": description, "position": _floats(point_lps_mm), "positionStatus": "defined"}
 
 
-def markups_document(plan: Plan) -> dict:
-    """The Slicer markups document of a plan: a point list of targets and entries, a line per trajectory."""
+def _status_note(safety: SafetyReport | None) -> str:
+    """``"BLOCKED: reason; reason"`` for a blocked path, ``"warning: ..."``, ``"not checked"`` or ``""`` when ok."""
+    if safety is None:
+        return "safety not checked"
+    if safety.status == "ok":
+        return ""
+    label = "BLOCKED" if safety.status == "blocked" else safety.status
+    return f"{label}: {'; '.join(safety.reasons)}"
+
+
+def _described(*parts: str) -> str:
+    return " | ".join(p for p in parts if p)
+
+
+def markups_document(plan: Plan, safety: Mapping[str, SafetyReport] | None = None) -> dict:
+    """The Slicer markups document of a plan: a point list of targets and entries, a line per trajectory.
+
+    With ``safety`` each control point's description starts with the trajectory's status and
+    reasons when it is not ok (``"BLOCKED: path through air 30.2 mm ..."``).
+    """
     points = []
+    notes = {t.name: _status_note((safety or {}).get(t.name)) if safety is not None else "" for t in plan.trajectories}
     for t in plan.trajectories:
-        points.append(_control_point(f"{t.name} target", t.target_lps_mm, t.structure))
-        points.append(_control_point(f"{t.name} entry", t.entry_lps_mm, t.needle.label))
+        points.append(_control_point(f"{t.name} target", t.target_lps_mm, _described(notes[t.name], t.structure)))
+        points.append(_control_point(f"{t.name} entry", t.entry_lps_mm, _described(notes[t.name], t.needle.label)))
     common = {"coordinateSystem": "LPS", "coordinateUnits": "mm"}
     markups = [{"type": "Fiducial", "name": f"{plan.plan_id} targets and entries", **common, "controlPoints": points}]
     for t in plan.trajectories:
-        line_points = [_control_point(f"{t.name} entry", t.entry_lps_mm), _control_point(f"{t.name} target", t.target_lps_mm)]
+        line_points = [
+            _control_point(f"{t.name} entry", t.entry_lps_mm, notes[t.name]),
+            _control_point(f"{t.name} target", t.target_lps_mm, notes[t.name]),
+        ]
         markups.append({"type": "Line", "name": t.name, **common, "controlPoints": line_points})
     return {"@schema": SLICER_MARKUPS_SCHEMA_URL, "markups": markups}
 
 
-def write_markups(plan: Plan, path: str | Path) -> Path:
-    """Write the plan as a 3D Slicer ``.mrk.json`` (LPS); returns the path."""
+def write_markups(plan: Plan, path: str | Path, safety: Mapping[str, SafetyReport] | None = None) -> Path:
+    """Write the plan as a 3D Slicer ``.mrk.json`` (LPS; statuses in the descriptions, see :func:`markups_document`)."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(markups_document(plan), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(markups_document(plan, safety), indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -444,6 +483,16 @@ class PlanBundle:
     safety: dict[str, SafetyReport]
     thresholds: SafetyThresholds
 
+    @property
+    def status(self) -> str:
+        """The worst status over the trajectories."""
+        return max((r.status for r in self.safety.values()), key=STATUS_ORDER.index, default="ok")
+
+    @property
+    def blocked(self) -> dict[str, tuple[str, ...]]:
+        """Blocked trajectories: name -> reasons."""
+        return {name: r.reasons for name, r in self.safety.items() if r.status == "blocked"}
+
 
 def write_plan_bundle(
     plan: Plan,
@@ -452,6 +501,7 @@ def write_plan_bundle(
     mri=None,
     ultrasound=None,
     thresholds: SafetyThresholds | None = None,
+    body=None,
 ) -> PlanBundle:
     """Check every trajectory and write every export of ``plan`` into ``folder``.
 
@@ -473,25 +523,31 @@ def write_plan_bundle(
         A reconstructed sweep in ``Mri`` to fuse in the report.
     thresholds : SafetyThresholds, optional
         Default ``SafetyThresholds()``.
+    body : workbench.planning.mri_checks.BodyMask, optional
+        The body segmented from the MRI for the label-free checks; default: segmented from ``mri``
+        here (pass it to reuse one segmentation for several plans).
 
     Returns
     -------
     PlanBundle
     """
+    from workbench.planning.mri_checks import BodyMask
     from workbench.planning.report import VolumeSampler, write_report
     from workbench.planning.safety import check_trajectory
 
     if mri is None:
         raise PlanError("the plan report needs the MRI")
+    if body is None:
+        body = BodyMask.from_array(mri.voxels, mri.mri_voxel_to_mri) if isinstance(mri, VolumeSampler) else BodyMask.from_volume(mri)
     if not isinstance(mri, VolumeSampler):
         mri = VolumeSampler.from_volume(mri)
     thresholds = thresholds or SafetyThresholds()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    reports = {t.name: check_trajectory(t, label_map, thresholds) for t in plan.trajectories}
+    reports = {t.name: check_trajectory(t, label_map, thresholds, body) for t in plan.trajectories}
     files = [
         write_plan_json(plan, folder / "plan.json", reports, thresholds),
-        write_markups(plan, folder / "plan.mrk.json"),
+        write_markups(plan, folder / "plan.mrk.json", reports),
         write_csv(plan, folder / "plan.csv", reports),
         write_report(folder / "report.html", plan, mri, ultrasound, reports),
     ]

@@ -170,17 +170,31 @@ def _number_rows(plan: Plan, trajectory: Trajectory) -> list[tuple[str, str]]:
     return rows
 
 
+def _banner(status: str, title: str, lines: list[str]) -> str:
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f'<div class="banner {status}"><p>{html.escape(title)}</p><ul>{items}</ul></div>'
+
+
 def _safety_html(safety: SafetyReport | None) -> str:
     if safety is None:
-        return '<p class="status">Safety: not checked (no label map)</p>'
+        return _banner("warning", "Safety: NOT CHECKED", ["no safety report was given for this trajectory"])
+    banner = ""
+    if safety.status == "blocked":
+        banner = _banner("blocked", "BLOCKED — do not use this trajectory", list(safety.reasons))
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in safety.reasons) or "<li>no finding</li>"
+    checks = "".join(
+        f'<tr><td>{html.escape(c.name)}</td><td class="{c.status.replace(" ", "-")}">{html.escape(c.status.upper())}</td>'
+        f"<td>{html.escape(c.detail)}</td></tr>"
+        for c in safety.checks
+    )
     clearances = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{'&gt; search distance' if v is None else f'{v:.1f} mm'}</td></tr>"
         for name, v in safety.clearance_mm.items()
     )
     return (
-        f'<p class="status {safety.status}">Safety: {safety.status.upper()}</p><ul>{reasons}</ul>'
-        f"<table><tr><th>Structure</th><th>Clearance</th></tr>{clearances}</table>"
+        f'{banner}<p class="status {safety.status}">Safety: {safety.status.upper()}</p><ul>{reasons}</ul>'
+        + (f"<table><tr><th>Check</th><th>Result</th><th>Detail</th></tr>{checks}</table>" if checks else "")
+        + (f"<table><tr><th>Structure</th><th>Clearance</th></tr>{clearances}</table>" if clearances else "")
     )
 
 
@@ -190,11 +204,11 @@ def _trajectory_section(plan, trajectory, mri: VolumeSampler, us: VolumeSampler 
     columns, rows = _needle_plane(trajectory)
     mri_plane = mri.plane(midpoint, columns, rows)
     us_plane = None if us is None else us.plane(midpoint, columns, rows)
-    fused_title = "Fused US/MRI, 50 % blend, needle plane" if us is not None else "Needle plane (no ultrasound volume to fuse)"
-    figures = [
-        _figure(fused_title, _image(mri_plane, us_plane, trajectory, midpoint, columns, rows)),
-        _figure("MRI alone, needle plane", _image(mri_plane, None, trajectory, midpoint, columns, rows)),
-    ]
+    figures = []
+    if plan.registration is not None:  # without a registration nothing from the ultrasound is shown
+        fused_title = "Fused US/MRI, 50 % blend, needle plane" if us is not None else "Needle plane (no ultrasound volume to fuse)"
+        figures.append(_figure(fused_title, _image(mri_plane, us_plane, trajectory, midpoint, columns, rows)))
+    figures.append(_figure("MRI alone, needle plane", _image(mri_plane, None, trajectory, midpoint, columns, rows)))
     for title, cols, rws in _ORTHOGONAL_VIEWS:
         c, r = np.array(cols), np.array(rws)
         figures.append(_figure(title, _image(mri.plane(target, c, r), None, trajectory, target, c, r)))
@@ -215,7 +229,11 @@ figure { margin: 0; width: 240px; }
 figure img { width: 240px; height: 240px; image-rendering: auto; }
 figcaption { font-size: 9pt; }
 .status { font-weight: bold; font-size: 12pt; }
-.ok { color: #0a6b16; } .warning { color: #a86400; } .blocked { color: #b00000; }
+.ok { color: #0a6b16; } .warning { color: #a86400; } .blocked { color: #b00000; } .not-checked { color: #a86400; }
+.banner { border: 3px solid; padding: 4px 10px; margin: 0.5em 0; font-weight: bold; }
+.banner p { font-size: 14pt; margin: 0.2em 0; }
+.banner.blocked { color: #fff; background: #b00000; border-color: #700000; }
+.banner.warning { color: #111; background: #ffd27a; border-color: #a86400; }
 @media print { section.trajectory { page-break-after: always; } body { margin: 0; } }
 """
 
@@ -229,7 +247,7 @@ def render_report(
     """The HTML text of the report (one section per trajectory)."""
     p = plan.provenance
     registration = plan.registration
-    reg_text = "none" if registration is None else (
+    reg_text = "MISSING: the case has no registration" if registration is None else (
         f"{registration.method}"
         + ("" if registration.registration_id is None else f" (saved registration {registration.registration_id})")
         + f"; FRE {'—' if registration.fre_mm is None else f'{registration.fre_mm:.2f}'} mm; "
@@ -245,10 +263,24 @@ def render_report(
         "<p>Views: radiological (patient left on the image right); needle-plane views have the skin at the top. "
         "Cyan: needle path; red ring: target.</p>"
     )
-    sections = "".join(_trajectory_section(plan, t, mri, us, (safety or {}).get(t.name)) for t in plan.trajectories)
+    reports = {t.name: (safety or {}).get(t.name) for t in plan.trajectories}
+    blocked = [(name, r) for name, r in reports.items() if r is not None and r.status == "blocked"]
+    top = ""
+    if blocked:
+        lines = [f"{name}: {'; '.join(r.reasons)}" for name, r in blocked]
+        top += _banner("blocked", f"BLOCKED — {len(blocked)} of {len(reports)} trajectories failed a safety check", lines)
+    unchecked = [name for name, r in reports.items() if r is None]
+    if unchecked:
+        top += _banner("warning", "Safety NOT CHECKED", [f"{name}: no safety report" for name in unchecked])
+    if registration is None:
+        top += _banner("warning", "Registration missing", [
+            "the case has no registration: positions in the Reference frame, the ITK transforms and the fused "
+            "ultrasound views are omitted; register the MRI to the sweeps (notebook 03) and plan again"
+        ])
+    sections = "".join(_trajectory_section(plan, t, mri, us, reports[t.name]) for t in plan.trajectories)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Plan {html.escape(plan.plan_id)}</title>'
-        f"<style>{_CSS}</style></head><body>{header}{sections}</body></html>\n"
+        f"<style>{_CSS}</style></head><body>{top}{header}{sections}</body></html>\n"
     )
 
 

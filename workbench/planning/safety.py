@@ -1,4 +1,10 @@
-"""Safety checks of a needle path against the label map, and a search for safer skin entries.
+"""Safety checks of a needle path against the MRI and the label map, and a search for safer skin entries.
+
+:func:`check_trajectory` runs every check of one path: the label-free ones of
+:mod:`workbench.planning.mri_checks` (target and entry inside the MRI, entry on the skin, path
+through air; with the body segmented from the MRI), the needle length, and with a label map the
+anatomical ones below. The report's status is the worst finding; a check that could not run is
+"not checked" (a warning), never "ok".
 
 The needle is a segment from the skin entry to the target with the needle's outer radius. For
 each group of critical structures the *clearance* is the distance from the needle surface to the
@@ -23,9 +29,12 @@ from workbench.equipment import NEEDLE_MARGIN_MM
 from workbench.errors import PlanError
 from workbench.frames import apply_affine
 from workbench.planning.model import Trajectory
+from workbench.planning.mri_checks import DEFAULT_SKIN_TOLERANCE_MM, BodyMask, CheckResult, check_path
 
 __all__ = [
+    "BodyMask",
     "CRITICAL_STRUCTURES",
+    "CheckResult",
     "DEFAULT_WARNING_CLEARANCE_MM",
     "EntrySuggestion",
     "LabelMap",
@@ -79,19 +88,27 @@ class SafetyThresholds:
         Bone within this distance before the target does not count as crossed.
     needle_margin_mm : float
         Needle length to keep outside the skin at the target; less is a warning, negative blocks.
+    skin_tolerance_mm : float
+        An entry farther than this from the body surface (segmented from the MRI) is not on the
+        skin, and a path running longer than this outside the body goes through air: both block
+        (:mod:`workbench.planning.mri_checks`).
     """
 
     warning_clearance_mm: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WARNING_CLEARANCE_MM))
     target_zone_mm: float = 5.0
     bone_tolerance_mm: float = 1.0
     needle_margin_mm: float = NEEDLE_MARGIN_MM
+    skin_tolerance_mm: float = DEFAULT_SKIN_TOLERANCE_MM
 
     def __post_init__(self) -> None:
         unknown = set(self.warning_clearance_mm) - set(CRITICAL_STRUCTURES)
         if unknown:
             raise PlanError(f"unknown structure group(s) in thresholds: {', '.join(sorted(unknown))}")
         object.__setattr__(self, "warning_clearance_mm", {**DEFAULT_WARNING_CLEARANCE_MM, **self.warning_clearance_mm})
-        values = [*self.warning_clearance_mm.values(), self.target_zone_mm, self.bone_tolerance_mm, self.needle_margin_mm]
+        values = [
+            *self.warning_clearance_mm.values(), self.target_zone_mm, self.bone_tolerance_mm, self.needle_margin_mm,
+            self.skin_tolerance_mm,
+        ]
         if not all(math.isfinite(v) and v >= 0 for v in values):
             raise PlanError("safety thresholds must be finite and >= 0 mm")
 
@@ -142,6 +159,9 @@ class SafetyReport:
         Depth below the entry of that bone, mm.
     needle_margin_mm : float
         Needle length left outside the skin at the target, mm.
+    checks : tuple of CheckResult
+        Every check that was run or could not run, ok ones included (empty for the quick
+        evaluations of :func:`suggest_entries`).
     """
 
     status: str
@@ -150,6 +170,7 @@ class SafetyReport:
     bone_crossed: str | None
     bone_depth_mm: float | None
     needle_margin_mm: float
+    checks: tuple[CheckResult, ...] = ()
 
     @property
     def min_clearance_mm(self) -> float | None:
@@ -165,6 +186,7 @@ class SafetyReport:
             "bone_crossed": self.bone_crossed,
             "bone_depth_mm": self.bone_depth_mm,
             "needle_margin_mm": self.needle_margin_mm,
+            "checks": [check.to_dict() for check in self.checks],
         }
 
 
@@ -204,34 +226,63 @@ def _first_bone(entry_mri, target_mri, label_map: LabelMap, thresholds: SafetyTh
     return display_name(label_map.name_of(values[hits[0]])), float(depths_mm[hits[0]])
 
 
-def _evaluate(trajectory: Trajectory, label_map, thresholds, structures: _StructurePoints | None) -> SafetyReport:
+def _evaluate(
+    trajectory: Trajectory, label_map, thresholds, structures: _StructurePoints | None, mri_checks: tuple[CheckResult, ...] | None = None
+) -> SafetyReport:
+    """The report of one path; ``mri_checks`` None leaves the MRI checks out (quick ranking of candidate entries)."""
     entry_mri, target_mri = np.array(trajectory.entry_lps_mm), np.array(trajectory.target_lps_mm)
-    findings: list[tuple[str, str]] = []
+    checks: list[CheckResult] = list(mri_checks or ())
+    findings: list[tuple[str, str]] = [
+        ("warning" if check.status == "not checked" else check.status, check.reason) for check in checks if check.status != "ok"
+    ]
     if structures is None:
         clearance, bone, bone_depth_mm = {}, None, None
-        findings.append(("warning", "no label map: critical structures and bone were not checked"))
+        unchecked = CheckResult("critical structures and bone", "not checked", "no label map")
+        checks.append(unchecked)
+        findings.append(("warning", unchecked.reason))
     else:
         clearance = _clearances(entry_mri, target_mri, trajectory.needle.radius_mm, structures, label_map, thresholds)
         bone, bone_depth_mm = _first_bone(entry_mri, target_mri, label_map, thresholds)
-    margin_mm = trajectory.needle.length_mm - trajectory.insertion_depth_mm
+    structure_findings = []
     for name, value in clearance.items():
         limit = thresholds.warning_clearance_mm.get(name, 0.0)
         if value is not None and value < 0:
-            findings.append(("blocked", f"needle may touch the {name} (clearance {value:.1f} mm)"))
+            structure_findings.append(("blocked", f"needle may touch the {name} (clearance {value:.1f} mm)"))
         elif value is not None and value < limit:
-            findings.append(("warning", f"{name} {value:.1f} mm from the needle (< {limit:g} mm)"))
-    if bone is not None:
-        findings.append(("blocked", f"path crosses bone ({bone}) at {bone_depth_mm:.1f} mm depth"))
+            structure_findings.append(("warning", f"{name} {value:.1f} mm from the needle (< {limit:g} mm)"))
+    findings += structure_findings
+    if structures is not None:
+        nearest = min((v for v in clearance.values() if v is not None), default=None)
+        worst = max((level for level, _ in structure_findings), key=STATUS_ORDER.index, default="ok")
+        detail = "; ".join(r for _, r in structure_findings) or (
+            "no critical structure within the search distance" if nearest is None else f"smallest clearance {nearest:.1f} mm"
+        )
+        checks.append(CheckResult("critical structures", worst, detail, nearest))
+        if bone is not None:
+            reason = f"path crosses bone ({bone}) at {bone_depth_mm:.1f} mm depth"
+            findings.append(("blocked", reason))
+            checks.append(CheckResult("bone", "blocked", reason, bone_depth_mm))
+        else:
+            checks.append(CheckResult("bone", "ok", "no bone on the path before the target"))
+    margin_mm = trajectory.needle.length_mm - trajectory.insertion_depth_mm
     if margin_mm < 0:
-        findings.append(("blocked", f"{trajectory.needle.label} needle is {-margin_mm:.1f} mm too short"))
+        needle = ("blocked", f"{trajectory.needle.label} needle is {-margin_mm:.1f} mm too short")
     elif margin_mm < thresholds.needle_margin_mm:
-        findings.append(("warning", f"only {margin_mm:.1f} mm of needle left outside the skin (< {thresholds.needle_margin_mm:g} mm)"))
+        needle = ("warning", f"only {margin_mm:.1f} mm of needle left outside the skin (< {thresholds.needle_margin_mm:g} mm)")
+    else:
+        needle = ("ok", f"{margin_mm:.1f} mm of needle left outside the skin (>= {thresholds.needle_margin_mm:g} mm)")
+    if needle[0] != "ok":
+        findings.append(needle)
+    checks.append(CheckResult("needle length", needle[0], needle[1], margin_mm))
     status = max((level for level, _ in findings), key=STATUS_ORDER.index, default="ok")
-    return SafetyReport(status, tuple(reason for _, reason in findings), clearance, bone, bone_depth_mm, margin_mm)
+    return SafetyReport(status, tuple(reason for _, reason in findings), clearance, bone, bone_depth_mm, margin_mm, tuple(checks))
 
 
 def check_trajectory(
-    trajectory: Trajectory, label_map: LabelMap | None, thresholds: SafetyThresholds | None = None
+    trajectory: Trajectory,
+    label_map: LabelMap | None,
+    thresholds: SafetyThresholds | None = None,
+    body: BodyMask | None = None,
 ) -> SafetyReport:
     """Run every safety check of one trajectory.
 
@@ -240,18 +291,23 @@ def check_trajectory(
     trajectory : Trajectory
         Target and entry in LPS mm (``Mri`` frame).
     label_map : workbench.anatomy.LabelMap or None
-        In the same frame, with its label table. Without one only the needle length is
-        checked, and the report carries a warning that structures and bone were not.
+        In the same frame, with its label table. Without one, critical structures and bone are
+        "not checked" (a warning).
     thresholds : SafetyThresholds, optional
         Defaults as documented in docs/planning.md.
+    body : workbench.planning.mri_checks.BodyMask, optional
+        The body segmented from the planning MRI (``BodyMask.from_volume(mri)``), for the checks
+        that need no label map (:func:`workbench.planning.mri_checks.check_path`). Without it those
+        checks are "not checked: ... (no MRI given)" (a warning).
     """
     thresholds = thresholds or SafetyThresholds()
+    mri_checks = check_path(trajectory, body, thresholds.skin_tolerance_mm, label_map)
     if label_map is None:
-        return _evaluate(trajectory, None, thresholds, None)
+        return _evaluate(trajectory, None, thresholds, None, mri_checks)
     entry_mri, target_mri = np.array(trajectory.entry_lps_mm), np.array(trajectory.target_lps_mm)
     search_mm = _search_mm(thresholds, label_map, trajectory.needle.radius_mm)
     structures = _structure_points_for([(entry_mri, target_mri)], label_map, search_mm)
-    return _evaluate(trajectory, label_map, thresholds, structures)
+    return _evaluate(trajectory, label_map, thresholds, structures, mri_checks)
 
 
 def skin_normal_at(label_map: LabelMap, entry_lps_mm, smoothing_mm: float = 2.0) -> tuple[float, float, float] | None:
