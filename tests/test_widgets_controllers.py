@@ -155,6 +155,7 @@ def test_the_widget_and_workbench_plan_write_the_same_plan_json(case_dir, tmp_pa
     assert widget["safety_thresholds"] == {
         "warning_clearance_mm": thresholds.warning_clearance_mm, "target_zone_mm": thresholds.target_zone_mm,
         "bone_tolerance_mm": thresholds.bone_tolerance_mm, "needle_margin_mm": thresholds.needle_margin_mm,
+        "skin_tolerance_mm": thresholds.skin_tolerance_mm,
     }
     assert widget["trajectories"][0]["safety"]["status"] in ("ok", "warning")
 

@@ -205,7 +205,7 @@ def _demo_case_part(out_dir: Path, steps: "_Steps", spec) -> dict:
     from workbench.planning.cli import build_plans
 
     save_case(with_registration(case, saved), case_dir)
-    plans = build_plans(case_dir, out_dir / "plans", author="workbench demo")
+    plans = build_plans(case_dir, out_dir / "plans", author="workbench demo", expert=True)
     steps.say(f"Accepted the registration into the working copy's case.json, planned the expert trajectories with it "
               f"and wrote every export to {out_dir / 'plans'}")
     steps.detail(
