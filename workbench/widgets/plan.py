@@ -3,7 +3,8 @@
 :class:`PlanModel` (no UI) builds a :class:`workbench.planning.model.Trajectory` from the case's
 points and evaluates it with :mod:`workbench.planning` (geometry, safety against the label map,
 entry suggestions, every export). :class:`PlanPanel` is the ipywidgets controller. All positions
-LPS mm (``Mri``).
+LPS mm (``Mri``). The registration is the case's current one (``case.json``
+``current_registration_id``), so a plan's ``registration`` names it with its FRE and TRE.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ __all__ = ["PlanModel", "PlanPanel", "EXPERT_PREFIX"]
 EXPERT_PREFIX = "expert: "
 
 
+def _trajectory_name(target: str) -> str:
+    """A trajectory's name from its target's (``"L4 left exiting nerve root ..."`` -> ``"L4 left"``), 60 characters at most."""
+    return (re.sub(r"\s+exiting nerve root.*$", "", target) or target)[:60]
+
+
 class PlanModel:
     """One trajectory at a time, from the case's targets and entry points.
 
@@ -31,18 +37,50 @@ class PlanModel:
     ----------
     session : CaseSession
     reference_to_mri : Transform, optional
-        Registration (for angles in Reference and the exported transform).
+        ``ReferenceToMri`` (angles in Reference, the exported transform) to use instead of the
+        case's current registration; plans then record it as not saved in the case.
     points : PointListModel, optional
         Share an editor's list (default: a read-only view of the case).
     """
 
     def __init__(self, session: CaseSession, reference_to_mri=None, points: PointListModel | None = None):
         self.session = session
-        self.reference_to_mri = reference_to_mri
+        self.given_reference_to_mri = reference_to_mri
         self.points = points or PointListModel(session.case, None, autosave=False)
         self.label_map = session.label_map
         truth = session.ground_truth()
         self._expert = {} if truth is None else {plan.target: plan for plan in truth.expert_plans}
+
+    @property
+    def registration(self):
+        """The case's current :class:`~workbench.case.model.SavedRegistration` (read at every call), or None."""
+        return self.session.case.current_registration
+
+    @property
+    def reference_to_mri(self):
+        """``ReferenceToMri`` in use: the one given, else the case's current registration's, else None."""
+        if self.given_reference_to_mri is not None:
+            return self.given_reference_to_mri
+        saved = self.registration
+        return None if saved is None else saved.reference_to_mri
+
+    def registration_summary(self, trajectories=()):
+        """The plan's :class:`~workbench.planning.model.RegistrationSummary`, or None without a registration.
+
+        From the case's current registration: its id, method, FRE and the largest predicted TRE at the
+        targets of ``trajectories`` (:func:`workbench.planning.model.registration_summary`). A transform
+        given to the model is recorded as such, without errors.
+        """
+        from workbench.planning.model import RegistrationSummary, registration_summary
+
+        if self.given_reference_to_mri is not None:
+            return RegistrationSummary("given to the plan panel (not saved in the case)", self.given_reference_to_mri)
+        saved = self.registration
+        if saved is None:
+            return None
+        names = {t.name for t in trajectories}
+        targets = [t.name for t in self.session.case.targets if t.name in names or _trajectory_name(t.name) in names]
+        return registration_summary(saved, targets)
 
     def targets(self) -> list[str]:
         """Names of the target points."""
@@ -89,8 +127,7 @@ class PlanModel:
         else:
             raise WidgetError(f"needle {needle!r} is not in the catalogue ({', '.join(NEEDLE_CATALOGUE)})")
         normal = skin_normal_at(self.label_map, entry_lps) if self.label_map is not None else None
-        name = re.sub(r"\s+exiting nerve root.*$", "", target) or target
-        return Trajectory(name=name[:60], structure=target_point.detail or target, target_lps_mm=target_point.point_lps,
+        return Trajectory(name=_trajectory_name(target), structure=target_point.detail or target, target_lps_mm=target_point.point_lps,
                           entry_lps_mm=entry_lps, needle=chosen, approach="paramedian", skin_normal_lps=normal)
 
     def evaluate(self, trajectory) -> dict:
@@ -137,10 +174,10 @@ class PlanModel:
 
     def plan(self, trajectory, plan_id: str | None = None, author: str = ""):
         """The one-trajectory :class:`~workbench.planning.model.Plan` that :meth:`export` writes."""
-        from workbench.planning.model import Plan, Provenance, RegistrationSummary
+        from workbench.planning.model import Plan, Provenance
 
         plan_id = plan_id or re.sub(r"[^A-Za-z0-9_-]+", "-", f"{self.session.case.case_id}-{trajectory.name}").strip("-")[:64]
-        registration = None if self.reference_to_mri is None else RegistrationSummary("workbench notebook", self.reference_to_mri)
+        registration = self.registration_summary((trajectory,))
         return Plan(plan_id, (trajectory,), Provenance(mri_digest=self.session.mri.source_digest, author=author),
                     registration, f"Plan of {self.session.case.title or self.session.case.case_id}")
 

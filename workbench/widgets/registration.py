@@ -4,9 +4,12 @@
 (:func:`workbench.registration.pipeline.run_registration_pipeline`, the same one as ``workbench
 demo`` and the benchmark): the landmark fit, then a refinement: bone-surface ICP, whose metric is
 reported after every distance stage so it can be plotted as it goes, or LC2 / Mattes MI on a
-reconstruction of the sweep.
+reconstruction of the sweep. A result the user accepts (:meth:`RegistrationRunner.accept`) is saved
+into the case's ``case.json`` (``registrations``, made current) and :meth:`RegistrationRunner.undo`
+makes the previous one current again; plans, exports and the 3D scene use the current one.
 :class:`RegistrationPanel` is the ipywidgets controller: parameters as widgets built from the
-parameter dataclasses, a metric-per-iteration plot (ipympl) and a progress bar.
+parameter dataclasses, a metric-per-iteration plot (ipympl), a progress bar, Accept / Undo buttons
+(DOM classes ``wb-accept-registration``, ``wb-undo-registration``) and the history.
 Every result is ``ReferenceToMri`` (docs/frames.md).
 """
 
@@ -21,7 +24,7 @@ import numpy as np
 from workbench.frames import Transform
 from workbench.widgets.session import CaseSession, WidgetError, landmark_registration
 
-__all__ = ["METHODS", "RegistrationRunner", "RegistrationPanel", "params_from_values", "param_fields"]
+__all__ = ["METHODS", "RegistrationRunner", "RegistrationPanel", "history_rows", "params_from_values", "param_fields"]
 
 METHODS = ("bone-icp", "lc2", "mattes-mi")
 
@@ -81,6 +84,8 @@ class RegistrationRunner:
         Paired-point fit (after :meth:`fit_landmarks`).
     refined : RegistrationResult or None
         Last refinement.
+    latest : RegistrationResult or None
+        The last result computed (landmark fit or refinement): what :meth:`accept` saves by default.
     """
 
     def __init__(self, session: CaseSession, sweep: int = 0):
@@ -88,6 +93,8 @@ class RegistrationRunner:
         self.sweep_index = sweep
         self.landmarks = None
         self.refined = None
+        self.latest = None
+        self._started_from: dict[int, object] = {}  # id(refinement) -> the landmark fit it started from
         self._us_points = None
         self._mri_points = None
         self._us_volume = None
@@ -103,7 +110,79 @@ class RegistrationRunner:
     def fit_landmarks(self):
         """Paired-point fit with residuals and predicted TRE at the case's targets."""
         self.landmarks = landmark_registration(self.session)
+        self.latest = self.landmarks
         return self.landmarks
+
+    # -- the case's registrations -----------------------------------------------------
+    @property
+    def accepted(self):
+        """The case's current registration (:class:`~workbench.case.model.SavedRegistration`), or None."""
+        return self.session.case.current_registration
+
+    def accept(self, result=None):
+        """Save a result into the case as its current registration (``case.json``, written atomically).
+
+        Parameters
+        ----------
+        result : RegistrationResult, optional
+            Default :attr:`latest` (the last landmark fit or refinement).
+
+        Returns
+        -------
+        SavedRegistration
+            As saved: method, ``ReferenceToMri``, parameters, FRE (a refinement's measured on the
+            case's landmark pairs), predicted TRE per target, run time
+            (:func:`workbench.registration.result.saved_registration`).
+
+        Raises
+        ------
+        WidgetError
+            Nothing to accept yet.
+        CaseBundleError
+            The case cannot be saved (``case.json`` is left as it was).
+        """
+        from workbench.case.model import with_registration
+        from workbench.registration.landmarks import pair_landmarks
+        from workbench.registration.result import saved_registration
+
+        result = result or self.latest
+        if result is None:
+            raise WidgetError("nothing to accept: run the landmark fit or a refinement first", self.session.folder)
+        pairs = pair_landmarks(self.session.case.landmarks)
+        started_from = self._started_from.get(id(result))
+        saved = saved_registration(result, landmarks=pairs if len(pairs.names) else None, started_from=started_from)
+        self.session.save(with_registration(self.session.case, saved))
+        return saved
+
+    def undo(self):
+        """Make the registration accepted before the current one current again (saved to ``case.json``).
+
+        The history is kept: the undone registration stays in ``case.json``. Undoing the first
+        leaves none current.
+
+        Returns
+        -------
+        SavedRegistration or None
+            The registration now current.
+
+        Raises
+        ------
+        WidgetError
+            No registration is current, so there is nothing to undo.
+        """
+        from workbench.case.model import undo_registration
+        from workbench.errors import CaseBundleError
+
+        try:
+            case = undo_registration(self.session.case)
+        except CaseBundleError as exc:
+            raise WidgetError(exc.problem, self.session.folder / "case.json") from None
+        self.session.save(case)
+        return self.session.case.current_registration
+
+    def history(self) -> list[dict]:
+        """The case's registrations, oldest first, as table rows (:func:`history_rows`)."""
+        return history_rows(self.session.case)
 
     def target_errors_mm(self, result=None) -> dict[str, float] | None:
         """Distance (mm) at each target between ``result`` and the ground truth, for synthetic cases; else None."""
@@ -160,6 +239,8 @@ class RegistrationRunner:
             inputs = RegistrationInputs(initial=self.landmarks.transform, mri=self.session.mri.image, us_volume=volume, us_mask=covered)
             settings = RegistrationSettings((method,), **{"lc2" if method == "lc2" else "mattes": params})
         self.refined = run_registration_pipeline(inputs, settings, on_progress)
+        self.latest = self.refined
+        self._started_from = {id(self.refined): self.landmarks}
         return self.refined
 
     def _reconstruction(self):
@@ -175,6 +256,30 @@ class RegistrationRunner:
             result = reconstruct_volume(self.session.sweep(self.sweep_index), device_set.image_to_probe(), config)
             self._us_volume = (result.to_sitk(), result.covered)
         return self._us_volume
+
+
+def history_rows(case) -> list[dict]:
+    """One row per saved registration of ``case``, oldest first.
+
+    Returns
+    -------
+    list of dict
+        ``current`` ("▶" for the current one, else ""), ``id``, ``method``, ``FRE_mm`` (or None),
+        ``max_predicted_TRE_mm`` (or None), ``run_time_s``, ``accepted_utc``.
+    """
+    rows = []
+    for saved in case.registrations:
+        tre = max(saved.tre_mm.values()) if saved.tre_mm else None
+        rows.append({
+            "current": "▶" if saved.registration_id == case.current_registration_id else "",
+            "id": saved.registration_id,
+            "method": saved.method,
+            "FRE_mm": None if saved.fre_mm is None else round(saved.fre_mm, 2),
+            "max_predicted_TRE_mm": None if tre is None else round(tre, 2),
+            "run_time_s": None if saved.run_time_s is None else round(saved.run_time_s, 1),
+            "accepted_utc": saved.created_utc,
+        })
+    return rows
 
 
 class RegistrationPanel:
@@ -205,17 +310,29 @@ class RegistrationPanel:
         self.message = W.HTML()
         self.figure, self.canvas = new_canvas(5.0, 2.6)
         self.axes = self.figure.add_axes([0.14, 0.2, 0.82, 0.7])
+        self.accept_button = W.Button(description="Accept", icon="check", button_style="success",
+                                      tooltip="save the last result into case.json as the case's registration")
+        self.accept_button.add_class("wb-accept-registration")
+        self.undo_button = W.Button(description="Undo", icon="undo",
+                                    tooltip="make the registration accepted before the current one current again")
+        self.undo_button.add_class("wb-undo-registration")
+        self.history_table = W.HTML()
+        self.history_table.add_class("wb-registration-history")
         self._param_widgets: dict[str, object] = {}
         self.fit_button.on_click(lambda _b: self.fit())
         self.run_button.on_click(lambda _b: self.refine())
+        self.accept_button.on_click(lambda _b: self.accept())
+        self.undo_button.on_click(lambda _b: self.undo())
         self.method.observe(lambda c: self._build_params(c["new"]), names="value")
         self._build_params("bone-icp")
         self.widget = W.VBox([
             W.HTML("<b>1. Paired-point fit</b>"), self.fit_button, self.fit_table,
             W.HTML("<b>2. Automatic refinement</b>"), self.method, self.params_box,
             W.HBox([self.run_button, self.progress]), self.canvas, self.message,
+            W.HTML("<b>3. The case's registration</b>"), W.HBox([self.accept_button, self.undo_button]), self.history_table,
         ])
         self.widget.add_class("wb-registration-panel")
+        self.show_history()
 
     def _build_params(self, method: str) -> None:
         import ipywidgets as W
@@ -240,9 +357,14 @@ class RegistrationPanel:
         return params_from_values(_params_class(self.method.value), values)
 
     def fit(self):
-        """Run the paired-point fit and show residuals and predicted TRE."""
+        """Run the paired-point fit and show residuals and predicted TRE; None (and the guidance) below 3 pairs."""
         from workbench.widgets._ui import table_html
+        from workbench.widgets.us_landmarks import LandmarkFitModel
 
+        readiness = LandmarkFitModel(self.runner.session)
+        if not readiness.ready:  # fewer than 3 pairs (or unusable ones): one guidance line instead of an error
+            self.fit_table.value = readiness.html()
+            return None
         result = self.runner.fit_landmarks()
         truth = self.runner.target_errors_mm(result) or {}
         rows = [{"landmark": n, "residual_mm": r} for n, r in result.residuals_mm.items()]
@@ -271,6 +393,41 @@ class RegistrationPanel:
         extra = f"; median error at the targets vs ground truth {np.median(list(errors.values())):.2f} mm" if errors else ""
         self.message.value = html.escape(f"{result.method}: {result.message} in {result.run_time_s:.1f} s{extra}")
         return result
+
+    def accept(self):
+        """Accept the last result into the case (see :meth:`RegistrationRunner.accept`); returns it, or None on error."""
+        try:
+            saved = self.runner.accept()
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self.message.value = f"<span style='color:#c00'>{html.escape(getattr(exc, 'problem', None) or str(exc))}</span>"
+            return None
+        fre = "" if saved.fre_mm is None else f", FRE {saved.fre_mm:.2f} mm"
+        self.message.value = html.escape(f"accepted {saved.method} as {saved.registration_id}{fre}; saved in case.json")
+        self.show_history()
+        return saved
+
+    def undo(self):
+        """Make the previous registration current (see :meth:`RegistrationRunner.undo`); returns it, or None."""
+        try:
+            current = self.runner.undo()
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self.message.value = f"<span style='color:#c00'>{html.escape(getattr(exc, 'problem', None) or str(exc))}</span>"
+            return None
+        self.message.value = html.escape(
+            "undone: no registration is current now" if current is None
+            else f"undone: {current.method} ({current.registration_id}) is current again"
+        )
+        self.show_history()
+        return current
+
+    def show_history(self) -> list[dict]:
+        """Show the case's registrations (method, FRE, time; the current one marked); returns the rows."""
+        from workbench.widgets._ui import table_html
+
+        rows = self.runner.history()
+        self.history_table.value = table_html(rows) if rows else "<i>no registration accepted yet</i>"
+        self.undo_button.disabled = self.runner.accepted is None
+        return rows
 
     def _on_progress(self, fraction: float, trace: np.ndarray, message: str) -> None:
         self.progress.value = float(fraction)

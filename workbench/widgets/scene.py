@@ -2,9 +2,11 @@
 
 What is drawn, all in ``Mri`` (LPS mm): the MRI as three orthogonal slices or the bone surface
 (marching cubes on the label map), ultrasound frames as textured planes at their tracked poses
-(``image_to_mri = reference_to_mri @ probe_to_reference @ image_to_probe``), landmarks, targets,
-entry points, planned paths and the needle. :class:`SceneBuilder` builds the meshes (no ipywidgets);
-:class:`Scene3D` shows the rendering with camera sliders. DOM hook: class ``wb-scene-3d``.
+(``image_to_mri = reference_to_mri @ probe_to_reference @ image_to_probe``, with the case's current
+registration, ``case.json`` ``current_registration_id``, unless a transform is given; never the
+ground truth of a synthetic case), landmarks, targets, entry points, planned paths and the needle.
+:class:`SceneBuilder` builds the meshes (no ipywidgets); :class:`Scene3D` shows the rendering with
+camera sliders. DOM hook: class ``wb-scene-3d``.
 
 Headless machines: VTK renders through EGL (Debian packages ``libegl1``, ``libgl1-mesa-dri``) with no
 X server; ``VTK_DEFAULT_OPENGL_WINDOW`` is set to ``vtkEGLRenderWindow`` when ``$DISPLAY`` is unset.
@@ -40,13 +42,37 @@ class SceneBuilder:
     ----------
     session : CaseSession
     reference_to_mri : Transform, optional
-        Registration; without it no ultrasound frame is placed.
+        ``ReferenceToMri`` to place the ultrasound frames with instead of the case's current
+        registration. Without either, no ultrasound frame is placed.
     """
 
     def __init__(self, session: CaseSession, reference_to_mri=None):
         self.session = session
-        self.reference_to_mri = reference_to_mri
+        self.given_reference_to_mri = reference_to_mri
         self._bone = {}
+
+    @property
+    def reference_to_mri(self):
+        """The ``ReferenceToMri`` the frames are placed with: the one given, else the case's current
+        registration (read at every call, so an accepted or undone registration shows on the next render), else None."""
+        if self.given_reference_to_mri is not None:
+            return self.given_reference_to_mri
+        saved = self.session.case.current_registration
+        return None if saved is None else saved.reference_to_mri
+
+    @reference_to_mri.setter
+    def reference_to_mri(self, transform) -> None:
+        self.given_reference_to_mri = transform
+
+    def registration_text(self) -> str:
+        """What places the ultrasound frames, for the user."""
+        if self.given_reference_to_mri is not None:
+            return "ultrasound placed with the ReferenceToMri given to the scene"
+        saved = self.session.case.current_registration
+        if saved is None:
+            return "no registration accepted in the case: ultrasound frames are not shown (accept one in notebook 3)"
+        fre = "" if saved.fre_mm is None else f", FRE {saved.fre_mm:.2f} mm"
+        return f"ultrasound placed with the case's registration {saved.registration_id} ({saved.method}{fre})"
 
     def bone_surface(self, step: int = 3):
         """Bone surface (pyvista PolyData, LPS mm) by marching cubes on the label map subsampled by ``step`` (cached)."""
@@ -168,6 +194,7 @@ class Scene3D:
     ----------
     session : CaseSession
     reference_to_mri : Transform, optional
+        Default: the case's current registration (see :class:`SceneBuilder`).
     mri : {"bone", "slices", "none"}
 
     Attributes
@@ -198,6 +225,7 @@ class Scene3D:
 
     def render(self) -> np.ndarray:
         """Re-render with the current settings; returns the image."""
+        import html
         import time
 
         from workbench.widgets.sweep import png_bytes
@@ -210,5 +238,5 @@ class Scene3D:
             self.info.value = f"<span style='color:#c00'>3D rendering failed: {exc}</span>"
             return self.last_image
         self.image.value = png_bytes(self.last_image)
-        self.info.value = f"rendered off-screen in {time.perf_counter() - start:.2f} s"
+        self.info.value = html.escape(f"rendered off-screen in {time.perf_counter() - start:.2f} s; {self.builder.registration_text()}")
         return self.last_image
