@@ -32,8 +32,11 @@ from workbench.case.model import (
     FileRef,
     Landmark,
     MriRef,
+    SavedRegistration,
     SweepRef,
     Target,
+    undo_registration,
+    with_registration,
 )
 from workbench.case.schema import MIGRATIONS, SCHEMA_FILES
 from workbench.case.storage import (
@@ -60,6 +63,7 @@ __all__ = [
     "FileRef",
     "Landmark",
     "MriRef",
+    "SavedRegistration",
     "SweepRef",
     "Target",
     "add_file",
@@ -68,5 +72,7 @@ __all__ = [
     "path_sha256",
     "load_case",
     "save_case",
+    "undo_registration",
+    "with_registration",
 ]
 
