@@ -215,3 +215,25 @@ def test_stylus_tip_points_are_the_pose_applied_to_the_pivot_offset():
         stylus_tip_points_reference(poses, tip.inverse())
     with pytest.raises(RegistrationError, match="no frame of the stylus recording has a valid pose"):
         still_stylus_tip(np.zeros((3, 3)), [False, False, False])
+
+
+def test_the_picker_widget_stores_a_click_and_shows_the_fit_or_the_guidance(fresh_nifti_case, shared_data):
+    from workbench.widgets.us_landmarks import UsLandmarkPicker
+
+    session = CaseSession(fresh_nifti_case)
+    PointListModel(session.case, session.folder).place(NAMES[0], "landmark", [0.0, 0.0, -400.0])
+    picker = UsLandmarkPicker(CaseSession(fresh_nifti_case))
+    assert "wb-us-landmarks" in picker.widget._dom_classes and picker.name.value == NAMES[0]
+    assert "place 3 landmark pairs to register (3 more" in picker.fit_view.value
+    picker.frame.value = 7
+    picker.click_pixel(700.25, 150.5)
+    hook = json.loads(picker.last_pick.value)
+    assert (hook["name"], hook["frame"], hook["pairs"]) == (NAMES[0], 7, 1)
+    np.testing.assert_allclose(hook["point_reference"], _independent_reference(shared_data, 7, 700.25, 150.5), atol=1e-6)
+    assert "place 3 landmark pairs to register (2 more" in picker.fit_view.value
+    # a case without sweeps: the widget is the guidance line
+    document = json.loads((fresh_nifti_case / "case.json").read_text())
+    document["sweeps"] = []
+    (fresh_nifti_case / "case.json").write_text(json.dumps(document))
+    empty = UsLandmarkPicker(CaseSession(fresh_nifti_case))
+    assert "no tracked ultrasound sweep" in empty.status.value and "wb-guidance" in empty.status.value
