@@ -1,4 +1,5 @@
-"""``workbench plan`` on the synthetic demo case: every export written, valid, and re-checkable."""
+"""``workbench plan``: the case's own targets and entries, saved plans, the demo's expert plans (``--expert``);
+every export written, valid, re-checkable, and a blocked trajectory marked BLOCKED with its reasons in each."""
 
 from __future__ import annotations
 
@@ -29,32 +30,71 @@ def demo_case(tmp_path_factory):
     return generate_demo_case(tmp_path_factory.mktemp("plan-case") / "case", spec)
 
 
+#: The registration saved in the test copy of the demo case: the ground truth moved 1.5 mm to the left,
+#: so a plan that used the ground truth instead of the case's registration would show.
+REGISTRATION_SHIFT_MM = np.array([1.5, 0.0, 0.0])
+
+
 @pytest.fixture(scope="module")
-def built(demo_case, tmp_path_factory):
+def registered_case(demo_case, tmp_path_factory):
+    """A copy of the demo case with a saved, current registration (not the ground truth)."""
+    import shutil
+
+    from workbench.case import SavedRegistration, load_case, save_case, with_registration
+    from workbench.frames import Transform
+
+    copy = tmp_path_factory.mktemp("registered") / "case"
+    shutil.copytree(demo_case, copy)
+    truth = np.reshape(json.loads((copy / "ground_truth.json").read_text())["ReferenceToMri"], (4, 4))
+    moved = truth.copy()
+    moved[:3, 3] += REGISTRATION_SHIFT_MM
+    saved = SavedRegistration("reg-test", "landmarks", Transform.from_name("ReferenceToMri", moved), fre_mm=1.25,
+                              tre_mm={"L3 left": 2.0, "S1 right": 3.5})
+    save_case(with_registration(load_case(copy), saved), copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def built(registered_case, tmp_path_factory):
     out = tmp_path_factory.mktemp("plan-out")
-    assert _run(str(demo_case), "--out", str(out), "--author", "QA") == 0
+    assert _run(str(registered_case), "--out", str(out), "--author", "QA", "--expert") == 0
     return out / "DEMO-LUMBAR-001-expert"
 
 
-def test_build_writes_every_export_of_the_expert_plan(built, demo_case, shared_data, capsys):
+def test_the_demo_case_has_targets_but_no_entries_so_only_expert_plans_are_built(demo_case, tmp_path):
+    expected = r"no target has an entry point \('L3 left exiting nerve root, dorsal aspect', .*, 'S1 right .*'\): place an entry"
+    with pytest.raises(PlanError, match=expected):
+        _run(str(demo_case), "--out", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_writes_every_export_of_the_expert_plan(built, registered_case, shared_data, capsys):
     assert sorted(p.name for p in built.iterdir()) == [
         "plan.csv", "plan.json", "plan.mrk.json", "registration.h5", "registration.tfm", "report.html"
     ]
-    ground_truth = json.loads((demo_case / "ground_truth.json").read_text())
+    ground_truth = json.loads((registered_case / "ground_truth.json").read_text())
     plan = load_plan(built / "plan.json")
     assert len(plan.trajectories) == len(ground_truth["expert_plans"]) == 8
     document = json.loads((built / "plan.json").read_text())
     for expert, trajectory in zip(ground_truth["expert_plans"], document["trajectories"]):
         assert trajectory["structure"] == expert["target"]
         assert trajectory["derived"]["insertion_depth_mm"] == pytest.approx(expert["insertion_depth_mm"], abs=1e-9)
-        # the S1 roots run close to the expert path just outside the 5 mm target zone
-        expected = "warning" if expert["target"].startswith("S1") else "ok"
-        assert trajectory["safety"]["status"] == expected, trajectory["safety"]["reasons"]
+        # the MRI slab ends behind the spinous processes: every entry lies 10-30 mm outside it (a warning:
+        # the label map covers it and checks the skin); the S1 roots also run close to the expert path
+        reasons = trajectory["safety"]["reasons"]
+        assert trajectory["safety"]["status"] == "warning", reasons
+        assert re.fullmatch(r"entry is [12][0-9]\.\d mm outside the MRI volume \(skin and air checked on the label map\)", reasons[0])
+        assert len(reasons) == (2 if expert["target"].startswith("S1") else 1), reasons
+        checks = {c["name"]: c for c in trajectory["safety"]["checks"]}
+        assert abs(checks["entry on the skin"]["value_mm"]) < 0.5 and checks["path through air"]["value_mm"] < 0.5
         assert 0.0 <= trajectory["derived"]["angle_to_skin_normal_deg"] < 45.0
     assert document["provenance"]["author"] == "QA"
     assert re.fullmatch(r"[0-9a-f]{64}", document["provenance"]["mri_digest"])
+    assert document["status"] == "warning"
     reference_to_mri = np.reshape(ground_truth["ReferenceToMri"], (4, 4))
+    reference_to_mri[:3, 3] += REGISTRATION_SHIFT_MM  # the case's registration, not the ground truth
     assert np.allclose(read_registration_transform(built / "registration.h5").matrix, reference_to_mri, atol=1e-9)
+    assert document["registration"]["registration_id"] == "reg-test" and document["registration"]["fre_mm"] == 1.25
     schema = json.loads((shared_data / "slicer-markups-schema" / "markups-schema-v1.0.3.json").read_text())
     assert list(Draft7Validator(schema).iter_errors(json.loads((built / "plan.mrk.json").read_text()))) == []
     report = (built / "report.html").read_text()
@@ -62,21 +102,28 @@ def test_build_writes_every_export_of_the_expert_plan(built, demo_case, shared_d
     assert report.count("<figcaption>Fused US/MRI, 50 % blend") == 8
 
 
-def test_check_reruns_the_safety_checks_with_the_case_label_map(built, demo_case, capsys):
+def test_check_reruns_the_safety_checks_with_the_case_label_map_and_mri(built, demo_case, capsys):
     capsys.readouterr()
     assert _run(str(demo_case), "--check", str(built / "plan.json")) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["label_map_checked"] is True
+    assert summary["label_map_checked"] is True and summary["mri_checked"] is True
     statuses = {t["name"]: t["status"] for t in summary["plans"][0]["trajectories"]}
-    assert statuses == {name: ("warning" if name.startswith("S1") else "ok") for name in statuses}
+    assert set(statuses.values()) == {"warning"} and len(statuses) == 8
+    assert summary["blocked"] == []
 
 
 def test_check_without_labels_says_what_was_not_checked(built, capsys):
     capsys.readouterr()
     assert _run("--check", str(built / "plan.json")) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["label_map_checked"] is False
-    assert summary["plans"][0]["trajectories"][0]["reasons"] == ["no label map: critical structures and bone were not checked"]
+    assert summary["label_map_checked"] is False and summary["mri_checked"] is False
+    assert summary["plans"][0]["trajectories"][0]["reasons"] == [
+        "not checked: target inside the MRI (no MRI given)",
+        "not checked: entry inside the MRI (no MRI given)",
+        "not checked: entry on the skin (no MRI given)",
+        "not checked: path through air (no MRI given)",
+        "not checked: critical structures and bone (no label map)",
+    ]
 
 
 def test_check_flags_a_too_short_needle_and_exits_blocked(built, tmp_path, capsys):
@@ -88,9 +135,12 @@ def test_check_flags_a_too_short_needle_and_exits_blocked(built, tmp_path, capsy
     short = dataclasses.replace(plan, trajectories=(dataclasses.replace(plan.trajectories[0], needle=NeedleSpec(50.0, "23G")),))
     write_plan_json(short, tmp_path / "short.json")
     capsys.readouterr()
-    assert _run("--check", str(tmp_path / "short.json")) == EXIT_BLOCKED
-    reasons = json.loads(capsys.readouterr().out)["plans"][0]["trajectories"][0]["reasons"]
+    assert _run("--check", str(tmp_path / "short.json")) == 0  # blocked is reported, not an error
+    summary = json.loads(capsys.readouterr().out)
+    reasons = summary["plans"][0]["trajectories"][0]["reasons"]
     assert any("50 mm 23G needle is" in r and "too short" in r for r in reasons)
+    assert len(summary["blocked"]) == 1 and summary["blocked"][0].startswith("DEMO-LUMBAR-001-expert / L3 left: ")
+    assert _run("--check", str(tmp_path / "short.json"), "--strict") == EXIT_BLOCKED == 3
 
 
 def test_plans_saved_in_the_case_are_built_instead_of_the_expert_plans(built, demo_case, tmp_path):
@@ -146,13 +196,14 @@ def test_cases_without_plans_or_with_malformed_expert_plans_are_refused(tmp_path
     import SimpleITK as sitk
 
     bare = _small_case(tmp_path / "bare" / "case")
-    with pytest.raises(PlanError, match="no saved plans and no expert_plans"):
+    with pytest.raises(PlanError, match="the case has no targets and no saved plans"):
         _run(str(bare), "--out", str(tmp_path / "out"))
+    with pytest.raises(PlanError, match="--expert: the case has no expert_plans"):
+        _run(str(bare), "--out", str(tmp_path / "out"), "--expert")
     from workbench.planning.model import NeedleSpec, Plan, Trajectory
 
     plan_path = write_plan_json(Plan("P", (Trajectory("a", "b", (0, 0, 0), (0, 9, 0), NeedleSpec(50.0, "23G")),)), tmp_path / "p.json")
-    with pytest.raises(PlanError, match="the case has no label map attachment"):
-        _run(str(bare), "--check", str(plan_path))
+    assert _run(str(bare), "--check", str(plan_path)) == 0  # no label map: those checks are "not checked"
     from workbench.io.ground_truth import GROUND_TRUTH_FORMAT
 
     plan = {"target": "L4 right", "target_lps_mm": [0, 0, 0], "entry_lps_mm": [0, 60, 0], "insertion_depth_mm": 60.0,
@@ -163,12 +214,120 @@ def test_cases_without_plans_or_with_malformed_expert_plans_are_refused(tmp_path
     malformed = _small_case(tmp_path / "malformed" / "case", {"ground_truth": ("ground_truth.json", json.dumps(document)),
                                                               "label_map": labels})
     with pytest.raises(PlanError, match="an expert plan in ground_truth.json is malformed .*unknown needle gauge '19G'"):
-        _run(str(malformed), "--out", str(tmp_path / "out"))
+        _run(str(malformed), "--out", str(tmp_path / "out"), "--expert")
     del plan["entry_lps_mm"]
     incomplete = _small_case(tmp_path / "incomplete" / "case", {"ground_truth": ("ground_truth.json", json.dumps(document)),
                                                                 "label_map": labels})
     with pytest.raises(PlanError, match=r"cannot read ground_truth.json \(expert_plans\[0\] has no key 'entry_lps_mm'\)"):
-        _run(str(incomplete), "--out", str(tmp_path / "out"))
+        _run(str(incomplete), "--out", str(tmp_path / "out"), "--expert")
     broken = _small_case(tmp_path / "broken" / "case", {"ground_truth": ("ground_truth.json", "{")})
     with pytest.raises(PlanError, match="cannot read ground_truth.json"):
-        _run(str(broken), "--out", str(tmp_path / "out"))
+        _run(str(broken), "--out", str(tmp_path / "out"), "--expert")
+
+
+# -- the case's own targets and entries, on an MRI with a known skin -------------------------------------
+
+
+def _body_case(folder):
+    """A case on the flat-back MRI of test_planning_mri_checks (skin at P 49.5 mm, 1 mm voxels, LPS = index):
+
+    ``L4 right`` with its entry on the skin, ``L5 right`` with its entry 30 mm behind the skin (in the air),
+    ``far`` 0.5 m above the MRI, ``L3 left`` with no entry, and no registration.
+    """
+    from test_planning_mri_checks import SKIN_P_MM, body_image
+
+    from workbench.case import Case, MriRef, Target, add_file, save_case
+    from workbench.io.volume import save_volume
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_volume(body_image(), folder.parent / "mri.nrrd")
+    relative, digest = add_file(folder, folder.parent / "mri.nrrd", "mri")
+    targets = [
+        Target("L4 right", "nerve root", (40.0, 10.0, 30.0)),
+        Target("L4 right entry", "entry point", (40.0, SKIN_P_MM, 30.0)),
+        Target("L5 right", "nerve root", (30.0, 10.0, 20.0)),
+        Target("L5 right entry", "entry point", (30.0, SKIN_P_MM + 30.0, 20.0)),
+        Target("far target", "nerve root", (40.0, 10.0, 559.5)),
+        Target("far entry", "entry point", (40.0, SKIN_P_MM, 530.0)),
+        Target("L3 left", "nerve root", (50.0, 10.0, 40.0)),
+    ]
+    save_case(Case("BODY", mri=MriRef(relative, digest), targets=targets), folder)
+    return folder
+
+
+def test_the_case_targets_are_planned_and_a_blocked_one_says_blocked_and_why_in_every_export(tmp_path, capsys):
+    case_dir = _body_case(tmp_path / "case")
+    capsys.readouterr()
+    assert _run(str(case_dir), "--out", str(tmp_path / "out"), "--no-ultrasound") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["registration"] == "missing"
+    assert summary["unplanned_targets"] == [{"name": "L3 left", "reason": "no entry placed"}]
+    assert summary["unpaired_entries"] == []
+    (plan,) = summary["plans"]
+    assert (plan["plan_id"], plan["source"], plan["status"]) == ("BODY-targets", "case targets", "blocked")
+    statuses = {t["name"]: t["status"] for t in plan["trajectories"]}
+    assert statuses == {"L4 right": "warning", "L5 right": "blocked", "far target": "blocked"}
+    assert [line.split(":")[0] for line in summary["blocked"]] == ["BODY-targets / L5 right", "BODY-targets / far target"]
+    folder = tmp_path / "out" / "BODY-targets"
+    assert sorted(p.name for p in folder.iterdir()) == ["plan.csv", "plan.json", "plan.mrk.json", "report.html"]  # no registration
+
+    # plan.json: status and reasons per trajectory, every check with its number; the needle chosen from the catalogue
+    document = json.loads((folder / "plan.json").read_text())
+    load_plan(folder / "plan.json")  # schema-valid
+    assert document["status"] == "blocked" and document["registration"] is None
+    by_name = {t["name"]: t for t in document["trajectories"]}
+    ok = by_name["L4 right"]["safety"]
+    assert ok["reasons"] == ["not checked: critical structures and bone (no label map)"]
+    assert [c["status"] for c in ok["checks"]] == ["ok", "ok", "ok", "ok", "not checked", "ok"]
+    assert by_name["L4 right"]["needle"] == {"length_mm": 50.0, "gauge": "23G"}  # 39.5 mm deep + 10 mm margin
+    air = by_name["L5 right"]["safety"]
+    assert air["status"] == "blocked"
+    air_mm = next(c["value_mm"] for c in air["checks"] if c["name"] == "path through air")
+    assert 27.5 <= air_mm <= 30.0
+    assert f"path through air {air_mm:.1f} mm (outside the body; tolerance 5 mm)" in air["reasons"]
+    assert "target is 500.0 mm outside the MRI volume" in by_name["far target"]["safety"]["reasons"]
+    assert by_name["far target"]["derived"]["angle_to_skin_normal_deg"] is None  # no skin normal off the MRI
+
+    # markups: each control point of a blocked path says BLOCKED and why
+    markups = json.loads((folder / "plan.mrk.json").read_text())["markups"]
+    descriptions = {cp["label"]: cp["description"] for cp in markups[0]["controlPoints"]}
+    assert descriptions["L5 right entry"].startswith("BLOCKED: ") and "path through air" in descriptions["L5 right entry"]
+    assert descriptions["far target target"].startswith("BLOCKED: target is 500.0 mm outside the MRI volume")
+    line = next(m for m in markups if m["name"] == "L5 right")
+    assert all(cp["description"].startswith("BLOCKED: ") for cp in line["controlPoints"])
+    assert not descriptions["L4 right target"].startswith("BLOCKED")
+
+    # CSV: status and reasons columns
+    import csv
+
+    rows = {r["name"]: r for r in csv.DictReader((folder / "plan.csv").open())}
+    assert [rows[n]["safety_status"] for n in ("L4 right", "L5 right", "far target")] == ["warning", "blocked", "blocked"]
+    assert f"path through air {air_mm:.1f} mm" in rows["L5 right"]["safety_reasons"]
+
+    # report.html: a red BLOCKED banner at the top listing both, one on each blocked trajectory, registration missing
+    report = (folder / "report.html").read_text()
+    assert report.count('<div class="banner blocked">') == 3
+    top = report.split('<div class="banner blocked">')[1]
+    assert top.startswith("<p>BLOCKED — 2 of 3 trajectories failed a safety check</p>")
+    assert "<li>L5 right: " in top and "<li>far target: target is 500.0 mm outside the MRI volume" in top
+    assert report.index('class="banner blocked"') < report.index("<h1>")
+    assert "Registration missing" in report and "Fused US/MRI" not in report and "Needle plane (no ultrasound" not in report
+
+    # --strict: the same run exits 3
+    assert _run(str(case_dir), "--out", str(tmp_path / "strict"), "--no-ultrasound", "--strict") == EXIT_BLOCKED
+
+
+def test_entries_pair_with_targets_by_name_or_as_the_only_pair():
+    from workbench.case import Case, Target
+    from workbench.planning.cli import pair_entries
+
+    case = Case("C", targets=[
+        Target("L4 right", "nerve root", (0, 0, 0)), Target("L5 target", "nerve root", (0, 0, 1)),
+        Target("L4 right entry", "entry point", (0, 9, 0)), Target("L5 entry", "entry point", (0, 9, 1)),
+        Target("stray", "entry point", (0, 9, 2)), Target("S1", "nerve root", (0, 0, 2)),
+    ])
+    pairs, unplanned, unpaired = pair_entries(case)
+    assert [(t.name, e.name) for t, e in pairs] == [("L4 right", "L4 right entry"), ("L5 target", "L5 entry")]
+    assert unplanned == [{"name": "S1", "reason": "no entry placed"}] and unpaired == ["stray"]
+    single = Case("C", targets=[Target("target 1", "nerve root", (0, 0, 0)), Target("entry 1", "entry point", (0, 9, 0))])
+    assert [(t.name, e.name) for t, e in pair_entries(single)[0]] == [("target 1", "entry 1")]

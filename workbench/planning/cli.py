@@ -347,7 +347,7 @@ def build_plans(
         plans.append((_expert_plan(case, case_dir, provenance, registration, label_map, body), "expert plans"))
     if not plans:
         if unplanned:
-            names = ", ".join(u["name"] for u in unplanned)
+            names = ", ".join(f"'{u['name']}'" for u in unplanned)
             raise PlanError(
                 f"no target has an entry point ({names}): place an entry point named '<target> entry' on the skin (notebook 02)",
                 case_dir,
