@@ -3,7 +3,9 @@
 Per trajectory: the fused ultrasound/MRI view at 50 % blend in the plane of the needle (skin at
 the top, as on ultrasound) with the target and the path drawn, the same plane of the MRI alone,
 axial, coronal and sagittal MRI slices through the target (radiological view), the numbers and
-the safety status. Images are resampled from volumes in the ``Mri`` frame (LPS mm); see
+the safety status with every check. A blocked trajectory gets a red BLOCKED banner with its reasons,
+on its section and in one banner at the top of the report; a plan without a registration says so
+at the top and shows no ultrasound. Images are resampled from volumes in the ``Mri`` frame (LPS mm); see
 docs/frames.md and docs/planning.md.
 """
 
