@@ -212,3 +212,32 @@ def test_every_name_of_workbench_widgets_resolves():
     assert missing == []
     with pytest.raises(AttributeError):
         widgets.NoSuchWidget  # noqa: B018
+
+
+def test_plan_panel_live_status_runs_the_mri_checks_the_export_runs(case_dir, tmp_path):
+    from workbench.widgets.plan import EXPERT_PREFIX, PlanModel
+
+    session = CaseSession(case_dir)
+    model = PlanModel(session, landmark_registration(session).transform)
+    target = model.targets()[0]
+    trajectory = model.trajectory(target, EXPERT_PREFIX + target)
+    values = model.evaluate(trajectory)
+    assert not any("no MRI given" in reason for reason in values["reasons"])
+    files = model.export(trajectory, tmp_path)
+    exported = json.loads(next(f for f in files if f.name == "plan.json").read_text())["trajectories"][0]
+    assert exported["safety"]["status"] == values["status"]
+    assert list(exported["safety"]["reasons"]) == values["reasons"]
+
+
+def test_editor_names_a_new_entry_after_the_first_target_without_one(tmp_path):
+    from workbench.widgets.editor import LandmarkEditor
+
+    editor = LandmarkEditor(CaseSession(demo_working_copy(tmp_path / "case")), orientation="axial")
+    targets = editor.model.names("target")
+    assert len(targets) >= 2
+    editor.kind.value = "entry"
+    assert editor.name.value == f"{targets[0]} entry"
+    entry_lps = editor.model.get(targets[0]).point_lps + np.array([0.0, 60.0, 0.0])  # 60 mm posterior
+    placed = editor.place(entry_lps)  # the proposed name
+    assert placed.name == f"{targets[0]} entry" and placed.kind == "entry"
+    assert editor.name.value == f"{targets[1]} entry"  # proposed for the next placement

@@ -126,7 +126,10 @@ class LandmarkEditor:
         """Place a point (current name/kind unless given) at ``point_lps`` (LPS, mm); returns it."""
         kind = kind or self.kind.value
         point = self.model.place(name or self.name.value, kind, point_lps)
-        self.name.value = self.model.unique_name(next_name(point.name))
+        if kind == "entry":  # the next target still without its entry
+            self.name.value = self._default_name("entry")
+        else:
+            self.name.value = self.model.unique_name(next_name(point.name))
         return point
 
     def click_pixel(self, col: float, row: float, button: int = 1):
@@ -177,6 +180,15 @@ class LandmarkEditor:
         self.name.value = self._default_name(change["new"])
 
     def _default_name(self, kind: str) -> str:
+        """A new point's proposed name; an entry is named after the first target that has none yet.
+
+        ``workbench plan`` pairs an entry named ``"<target> entry"`` with its target.
+        """
+        if kind == "entry":
+            entries = set(self.model.names("entry"))
+            for target in self.model.names("target"):
+                if f"{target} entry" not in entries:
+                    return self.model.unique_name(f"{target} entry")
         count = len(self.model.names(kind)) + 1
         return self.model.unique_name(f"{kind} {count}")
 

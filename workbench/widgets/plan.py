@@ -48,6 +48,7 @@ class PlanModel:
         self.given_reference_to_mri = reference_to_mri
         self.points = points or PointListModel(session.case, None, autosave=False)
         self.label_map = session.label_map
+        self._body = None
         truth = session.ground_truth()
         self._expert = {} if truth is None else {plan.target: plan for plan in truth.expert_plans}
 
@@ -130,6 +131,18 @@ class PlanModel:
         return Trajectory(name=_trajectory_name(target), structure=target_point.detail or target, target_lps_mm=target_point.point_lps,
                           entry_lps_mm=entry_lps, needle=chosen, approach="paramedian", skin_normal_lps=normal)
 
+    @property
+    def body(self):
+        """The body segmented from the planning MRI (:class:`~workbench.planning.mri_checks.BodyMask`), built once.
+
+        The same mask the export uses, so the live status and the exported one agree.
+        """
+        if self._body is None:
+            from workbench.planning.mri_checks import BodyMask
+
+            self._body = BodyMask.from_volume(self.session.mri)
+        return self._body
+
     def evaluate(self, trajectory) -> dict:
         """Depth, remaining needle, angles (patient planes, skin, Reference) and the safety report.
 
@@ -144,7 +157,7 @@ class PlanModel:
         from workbench.planning.safety import check_trajectory
 
         geometry = derive_geometry(trajectory, self.reference_to_mri)
-        safety = check_trajectory(trajectory, self.label_map)
+        safety = check_trajectory(trajectory, self.label_map, body=self.body)
         return {
             "depth_mm": geometry.insertion_depth_mm,
             "remaining_needle_mm": geometry.remaining_needle_mm,
@@ -195,7 +208,7 @@ class PlanModel:
         from workbench.planning.export import write_plan_bundle
 
         plan = self.plan(trajectory, plan_id, author)
-        bundle = write_plan_bundle(plan, Path(out_dir) / plan.plan_id, self.label_map, self.session.mri)
+        bundle = write_plan_bundle(plan, Path(out_dir) / plan.plan_id, self.label_map, self.session.mri, body=self.body)
         return list(bundle.files)
 
 

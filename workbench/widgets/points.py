@@ -20,13 +20,12 @@ from typing import Callable
 
 import numpy as np
 
+from workbench.case.readiness import ENTRY_STRUCTURE
 from workbench.widgets.session import WidgetError
 
 __all__ = ["KINDS", "ENTRY_STRUCTURE", "TARGET_STRUCTURE", "Point", "PointListModel"]
 
 KINDS = ("landmark", "target", "entry")
-#: ``Target.structure`` marking an entry point (skin puncture site) in case.json.
-ENTRY_STRUCTURE = "entry point"
 #: ``Target.structure`` of targets placed in the editor.
 TARGET_STRUCTURE = "target placed in the workbench"
 
