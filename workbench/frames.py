@@ -31,6 +31,7 @@ __all__ = [
     "apply",
     "apply_affine",
     "apply_linear",
+    "is_transform_name",
     "split_transform_name",
     "transform_name",
     "validate_frame_name",
@@ -55,6 +56,19 @@ def validate_frame_name(name: str) -> str:
     if _SPLIT_RE.search(name) or name.endswith("To"):
         raise FrameError(f"invalid frame name {name!r}: frame names must not contain the word 'To'")
     return name
+
+
+def is_transform_name(name: str) -> bool:
+    """True when ``name`` splits into two frame names as :func:`split_transform_name` does.
+
+    >>> is_transform_name("ProbeToTracker"), is_transform_name("Timestamp")
+    (True, False)
+    """
+    try:
+        split_transform_name(name)
+    except FrameError:
+        return False
+    return True
 
 
 def split_transform_name(name: str) -> tuple[str, str]:

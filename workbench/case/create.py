@@ -49,8 +49,8 @@ from workbench._atomic import current_umask
 from workbench.case.identifiers import identifying_attribute
 from workbench.case.model import Attachment, Case, FileRef, MriRef, SweepRef
 from workbench.case.storage import CASE_FILE, file_sha256, load_case, save_case
-from workbench.errors import CaseBundleError, DeviceSetError, DicomError, FrameError, SequenceFileError, VolumeError
-from workbench.frames import Transform, TransformRepository, split_transform_name
+from workbench.errors import CaseBundleError, DeviceSetError, DicomError, SequenceFileError, VolumeError
+from workbench.frames import Transform, TransformRepository, is_transform_name, split_transform_name
 from workbench.identifiers import IDENTIFYING_DICOM_ATTRIBUTES
 
 __all__ = [
@@ -470,7 +470,7 @@ def _pose_chain(sequence, fixed: list[Transform], device, path: Path) -> tuple[s
     A transform is needed when ``ProbeToReference`` cannot be computed without it (from the
     sweep's transform names and the device set's coordinate definitions, matrices aside).
     """
-    names = [n for n in sequence.transforms if _is_frame_pair(n)]
+    names = [n for n in sequence.transforms if is_transform_name(n)]
 
     def connects(without: str | None) -> bool:
         repository = TransformRepository()
@@ -490,14 +490,6 @@ def _pose_chain(sequence, fixed: list[Transform], device, path: Path) -> tuple[s
             path,
         )
     return tuple(name for name in names if not connects(name))
-
-
-def _is_frame_pair(name: str) -> bool:
-    try:
-        split_transform_name(name)
-    except FrameError:
-        return False
-    return True
 
 
 # -- the bundle -----------------------------------------------------------------------------
