@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterator
 
@@ -31,10 +32,12 @@ from workbench.case.schema import (
     schema_version,
 )
 from workbench.errors import CaseBundleError
+from workbench.io.paths import contained, detached_data_file, regular_files_below, require_regular_file
 
 __all__ = [
     "CASE_FILE",
     "FILE_KINDS",
+    "HeaderOnlyDigestWarning",
     "add_file",
     "describe_case",
     "file_sha256",
@@ -48,6 +51,16 @@ CASE_FILE = "case.json"
 FILE_KINDS = {"mri": "mri", "sweep": "sweeps", "device_set": "device_sets"}
 
 _COPY_CHUNK = 1 << 20
+
+
+class HeaderOnlyDigestWarning(UserWarning):
+    """A volume or sweep header with a detached data file whose recorded digest covers the header only.
+
+    Bundles written before digests covered detached data files recorded the header's SHA-256
+    alone. Such a bundle still loads (nothing is rewritten behind the user's back), with this
+    warning naming the data file that is not verified; adding the file again records a full
+    digest.
+    """
 
 
 # -- validation --------------------------------------------------------------------------
@@ -75,8 +88,14 @@ def _file_refs(case: Case) -> Iterator[tuple[str, str, str, bool]]:
         yield f"attachments[{index}]", attachment.path, attachment.sha256, True
 
 
-def _resolve_inside(root: Path, relative: str, label: str, case_json: Path) -> Path:
-    """The file ``relative`` names inside the (resolved) case folder ``root``, refusing escapes."""
+def _resolve_inside(folder: Path, relative: str, label: str, case_json: Path, folder_allowed: bool = False) -> Path:
+    """The file ``relative`` names inside the case folder, by the one containment rule.
+
+    The case.json wording for '\\', drive letters, absolute paths and '..' first, then
+    :func:`workbench.io.paths.contained`: no component below the case folder may be a symbolic
+    link, and an existing target must be a regular file (or a real folder where allowed).
+    A missing target is left to the caller.
+    """
     where = f"{label}.path {relative!r}"
     if "\\" in relative:
         raise CaseBundleError(f"{where} contains '\\'; paths in case.json use '/'", case_json)
@@ -85,29 +104,51 @@ def _resolve_inside(root: Path, relative: str, label: str, case_json: Path) -> P
         raise CaseBundleError(f"{where} is absolute; paths in case.json are relative to the case folder", case_json)
     if ".." in posix.parts:
         raise CaseBundleError(f"{where} contains '..'; files must stay inside the case folder", case_json)
-    target = (root / posix).resolve()
-    if not target.is_relative_to(root):
-        raise CaseBundleError(f"{where} leads outside the case folder through a symbolic link", case_json)
-    return target
+    return contained(
+        folder, relative, error=CaseBundleError, label=where, error_path=case_json,
+        allow_folder=folder_allowed, must_exist=False,
+    )  # fmt: skip
 
 
 def _check_files(case: Case, folder: Path, case_json: Path, verify_digests: bool, check_dicom: bool = False) -> None:
-    root = folder.resolve()
     for label, relative, sha256, folder_allowed in _file_refs(case):
-        target = _resolve_inside(root, relative, label, case_json)
+        where = f"{label}.path {relative!r}"
+        target = _resolve_inside(folder, relative, label, case_json, folder_allowed)
         if not (target.is_file() or (folder_allowed and target.is_dir())):
             kind = "a file or folder" if folder_allowed else "a file"
-            raise CaseBundleError(f"{label}.path {relative!r} is not {kind} in the case folder", case_json)
+            raise CaseBundleError(f"{where} is not {kind} in the case folder", case_json)
+        # links and FIFOs below a folder, and a header's data file outside its folder, are
+        # refused on every load, digests verified or not
+        if target.is_dir():
+            regular_files_below(target, error=CaseBundleError, label=where, error_path=case_json)
+        else:
+            detached_data_file(target, CaseBundleError)
         if check_dicom:
-            check_dicom_deidentified(target, case.case_id, f"{label}.path {relative!r}", case_json)
+            check_dicom_deidentified(target, case.case_id, where, case_json)
         if verify_digests:
-            actual = path_sha256(target)
-            if actual != sha256:
-                raise CaseBundleError(
-                    f"{label}.path {relative!r} has SHA-256 {actual[:16]}..., case.json records "
-                    f"{sha256[:16]}...: the file changed after it was added",
-                    case_json,
-                )
+            _verify_digest(target, sha256, where, case_json)
+
+
+def _verify_digest(target: Path, recorded: str, where: str, case_json: Path) -> None:
+    """Refuse a file whose digest differs from ``recorded``; accept a header-only digest with a warning."""
+    actual = path_sha256(target)
+    if actual == recorded:
+        return
+    data_file = None if target.is_dir() else detached_data_file(target, CaseBundleError)
+    if data_file is not None and file_sha256(target) == recorded:
+        warnings.warn(
+            HeaderOnlyDigestWarning(
+                f"{case_json}: {where} records the SHA-256 of its header only; its data file "
+                f"{data_file.name} is not verified (add the file again to record a digest of both)"
+            ),
+            stacklevel=5,
+        )
+        return
+    raise CaseBundleError(
+        f"{where} has SHA-256 {actual[:16]}..., case.json records "
+        f"{recorded[:16]}...: the file changed after it was added",
+        case_json,
+    )
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -117,8 +158,9 @@ def _read_document(folder: Path) -> tuple[dict, Path]:
     if not folder.is_dir():
         raise CaseBundleError("case folder not found", folder)
     case_json = folder / CASE_FILE
-    if not case_json.is_file():
+    if not (case_json.exists() or case_json.is_symlink()):
         raise CaseBundleError(f"no {CASE_FILE} in the case folder", folder)
+    case_json = contained(folder, CASE_FILE, error=CaseBundleError, label=CASE_FILE, error_path=case_json)
     try:
         document = json.loads(case_json.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -168,8 +210,17 @@ def load_case(folder: str | Path, verify_digests: bool = True) -> Case:
     CaseBundleError
         Missing folder or case.json, invalid JSON, NaN or infinity, a schema violation
         (the message names the JSON path), identifying DICOM attributes, a path that is
-        absolute, contains ``..`` or leaves the folder through a symbolic link, a missing
-        file, a digest mismatch, or a schema version newer than this workbench.
+        absolute, contains ``..`` or passes through a symbolic link below the folder, a
+        referenced file that is missing or not a regular file (FIFO, device, socket), a link
+        or such a file below a referenced folder, a volume or sweep header whose detached data
+        file is not a bare file name beside it, a digest mismatch, or a schema version newer
+        than this workbench.
+
+    Warns
+    -----
+    HeaderOnlyDigestWarning
+        A header with a detached data file whose recorded digest covers the header only
+        (written before digests covered data files); it loads, the data file unverified.
     """
     case, _ = _load(Path(folder), verify_digests)
     return case
@@ -275,17 +326,33 @@ def file_sha256(path: str | Path) -> str:
 
 
 def path_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, or of a folder's manifest.
+    """SHA-256 of a file, of a header and its detached data file, or of a folder's manifest.
 
     A folder's manifest lists every file below it as ``<relative posix path>\t<sha256>\n``
-    in sorted order, so the digest changes when any file is added, removed, renamed or edited.
+    in sorted order, so the digest changes when any file is added, removed, renamed or edited;
+    a symbolic link, FIFO, device or socket below the folder is refused, never followed.
+    A MetaIO or NRRD header that keeps its data in a second file (``ElementDataFile = x.raw``,
+    ``data file: x.raw``) is digested as the manifest of the two, header first
+    (``<header name>\t<sha256>\n<data file name>\t<sha256>\n``), so the digest covers the
+    voxels too; a file with attached data is digested as its bytes.
+
+    Raises
+    ------
+    CaseBundleError
+        A link or non-regular file below the folder; a header whose data file is not a
+        regular file beside it.
     """
     path = Path(path)
-    if not path.is_dir():
-        return file_sha256(path)
+    if path.is_dir():
+        members = [(m.relative_to(path).as_posix(), m) for m in regular_files_below(path, error=CaseBundleError)]
+    else:
+        data_file = detached_data_file(path, CaseBundleError)
+        if data_file is None:
+            return file_sha256(path)
+        members = [(path.name, path), (data_file.name, data_file)]
     manifest = hashlib.sha256()
-    for member in sorted(p for p in path.rglob("*") if p.is_file()):
-        manifest.update(f"{member.relative_to(path).as_posix()}\t{file_sha256(member)}\n".encode())
+    for name, member in members:
+        manifest.update(f"{name}\t{file_sha256(member)}\n".encode())
     return manifest.hexdigest()
 
 
@@ -299,9 +366,12 @@ def add_file(case_folder: str | Path, src_path: str | Path, kind: str) -> tuple[
     Parameters
     ----------
     case_folder : str or Path
+        The bundle; its kind folder (``sweeps/``...) and an existing file of the same name
+        must be real, not symbolic links (:func:`workbench.io.paths.contained`).
     src_path : str or Path
-        A single file, not DICOM (refused: see ``workbench new-case``). Detached-header formats (``.mhd``, ``.nhdr``) keep their pixels
-        in a second file and are refused: save them as ``.mha``/``.nrrd``/``.nii.gz``.
+        A single regular file, not DICOM (refused: see ``workbench new-case``). Detached-header
+        files (``.mhd``, ``.nhdr``, or any header naming a data file) keep their pixels in a second
+        file and are refused: save them as ``.mha``/``.nrrd``/``.nii.gz``.
     kind : {"mri", "sweep", "device_set"}
 
     Returns
@@ -313,20 +383,22 @@ def add_file(case_folder: str | Path, src_path: str | Path, kind: str) -> tuple[
     folder, source = Path(case_folder), Path(src_path)
     if kind not in FILE_KINDS:
         raise CaseBundleError(f"unknown file kind {kind!r}; expected one of {', '.join(FILE_KINDS)}")
-    if not source.is_file():
+    if not source.exists():
         raise CaseBundleError("no such file to add to the case", source)
+    require_regular_file(source, CaseBundleError, "file to add")
     if source.suffix.lower() == ".dcm" or dicom_files_under(source):
         raise CaseBundleError(
             "DICOM files are never copied into a case as they are (they carry the patient's identifiers and UIDs); "
             "make the case with `workbench new-case`, which de-identifies the MRI",
             source,
         )
-    if source.name.lower().endswith((".mhd", ".nhdr")):
+    if source.name.lower().endswith((".mhd", ".nhdr")) or detached_data_file(source, CaseBundleError) is not None:
         raise CaseBundleError(
             "detached-header files keep their pixels in a second file; save as .mha, .nrrd or .nii.gz first", source
         )
     relative = f"{FILE_KINDS[kind]}/{source.name}"
-    destination = folder / relative
+    # never through a link: a sweeps/ folder (or an existing file) that is a symbolic link is refused
+    destination = contained(folder, relative, error=CaseBundleError, label=relative, error_path=folder, must_exist=False)
     if destination.exists():
         digest = file_sha256(destination)
         if digest != file_sha256(source):

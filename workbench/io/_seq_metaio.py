@@ -2,7 +2,9 @@
 
 The header is ``Key = Value`` lines; ``ElementDataFile`` is the last one and the pixel
 data follow it (``LOCAL``) or sit in the named file beside the header (``.raw`` / ``.zraw``).
-See the PLUS page "Sequence file" (FileSequenceFile.md).
+See the PLUS page "Sequence file" (FileSequenceFile.md). PLUS writes a bare file name there;
+MetaIO would also follow an absolute path or one with ``../``, which is refused before
+anything is read (:func:`workbench.io.paths.data_file_beside`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import SequenceFileError
+from workbench.io.paths import data_file_beside
 from workbench.io._seq_common import (
     DataLocation,
     FieldCollector,
@@ -226,7 +229,8 @@ def _location(values: dict[str, str], data_offset: int, path: Path) -> DataLocat
             f"ElementDataFile = {data_file[:60]!r}: lists and file patterns are not supported, only LOCAL or one file",
             path,
         )
-    return DataLocation(path.parent / data_file, 0, compressed_size)
+    data_path = data_file_beside(path, data_file, error=SequenceFileError, field="ElementDataFile", must_exist=False)
+    return DataLocation(data_path, 0, compressed_size)
 
 
 def element_type_name(dtype: np.dtype) -> str | None:

@@ -34,6 +34,7 @@ from pydicom.multival import MultiValue
 
 from workbench.errors import DicomError
 from workbench.io.loaded_volume import LoadedVolume
+from workbench.io.paths import require_regular_file
 
 __all__ = [
     "FolderScan",
@@ -191,7 +192,7 @@ def read_dicom_file(path: str | os.PathLike, *, stop_before_pixels: bool = False
     DicomError
         The file starts like DICOM but cannot be parsed, or cannot be opened.
     """
-    path = Path(path)
+    path = require_regular_file(path, DicomError)  # a FIFO or device would block pydicom
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=False)
     except InvalidDicomError:
@@ -337,9 +338,7 @@ def load_dicom_file_series(path: str | os.PathLike, *, allow_nonuniform: bool = 
     DicomError
         ``path`` is missing, not DICOM, has no SeriesInstanceUID, or the series cannot be loaded.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DicomError("file not found", path)
+    path = require_regular_file(path, DicomError)
     dataset = read_dicom_file(path, stop_before_pixels=True)
     if dataset is None:
         raise DicomError("not a DICOM image file", path)

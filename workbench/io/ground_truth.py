@@ -21,6 +21,7 @@ import numpy as np
 from workbench._atomic import atomic_write_text
 from workbench.errors import WorkbenchError
 from workbench.frames import Transform
+from workbench.io.paths import refuse_special_file
 
 __all__ = [
     "GROUND_TRUTH_FORMAT",
@@ -316,7 +317,7 @@ def read_ground_truth(path: str | os.PathLike) -> GroundTruth:
         Unreadable file, malformed JSON, wrong ``format`` tag, a missing key, a bad matrix or
         point; the message names the file.
     """
-    path = Path(path)
+    path = refuse_special_file(path, GroundTruthError)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.io.paths import require_regular_file
 
 __all__ = ["ItkTransformEntry", "read_tfm_text", "describe_transform"]
 
@@ -81,7 +82,7 @@ def _numbers(text: str, what: str, path: Path, line_no: int) -> np.ndarray:
 
 def read_tfm_text(path: str | Path) -> list[ItkTransformEntry]:
     """Read every transform of an ITK text transform file (``#Insight Transform File V1.0``)."""
-    path = Path(path)
+    path = require_regular_file(path, WorkbenchError, "transform file")
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     if not lines or not lines[0].startswith(_TEXT_MAGIC):
         raise WorkbenchError(f"not an ITK text transform file (first line is not '{_TEXT_MAGIC} ...')", path)
@@ -150,7 +151,7 @@ def _read_with_simpleitk(path: Path) -> list[ItkTransformEntry]:
 
 def describe_transform(path: str | Path) -> dict:
     """Describe an ITK transform file for ``workbench info`` (``kind`` = ``"transform"``)."""
-    path = Path(path)
+    path = require_regular_file(path, WorkbenchError, "transform file")
     with open(path, "rb") as fh:
         is_text = fh.read(len(_TEXT_MAGIC)) == _TEXT_MAGIC.encode()
     entries = read_tfm_text(path) if is_text else _read_with_simpleitk(path)

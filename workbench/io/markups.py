@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.io.paths import require_regular_file
 
 __all__ = ["read_markups_json", "control_points_lps", "describe_markups"]
 
@@ -21,7 +22,7 @@ _RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
 
 def read_markups_json(path: str | Path) -> dict:
     """Parse a Slicer markups file; returns the JSON object (with a ``markups`` list)."""
-    path = Path(path)
+    path = require_regular_file(path, WorkbenchError, "markups file")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -26,6 +26,7 @@ import numpy as np
 
 from workbench.errors import DeviceSetError, FrameError
 from workbench.frames import Transform, TransformRepository
+from workbench.io.paths import refuse_special_file
 
 __all__ = [
     "COMPOUNDING_MODES",
@@ -363,6 +364,7 @@ def describe_device_set(path: str | Path) -> dict:
 
 
 def _parse_root(path: Path) -> ET.Element:
+    refuse_special_file(path, DeviceSetError)  # a FIFO or device would block the parser
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:

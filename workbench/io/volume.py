@@ -8,6 +8,11 @@ See docs/frames.md.
 
 NIfTI stores RAS on disk; SimpleITK converts it to LPS when reading and back when writing,
 so nothing in workbench ever sees RAS.
+
+SimpleITK opens a detached data file itself (``ElementDataFile`` of a ``.mhd``/``.mha``,
+``data file`` of a ``.nhdr``/``.nrrd``), wherever the header points; so the header's reference
+is checked first (:func:`workbench.io.paths.detached_data_file`): a bare file name beside the
+header, a regular file, not a link. A FIFO or device is refused before it is opened.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import SimpleITK as sitk
 
 from workbench.errors import VolumeError
 from workbench.io.loaded_volume import LoadedVolume, compute_source_digest
+from workbench.io.paths import detached_data_file, require_regular_file
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -69,7 +75,8 @@ def load_volume(path: str | os.PathLike) -> LoadedVolume:
         A folder of DICOM files (its largest image series is loaded, see
         :func:`workbench.io.dicom.load_dicom_series`), a ``.dcm`` file (the series it
         belongs to, from its folder), or a ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``,
-        ``.mha`` or ``.mhd`` file holding one 3D scalar volume.
+        ``.mha`` or ``.mhd`` file holding one 3D scalar volume. A detached data file must sit
+        beside its header (a bare file name).
 
     Returns
     -------
@@ -79,7 +86,8 @@ def load_volume(path: str | os.PathLike) -> LoadedVolume:
     Raises
     ------
     VolumeError
-        Missing or unsupported file, unreadable file, not a 3D scalar volume.
+        Missing or unsupported file, not a regular file, a header whose data file is not a
+        regular file beside it, unreadable file, not a 3D scalar volume.
     DicomError
         The DICOM series cannot be loaded.
     """
@@ -122,9 +130,7 @@ def describe_volume(path: str | os.PathLike) -> dict[str, Any]:
     VolumeError
         Missing, unsupported or unreadable file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise VolumeError("file not found", path)
+    path = _checked_file(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     with _sitk_errors(path, "cannot read"):
@@ -201,8 +207,16 @@ def _without_metadata(image: sitk.Image) -> sitk.Image:
     return clean
 
 
+def _checked_file(path: str | os.PathLike) -> Path:
+    """``path`` once it is a regular file whose detached data file (if any) sits beside it."""
+    path = require_regular_file(path, VolumeError)
+    detached_data_file(path, VolumeError)
+    return path
+
+
 def _read_image(path: Path) -> sitk.Image:
     _require_suffix(path)
+    _checked_file(path)
     with _sitk_errors(path, "cannot read"):
         return sitk.ReadImage(str(path))
 
