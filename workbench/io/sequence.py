@@ -45,6 +45,7 @@ from workbench._atomic import atomic_open
 from workbench.errors import FrameError, SequenceFileError
 from workbench.frames import Transform, TransformRepository, split_transform_name
 from workbench.io import _seq_metaio, _seq_nrrd
+from workbench.io.paths import require_regular_file
 from workbench.io._seq_common import (
     ParsedHeader,
     PixelLayout,
@@ -386,7 +387,9 @@ def read_sequence(path: str | os.PathLike) -> TrackedSequence:
     ----------
     path : str or path-like
         The ``.igs.mha`` / ``.seq.mha`` / ``.mha`` / ``.mhd`` / ``.igs.nrrd`` / ``.seq.nrrd`` /
-        ``.nrrd`` file. A ``.mhd`` header's data file is found relative to the header.
+        ``.nrrd`` file, a regular file (a FIFO or device is refused). A detached data file
+        (``ElementDataFile``) must be a bare file name beside the header; an absolute path,
+        one with ``../`` or a symbolic link is refused before anything is read.
 
     Returns
     -------
@@ -395,8 +398,8 @@ def read_sequence(path: str | os.PathLike) -> TrackedSequence:
     Raises
     ------
     SequenceFileError
-        If the file is missing, malformed, or its data disagree with its header; the
-        message names the field and frame.
+        If the file is missing, not a regular file, malformed, names a data file outside its
+        folder, or its data disagree with its header; the message names the field and frame.
 
     Warns
     -----
@@ -542,6 +545,7 @@ def _parse_container(path: Path) -> ParsedHeader:
         raise SequenceFileError("file not found", path)
     if path.is_dir():
         raise SequenceFileError("is a folder, not a sequence file", path)
+    require_regular_file(path, SequenceFileError, "sequence file")  # a FIFO or device would block the read
     with open(path, "rb") as fh:
         start = fh.read(64)
     if not start:
