@@ -98,6 +98,10 @@ def describe(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise WorkbenchError("no such file or folder", path)
+    if not path.is_dir():
+        from workbench.io.paths import require_regular_file
+
+        require_regular_file(path)  # a FIFO or device is refused before anything opens it (it would block)
     describer = _pick_describer(path)
     return describer(path)
 
