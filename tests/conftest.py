@@ -28,3 +28,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared test data not found at {SHARED_DATA} (set WORKBENCH_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture()
+def demo_cache(tmp_path_factory, monkeypatch):
+    """A demo-case cache shared by the tests of the headless demo (each small case is generated once)."""
+    cache = tmp_path_factory.getbasetemp() / "demo-cache"
+    monkeypatch.setenv("WORKBENCH_CACHE", str(cache))
+    return cache

@@ -16,16 +16,8 @@ from workbench.io.sequence import read_sequence
 from workbench.io.volume import load_volume
 from workbench.phantom.democase import DemoCaseSpec
 
+#: A quick demo case (one transverse sweep, no posture change); the demo tests share its cache.
 SMALL_CASE = DemoCaseSpec(seed=3, sweep_speed_mm_s=90.0, sweeps=("transverse",), posture_change=False)
-
-
-@pytest.fixture()
-def demo_cache(tmp_path_factory, monkeypatch):
-    """A demo-case cache shared by the tests here (the small case is generated once)."""
-    cache = tmp_path_factory.getbasetemp() / "demo-cache"
-    monkeypatch.setenv("WORKBENCH_CACHE", str(cache))
-    return cache
-
 
 IDENTIFYING = ("PatientID", "PatientBirthDate", "InstitutionName", "StudyDate", "StudyInstanceUID", "SeriesInstanceUID")
 

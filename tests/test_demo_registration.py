@@ -12,19 +12,10 @@ import pytest
 from workbench.case import load_case, path_sha256
 from workbench.demo import run_demo
 from workbench.io.ground_truth import read_ground_truth
-from workbench.phantom.democase import DemoCaseSpec, default_demo_case
+from tests.test_demo import SMALL_CASE
+from workbench.phantom.democase import default_demo_case
 from workbench.planning.export import read_registration_transform
 from workbench.registration.landmarks import pair_landmarks
-
-SMALL_CASE = DemoCaseSpec(seed=3, sweep_speed_mm_s=90.0, sweeps=("transverse",), posture_change=False)
-
-
-@pytest.fixture()
-def demo_cache(tmp_path_factory, monkeypatch):
-    """The demo-case cache shared with tests/test_demo.py (the small case is generated once)."""
-    cache = tmp_path_factory.getbasetemp() / "demo-cache"
-    monkeypatch.setenv("WORKBENCH_CACHE", str(cache))
-    return cache
 
 
 def test_demo_plans_with_the_registration_it_accepted_and_leaves_the_cache_alone(tmp_path, demo_cache, monkeypatch):

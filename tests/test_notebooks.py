@@ -7,14 +7,14 @@ Every notebook runs with nbclient (kernel ``python3``) in a temporary working fo
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
+
+from tests.notebook_runner import execute_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -45,27 +45,8 @@ def run_env(tmp_path_factory):
 
 
 def _execute(path: Path, work: Path, case: Path) -> tuple[list[str], Path]:
-    from nbclient import NotebookClient
-
-    work.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, work / path.name)
-    notebook = nbformat.read(work / path.name, as_version=4)
-    old = {k: os.environ.get(k) for k in ("WORKBENCH_CASE", "MPLBACKEND")}
-    os.environ["WORKBENCH_CASE"] = str(case)
-    os.environ["MPLBACKEND"] = "Agg"
-    try:
-        NotebookClient(notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    texts = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            assert output.get("output_type") != "error", f"{path.name}: {output.get('ename')}: {output.get('evalue')}"
-            texts.append(output.get("text", "") if output.get("output_type") == "stream" else "")
+    outputs, work = execute_notebook(path, case, work, timeout_s=240)
+    texts = [item["output"].get("text", "") if item["output"].get("output_type") == "stream" else "" for item in outputs]
     return texts, work
 
 

@@ -13,14 +13,12 @@ fit into ``case.json``, a target and an entry, and notebook 04 exports the plan.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 
+from tests.notebook_runner import execute_notebook
 from tests.real_cases import fresh_dicom_case_fixture, fresh_nifti_case_fixture  # noqa: F401 (fixtures)
 from tests.test_widgets_us_landmarks import NAMES, PICKS, _independent_reference
 from workbench.frames import Transform
@@ -49,33 +47,15 @@ GUIDANCE = {
 
 
 def execute(name: str, case: Path, work: Path) -> str:
-    """Run notebook ``name`` on ``case`` in ``work``; fail on any error output; return the printed text."""
-    from nbclient import NotebookClient
-
-    work.mkdir(parents=True, exist_ok=True)
-    shutil.copy(NOTEBOOKS / name, work / name)
-    notebook = nbformat.read(work / name, as_version=4)
-    old = {k: os.environ.get(k) for k in ("WORKBENCH_CASE", "MPLBACKEND")}
-    os.environ["WORKBENCH_CASE"] = str(case)
-    os.environ["MPLBACKEND"] = "Agg"
-    try:
-        NotebookClient(notebook, timeout=300, kernel_name="python3", allow_errors=True,
-                       resources={"metadata": {"path": str(work)}}).execute()
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    """Run notebook ``name`` on ``case`` in ``work``; fail on any error or stray stderr; return the printed text."""
+    outputs, _ = execute_notebook(NOTEBOOKS / name, case, work)
     texts = []
-    for index, cell in enumerate(notebook.cells):
-        for output in cell.get("outputs", []):
-            assert output.get("output_type") != "error", (
-                f"{name} cell {index} on {case.name}: {output.get('ename')}: {output.get('evalue')}")
-            if output.get("output_type") == "stream":
-                assert output.get("name") != "stderr" or "Warning" in output.get("text", ""), (
-                    f"{name} cell {index} wrote to stderr: {output.get('text')}")
-                texts.append(output.get("text", ""))
+    for item in outputs:
+        output = item["output"]
+        if output.get("output_type") == "stream":
+            assert output.get("name") != "stderr" or "Warning" in output.get("text", ""), (
+                f"{name} cell {item['cell']} wrote to stderr: {output.get('text')}")
+            texts.append(output.get("text", ""))
     return "".join(texts)
 
 
