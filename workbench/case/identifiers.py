@@ -25,28 +25,45 @@ __all__ = [
 ]
 
 _IDENTIFYING_BY_NORMALIZED = {keyword.lower(): keyword for keyword in IDENTIFYING_DICOM_ATTRIBUTES}
-_IDENTIFYING_RE = re.compile("|".join(sorted(_IDENTIFYING_BY_NORMALIZED, key=len, reverse=True)))
 _IDENTIFYING_BY_TAG = {tag: keyword for keyword, tag in IDENTIFYING_DICOM_ATTRIBUTES.items()}
-_WORD_RE = re.compile(r"[A-Za-z0-9_-]+")
+_WORD_RE = re.compile(r"[A-Za-z0-9]+(?:[_-]+[A-Za-z0-9]+)*")
+_PART_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _TAG_RE = re.compile(r"\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)")
+#: Keywords that are one plain word (``Date``, ``Time``, ``UID``, ``Allergies``...): counted only as
+#: a whole word spelled as the keyword, so ``run_time_s`` or "a long time" stay plain text.
+_ONE_WORD_KEYWORDS = frozenset(k for k in IDENTIFYING_DICOM_ATTRIBUTES if len(_PART_RE.findall(k)) == 1)
 
 
 def identifying_attribute(text: str) -> str | None:
     """The DICOM identifying attribute ``text`` names, if any.
 
-    A keyword counts in any letter case, with ``_`` or ``-`` between its parts and inside
-    a longer word (``patient_id``, ``PatientNameToMri``), but not split by spaces
-    (``"patient name withheld"`` is plain text). A tag counts as ``(gggg,eeee)``.
+    A keyword of :data:`IDENTIFYING_DICOM_ATTRIBUTES` counts in any letter case, alone or
+    as a run of the parts of a longer word, parts being split at ``_``, ``-`` and changes of
+    case (``patient_id``, ``patientid``, ``my_PatientID``, ``PatientNameToMri``), but not
+    split by spaces (``"patient name withheld"`` is plain text) and not as a fragment of a
+    part (``updated`` does not name ``Date``). A keyword that is one plain word (``Date``,
+    ``Time``, ``UID``, ``Allergies``...) counts only as a whole word spelled exactly as the
+    keyword. A tag counts as ``(gggg,eeee)``.
 
     Returns
     -------
     str or None
-        The attribute's keyword (a key of ``IDENTIFYING_DICOM_ATTRIBUTES``), or None.
+        The attribute's keyword (a key of ``IDENTIFYING_DICOM_ATTRIBUTES``), the longest one
+        where several match, or None.
     """
     for word in _WORD_RE.findall(text):
-        match = _IDENTIFYING_RE.search(word.replace("_", "").replace("-", "").lower())
-        if match:
-            return _IDENTIFYING_BY_NORMALIZED[match.group()]
+        if word in _ONE_WORD_KEYWORDS:
+            return word
+        parts = [part.lower() for part in _PART_RE.findall(word)]
+        best = None
+        for start in range(len(parts)):
+            for stop in range(len(parts), start, -1):
+                keyword = _IDENTIFYING_BY_NORMALIZED.get("".join(parts[start:stop]))
+                if keyword and keyword not in _ONE_WORD_KEYWORDS and (best is None or len(keyword) > len(best)):
+                    best = keyword
+                    break
+        if best:
+            return best
     for group, element in _TAG_RE.findall(text):
         keyword = _IDENTIFYING_BY_TAG.get(f"{group},{element}".upper())
         if keyword:
