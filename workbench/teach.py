@@ -9,8 +9,10 @@ lists only them:
 - ``04_plan_export.ipynb``: choose target, entry and needle, check safety, export the plan.
 
 The case (``--case DIR``, else a working copy of the built-in demo case) reaches the notebooks
-through ``$WORKBENCH_CASE``. Voila binds to ``127.0.0.1`` and asks for a token (generated unless
-``--token`` is given); the URL to open is printed.
+through ``$WORKBENCH_CASE``. Voila binds to ``127.0.0.1`` and asks for a token (generated, or
+``$WORKBENCH_TOKEN``); the URL to open is printed. The token never appears on a command line:
+Voila reads it from a 0600 file in a private temporary folder (``JUPYTER_TOKEN_FILE`` with
+``--Voila.auto_token=True``), see :func:`workbench.widgets.cli.private_token_file`.
 """
 
 from __future__ import annotations
@@ -18,16 +20,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
-from workbench.widgets.cli import default_notebook_dir, free_port, server_folders
+from workbench.widgets.cli import (
+    TOKEN_ENV,
+    default_notebook_dir,
+    free_port,
+    private_token_file,
+    run_until_interrupted,
+    server_environment,
+    server_folders,
+    server_token,
+)
 
 __all__ = ["TEACHING_NOTEBOOKS", "default_notebook_dir", "prepare_app_folder", "register", "voila_command", "voila_environment"]
 
@@ -57,14 +65,19 @@ def prepare_app_folder(notebook_dir: Path, app_dir: Path) -> list[str]:
     return found
 
 
-def voila_command(app_dir: Path, port: int, token: str, open_browser: bool = False) -> list[str]:
-    """The Voila command line: 127.0.0.1 only, the given token, no port hopping, no tracebacks."""
+def voila_command(app_dir: Path, port: int, open_browser: bool = False) -> list[str]:
+    """The Voila command line: 127.0.0.1 only, no port hopping, no tracebacks, and no token.
+
+    ``--Voila.auto_token=True`` makes Voila ask jupyter-server's identity provider for the token,
+    which reads ``JUPYTER_TOKEN_FILE`` (:func:`voila_environment`); without it Voila would run
+    with no token at all.
+    """
     command = [
         sys.executable, "-m", "voila", str(app_dir),
         "--Voila.ip=127.0.0.1",
         f"--Voila.port={port}",
         "--Voila.port_retries=0",
-        f"--Voila.token={token}",
+        "--Voila.auto_token=True",
         f"--Voila.open_browser={open_browser}",
         "--VoilaConfiguration.show_tracebacks=False",
         f"--template={TEMPLATE}",
@@ -73,9 +86,9 @@ def voila_command(app_dir: Path, port: int, token: str, open_browser: bool = Fal
     return command
 
 
-def voila_environment(case_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of the Voila process: the case for the notebooks, our template on ``JUPYTER_PATH``."""
-    env = dict(os.environ if base is None else base)
+def voila_environment(case_dir: Path, token_file: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the Voila process: the case, the token file, our template on ``JUPYTER_PATH``."""
+    env = server_environment(token_file, base)
     env["WORKBENCH_CASE"] = str(case_dir)
     env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(TEMPLATE_ROOT), env.get("JUPYTER_PATH", "")) if p)
     return env
@@ -84,31 +97,33 @@ def voila_environment(case_dir: Path, base: dict[str, str] | None = None) -> dic
 def register(subparsers) -> None:
     """Add the ``teach`` sub-command to an ``argparse`` sub-parser collection."""
     p = subparsers.add_parser(
-        "teach", help="serve notebooks 02-04 as a Voila teaching app (127.0.0.1, token) on the demo case"
+        "teach",
+        help=f"serve notebooks 02-04 as a Voila teaching app (127.0.0.1, token: random or ${TOKEN_ENV}) on the demo case",
     )
     p.add_argument("--case", type=Path, default=None, help="case folder for the app (default: demo working copy)")
     p.add_argument("--notebooks", type=Path, default=None, help="notebook folder (default: notebooks/ of the checkout)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    p.add_argument("--token", default=None, help="access token (default: a random one, printed with the URL)")
+    # kept only to refuse it with a clear message: a command line is readable in the process list
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)
     p.add_argument("--browser", action="store_true", help="also open a web browser")
     p.add_argument("--dry-run", action="store_true", help="prepare the case, print the plan as JSON, start nothing")
     p.set_defaults(func=handle)
 
 
-def _terminate_as_interrupt(signum, frame):  # pragma: no cover - exercised by the browser tests
-    raise KeyboardInterrupt
-
-
 def handle(args: argparse.Namespace) -> int:
     """Run ``workbench teach``; returns Voila's exit status (0 after Ctrl-C)."""
+    if args.token is not None:
+        raise WorkbenchError(
+            f"--token is refused: a command line is readable by every local user; set ${TOKEN_ENV} instead"
+        )
     case_dir, notebook_dir = server_folders(args.case, args.notebooks)
     port = args.port or free_port()
-    token = args.token or secrets.token_hex(24)
+    token = server_token()
     url = f"http://127.0.0.1:{port}/?token={token}"
-    with tempfile.TemporaryDirectory(prefix="workbench-teach-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="workbench-teach-") as tmp, private_token_file(token) as token_file:
         app_dir = Path(tmp) / "teach"
         names = prepare_app_folder(notebook_dir, app_dir)
-        command = voila_command(app_dir, port, token, args.browser)
+        command = voila_command(app_dir, port, args.browser)
         if args.dry_run:
             plan = {"case": str(case_dir), "notebooks": names, "url": url, "command": command}
             print(json.dumps(plan))
@@ -117,19 +132,5 @@ def handle(args: argparse.Namespace) -> int:
         if missing:
             print(f"workbench teach: not found in {notebook_dir}: {', '.join(missing)}", file=sys.stderr)
         print(f"Case: {case_dir}\nApps: {', '.join(names)}\nOpen the teaching app at:\n\n    {url}\n\n(Ctrl-C to stop)", flush=True)
-        env = voila_environment(case_dir)
-        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-        process = subprocess.Popen(command, env=env)
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            return 0
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        return run_until_interrupted(command, voila_environment(case_dir, token_file))
 

@@ -228,12 +228,13 @@ def running_lab(root_dir: Path, env: dict[str, str], state_dir: Path, timeout_s:
         "JUPYTERLAB_WORKSPACES_DIR": str(state_dir / "lab-workspaces"),
         "JUPYTER_RUNTIME_DIR": str(state_dir / "jupyter-runtime"),
         "JUPYTER_PLATFORM_DIRS": "1",
+        "JUPYTER_TOKEN": token,  # never on the command line (readable in the process list)
     }
     log_path = state_dir / "jupyterlab.log"
     cmd = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
+        f"--ServerApp.root_dir={root_dir}",
         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ] + root_flags()  # fmt: skip
@@ -254,9 +255,10 @@ def running_teach(case_dir: Path, env: dict[str, str], state_dir: Path, timeout_
     """Start the Voila teaching app (``python -m workbench teach``) on 127.0.0.1; stop it on exit."""
     port, token = free_port(), secrets.token_hex(16)
     state_dir.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **env, "JUPYTER_CONFIG_DIR": str(state_dir / "jupyter-config")}
+    # the token goes through the environment: `workbench teach` refuses --token (process list)
+    full_env = {**os.environ, **env, "JUPYTER_CONFIG_DIR": str(state_dir / "jupyter-config"), "WORKBENCH_TOKEN": token}
     log_path = state_dir / "voila.log"
-    cmd = [sys.executable, "-m", "workbench", "teach", "--case", str(case_dir), "--port", str(port), "--token", token]
+    cmd = [sys.executable, "-m", "workbench", "teach", "--case", str(case_dir), "--port", str(port)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, cwd=state_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", token, log_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,11 +142,13 @@ def test_teach_serves_only_notebooks_02_to_04_on_loopback_with_a_token(tmp_path)
     assert prepare_app_folder(source, app) == list(TEACHING_NOTEBOOKS)
     assert sorted(p.name for p in app.iterdir()) == sorted(TEACHING_NOTEBOOKS)
 
-    command = voila_command(app, 8899, "s3cret")
+    command = voila_command(app, 8899)
     assert "--Voila.ip=127.0.0.1" in command and "--Voila.port=8899" in command
-    assert "--Voila.token=s3cret" in command and "--Voila.open_browser=False" in command
-    env = voila_environment(tmp_path / "case", base={"JUPYTER_PATH": "/elsewhere"})
+    assert "--Voila.auto_token=True" in command and "--Voila.open_browser=False" in command
+    assert not [arg for arg in command if "token=" in arg.lower() and "auto_token" not in arg]
+    env = voila_environment(tmp_path / "case", tmp_path / "token", base={"JUPYTER_PATH": "/elsewhere", "JUPYTER_TOKEN": "x"})
     assert env["WORKBENCH_CASE"] == str(tmp_path / "case")
+    assert env["JUPYTER_TOKEN_FILE"] == str(tmp_path / "token") and "JUPYTER_TOKEN" not in env
     template_root = env["JUPYTER_PATH"].split(":")[0]
     assert (Path(template_root) / "voila" / "templates" / "workbench" / "index.html.j2").is_file()
     assert env["JUPYTER_PATH"].endswith(":/elsewhere")
@@ -178,8 +181,8 @@ def test_teach_dry_run_names_the_case_the_notebooks_and_a_loopback_url(tmp_path)
     case.mkdir()
     (case / "case.json").write_text("{}")
     run = subprocess.run(
-        [sys.executable, "-m", "workbench", "teach", "--case", str(case), "--port", "8877", "--token", "t0k", "--dry-run"],
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "workbench", "teach", "--case", str(case), "--port", "8877", "--dry-run"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "WORKBENCH_TOKEN": "t0k"},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     plan = json.loads(run.stdout)
