@@ -93,6 +93,11 @@ def test_04_plan_export(run_env, tmp_path):
     expected_depth_mm = float(np.linalg.norm(path_lps))
     expected_turn_deg = float(np.degrees(np.arccos(
         np.clip(path_lps @ expert_path_lps / (expected_depth_mm * np.linalg.norm(expert_path_lps)), -1.0, 1.0))))
+    # the panel opens on the expert trajectory: its depth is the ground truth's, printed to 1 um
+    opened = re.search(r"opened: (.+), depth ([\d.]+) mm", out)
+    (opened_expert,) = [plan for plan in truth["expert_plans"] if plan["target"] == opened.group(1)]
+    opened_depth_mm = np.linalg.norm(np.subtract(opened_expert["entry_lps_mm"], opened_expert["target_lps_mm"]))
+    assert float(opened.group(2)) == pytest.approx(opened_depth_mm, abs=0.0005 + 1e-9)
     PRINTED_TENTH = 0.05 + 1e-9  # printed with one decimal: within half a tenth (mm, deg)
     assert _number(r"now: \w+, depth ([\d.]+) mm", out) == pytest.approx(expected_depth_mm, abs=PRINTED_TENTH)
     assert _number(r"best entry: \w+, depth ([\d.]+) mm", out) == pytest.approx(expected_depth_mm, abs=PRINTED_TENTH)
