@@ -493,3 +493,21 @@ def test_workbench_info_on_a_fifo_exits_2_at_once_with_one_line(tmp_path, name):
     assert run.stderr.strip().splitlines() == [
         f"workbench info: error: {fifo}: is a FIFO (named pipe), not a regular file; refused (reading it could block)"
     ]
+
+
+# -- new-case: a .mha header naming a data file becomes one file in the bundle -----------------------
+
+
+def test_new_case_rewrites_a_mha_sweep_whose_pixels_are_in_another_file(tmp_path, shared_data):
+    from tests.real_cases import DEVICE_SET, NIFTI_MRI, SWEEP
+    from workbench.case.create import new_case
+
+    original = read_sequence(shared_data / SWEEP)
+    detached = write_sequence(original, tmp_path / "src" / "sweep.mhd")
+    renamed = detached.rename(detached.with_name("sweep.igs.mha"))  # still names sweep.zraw beside it
+    assert detached_data_file(renamed).name in ("sweep.zraw", "sweep.raw")
+    folder = new_case(tmp_path / "case", mri=shared_data / NIFTI_MRI, sweeps=[renamed], device_set=shared_data / DEVICE_SET)
+    (sweep,) = load_case(folder).sweeps
+    assert sorted(p.name for p in (folder / "sweeps").iterdir()) == [Path(sweep.path).name]
+    assert detached_data_file(folder / sweep.path) is None and sweep.sha256 == file_sha256(folder / sweep.path)
+    np.testing.assert_array_equal(read_sequence(folder / sweep.path).images, original.images)

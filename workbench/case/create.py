@@ -52,6 +52,7 @@ from workbench.case.storage import CASE_FILE, file_sha256, load_case, save_case
 from workbench.errors import CaseBundleError, DeviceSetError, DicomError, SequenceFileError, VolumeError
 from workbench.frames import Transform, TransformRepository, is_transform_name, split_transform_name
 from workbench.identifiers import IDENTIFYING_DICOM_ATTRIBUTES
+from workbench.io.paths import detached_data_file
 
 __all__ = [
     "CASE_ID_PATTERN",
@@ -683,7 +684,8 @@ def _write_bundle(staging: Path, case_id: str, title: str, source: MriSource, ch
     sweep_refs = []
     for number, check in enumerate(checks, start=1):
         relative = f"sweeps/{_sweep_name(number, check.path)}"
-        if check.path.name.lower().endswith(_DETACHED_SUFFIXES):
+        # a header naming a data file (any suffix) is rewritten as one file: a copy would leave its pixels behind
+        if check.path.name.lower().endswith(_DETACHED_SUFFIXES) or detached_data_file(check.path, SequenceFileError):
             digest = _rewrite_sequence(check.path, staging / relative)
         else:
             digest = _copy(check.path, staging / relative)
