@@ -197,6 +197,24 @@ def test_a_data_file_must_be_a_bare_name_beside_its_header(tmp_path, reference):
     )
 
 
+@pytest.mark.parametrize("shift", [-30, -12, -2, -1, 0, 1, 7])
+def test_a_data_file_reference_is_found_across_the_header_read_chunks(tmp_path, shift):
+    """The header is read in 64 KiB chunks; the line or blank line ending it may straddle a boundary."""
+    (tmp_path / "v.raw").write_bytes(b"\0" * 8)
+    boundary = 1 << 16  # paths._HEADER_CHUNK_BYTES
+    head = "ObjectType = Image\nNDims = 3\nComment = "
+    line_start = boundary + shift - 10  # "ElementDataFile = v.raw\n" starts here
+    metaio = head + "c" * (line_start - len(head) - 1) + "\nElementDataFile = v.raw\n"
+    assert metaio.index("ElementDataFile") == line_start
+    (tmp_path / "v.mha").write_bytes(metaio.encode() + b"\0\1binary")
+    assert detached_data_file(tmp_path / "v.mha") == (tmp_path / "v.raw").resolve()
+    head = "NRRD0004\ntype: uint8\ndata file: v.raw\n# "
+    nrrd = head + "c" * (boundary + shift - 1 - len(head)) + "\n\n"  # the blank line's first "\n" at boundary + shift - 1
+    assert nrrd.index("\n\n") == boundary + shift - 1
+    (tmp_path / "v.nrrd").write_bytes(nrrd.encode() + b"\0binary")
+    assert detached_data_file(tmp_path / "v.nrrd") == (tmp_path / "v.raw").resolve()
+
+
 # -- sweeps: ElementDataFile outside the bundle ------------------------------------------------------
 
 

@@ -290,18 +290,24 @@ def data_file_beside(
 
 def _read_header_prefix(path: Path, end: re.Pattern[bytes]) -> bytes:
     """The text header at the start of ``path``: up to the first ``end`` match, else up to EOF,
-    a NUL byte (binary data) or the size cap, whichever comes first."""
+    a NUL byte (binary data) or the size cap, whichever comes first.
+
+    Each chunk is searched from the start of the last line read before it, so a long header
+    (a PLUS sweep of many frames) is scanned once, not once per chunk.
+    """
     buffer = bytearray()
     with open(path, "rb") as fh:
         while len(buffer) < _MAX_HEADER_BYTES:
             chunk = fh.read(_HEADER_CHUNK_BYTES)
+            start = buffer.rfind(b"\n") + 1  # the end pattern starts a line (MetaIO) or spans a line break (NRRD)
+            start = max(0, start - 2)
             buffer += chunk
-            match = end.search(buffer)
+            match = end.search(buffer, start)
             if match is not None:
                 return bytes(buffer[: match.end()])
-            nul = buffer.find(b"\x00")
+            nul = chunk.find(b"\x00")
             if nul >= 0:
-                return bytes(buffer[:nul])
+                return bytes(buffer[: len(buffer) - len(chunk) + nul])
             if not chunk:
                 break
     return bytes(buffer)
