@@ -8,20 +8,23 @@ set and, recursively, in every sequence item that is kept:
 
 1. private elements (odd groups) are removed, curve (50xx) and overlay (60xx) groups too
    (whole groups: Curve Data, Overlay Data and Overlay Comments are ``X`` in the table, and
-   an overlay's description and label are free text). With :data:`RETAIN_SAFE_PRIVATE`, the
+   an overlay's description and label are free text), and so are command (0000) and file
+   meta (0002) elements found inside a data set, where they have no place. With :data:`RETAIN_SAFE_PRIVATE`, the
    numeric elements of :data:`SAFE_PRIVATE_ATTRIBUTES` are kept with their private creator;
 2. an attribute of the table gets its action (:func:`resolve_action`): ``X`` removed, ``Z``
    emptied, ``D`` a dummy value of its VR (an empty sequence or empty binary value),
-   ``U`` every UID replaced, ``U*`` (of ``X/Z/U*``) the sequence kept and cleaned by these
-   same rules, ``K`` kept. Where the table offers a choice the one taken is fixed:
+   ``U`` every UID replaced, ``U*`` (of ``X/Z/U*``, sequences of references) the sequence
+   kept with only the UIDs (replaced by these same rules) and integers (frame and segment
+   numbers) of its items, ``K`` kept. Where the table offers a choice the one taken is fixed:
    ``X/Z``, ``Z/D`` and ``X/Z/D`` give ``Z``; ``X/D`` gives ``X``; ``X/Z/U*`` gives ``U*``;
 3. an attribute the table leaves out is judged by its value representation: a UID (VR UI)
    is kept only when it names a class or a coding scheme (``...ClassUID``,
    ``TransferSyntaxUID``...) and is a well-formed UID, every other UID is replaced; a person
    name (PN) is emptied; a date, time or date-time (DA, TM, DT) is removed; anything else is
-   kept. Replaced UIDs are ``2.25.<integer>`` from a keyed hash (HMAC-SHA-256 with the salt)
-   of the original: the same input UID gives the same output UID, so references between
-   files stay consistent, and a re-run with the same salt is identical.
+   kept, and a sequence is kept with its items cleaned by these same rules. Replaced UIDs
+   are ``2.25.<integer>`` from a keyed hash (HMAC-SHA-256 with the salt) of the original:
+   the same input UID gives the same output UID, so references between files stay
+   consistent, and a re-run with the same salt is identical.
 
 Retain options (PS3.15 E.3), named as the table's option columns, change step 2 where the
 column says so; none is on by default:
@@ -113,6 +116,7 @@ _BASIC_CHOICE = {"X/Z": "Z", "Z/D": "Z", "X/Z/D": "Z", "X/D": "X", "X/Z/U*": "U*
 _KEPT_UID_KEYWORDS = frozenset({"TransferSyntaxUID", "CodingSchemeUID", "ContextUID", "MappingResourceUID"})
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _DATE_TIME_VRS = frozenset({"DA", "DT", "TM"})
+_REFERENCE_NUMBER_VRS = frozenset({"IS", "US", "UL", "SS", "SL"})
 _NUMERIC_VRS = frozenset({"FD", "FL", "DS", "IS", "US", "SS", "UL", "SL"})
 _NUMBER_RE = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _TIME_RE = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
@@ -139,7 +143,8 @@ def resolve_action(attribute: ProfileAttribute, options: Iterable[str] = ()) -> 
     -------
     str
         ``"X"`` remove, ``"Z"`` empty, ``"D"`` dummy value, ``"U"`` replace UIDs, ``"U*"`` keep
-        the sequence and clean its items, ``"K"`` keep, ``"S"`` shift the date by the case's offset.
+        the sequence of references with only the UIDs (replaced) and numbers of its items,
+        ``"K"`` keep, ``"S"`` shift the date by the case's offset.
     """
     options = frozenset(options)
     if RETAIN_PATIENT_CHARACTERISTICS in options and attribute.retain_patient_characteristics == "K":
@@ -252,18 +257,23 @@ class _Deidentifier:
                 if not self._safe_private(element, creators):
                     del dataset[tag]
                 continue
-            if 0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF:
-                del dataset[tag]
+            if tag.group in (0x0000, 0x0002) or 0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF:
+                del dataset[tag]  # command and file meta elements have no place in a data set; curves; overlays
                 continue
             row = _table_row(tag)
             action = self._actions[row.tag] if row is not None else self._default_action(element)
             self._act(dataset, element, action)
+        for group, block in creators:  # a private creator stays only with a kept element of its block
+            if (group << 16 | block) in dataset and not any(
+                e.tag.group == group and e.tag.element >> 8 == block for e in dataset if e.tag.element > 0xFF
+            ):
+                del dataset[group << 16 | block]
 
     def _default_action(self, element: DataElement) -> str:
         """Rule 3: an attribute the table leaves out."""
         vr = element.VR
         if vr == "SQ":
-            return "U*"
+            return "R"
         if vr == "UI":
             keyword = keyword_for_tag(element.tag)
             kept = keyword.endswith("ClassUID") or keyword in _KEPT_UID_KEYWORDS
@@ -297,18 +307,22 @@ class _Deidentifier:
                 element.value = _DUMMY.get(vr, "ANONYMIZED")
         elif action == "U":
             if vr == "SQ":
-                self._act(dataset, element, "U*")
+                self._act(dataset, element, "R")
             elif vr == "UI" and element.value:
                 values = list(element.value) if isinstance(element.value, MultiValue) else [element.value]
                 new = [self.new_uid(str(uid)) for uid in values]
                 element.value = new if isinstance(element.value, MultiValue) else new[0]
             elif vr != "UI":
                 del dataset[element.tag]  # a UID attribute read with another VR (UN): nothing to replace
-        elif action == "U*":
+        elif action in ("U*", "R"):
             if vr != "SQ":
                 del dataset[element.tag]
                 return
             for item in element.value:
+                if action == "U*":  # a sequence of references: only its UIDs and numbers (frame, segment) stay
+                    for inner in list(item):
+                        if inner.VR != "UI" and inner.VR not in _REFERENCE_NUMBER_VRS:
+                            del item[inner.tag]
                 self._clean(item)
         elif action == "S":
             shifted = self._shift(element) if vr in ("DA", "DT") else None

@@ -10,8 +10,8 @@ Sub-commands
     Make a case bundle from a patient's MRI (DICOM de-identified on the way in, or
     NIfTI/NRRD/MHA), tracked sweeps and their device set; ``info`` on a case folder also
     says what it still lacks for each step (``readiness``).
-``workbench anonymize IN_DIR OUT_DIR``
-    Write a de-identified copy of a DICOM folder (DICOM PS3.15 basic profile).
+``workbench anonymize IN_DIR OUT_DIR [--retain OPTION]...``
+    Write a de-identified copy of a DICOM folder (DICOM PS3.15 basic profile, named retain options).
 ``workbench demo``
     Run the headless pipeline on the demo data and print what it did.
 ``workbench reconstruct SEQUENCE --plus-config XML --out VOLUME``
@@ -188,7 +188,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_anonymize(args: argparse.Namespace) -> int:
     from workbench.anonymize import anonymize_folder
 
-    report = anonymize_folder(args.in_dir, args.out_dir, case_id=args.case_id)
+    report = anonymize_folder(
+        args.in_dir, args.out_dir, case_id=args.case_id, options=args.retain or (), date_offset_days=args.date_offset_days
+    )
     json.dump(report.to_dict(), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return EXIT_OK
@@ -258,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("in_dir")
     p.add_argument("out_dir")
     p.add_argument("--case-id", default=None, help="pseudonymous case id written as PatientName/PatientID")
+    p.add_argument(
+        "--retain",
+        action="append",
+        choices=["retain_long_modified_dates", "retain_patient_characteristics", "retain_safe_private"],
+        help="a PS3.15 retain option (repeatable): dates shifted by one offset per case; sex, age, size, weight...; "
+        "numeric safe private attributes. Default: the Basic Profile only (docs/privacy.md)",
+    )
+    p.add_argument(
+        "--date-offset-days", type=int, default=None, help="with retain_long_modified_dates: days added to every date (default: random)"
+    )
     p.set_defaults(func=_cmd_anonymize)
 
     from workbench.case.cli import register as register_new_case
