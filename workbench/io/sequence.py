@@ -43,7 +43,7 @@ import numpy as np
 
 from workbench._atomic import atomic_open
 from workbench.errors import FrameError, SequenceFileError
-from workbench.frames import Transform, TransformRepository, split_transform_name
+from workbench.frames import Transform, TransformRepository, is_transform_name, split_transform_name
 from workbench.io import _seq_metaio, _seq_nrrd
 from workbench.io.paths import require_regular_file
 from workbench.io._seq_common import (
@@ -264,7 +264,7 @@ class TrackedSequence:
         self._frame_label(index)
         repository = TransformRepository()
         for name, matrices in self.transforms.items():
-            if self.status_of(name)[index] and _is_frame_pair(name):
+            if self.status_of(name)[index] and is_transform_name(name):
                 repository.set_transform(Transform.from_name(name, matrices[index]))
         return repository
 
@@ -346,7 +346,7 @@ def _transform_chain(sequence: TrackedSequence, source: str, target: str) -> lis
     """Shortest chain of (transform name, walked backwards) from ``source`` to ``target``, or None."""
     neighbours: dict[str, list[tuple[str, str, bool]]] = {}
     for name in sequence.transforms:
-        if not _is_frame_pair(name):
+        if not is_transform_name(name):
             continue
         a, b = split_transform_name(name)
         neighbours.setdefault(a, []).append((b, name, False))
@@ -367,14 +367,6 @@ def _transform_chain(sequence: TrackedSequence, source: str, target: str) -> lis
         frame, name, inverted = previous[frame]
         chain.append((name, inverted))
     return chain[::-1]
-
-
-def _is_frame_pair(name: str) -> bool:
-    try:
-        split_transform_name(name)
-    except FrameError:
-        return False
-    return True
 
 
 # -- reading ------------------------------------------------------------------------------
