@@ -41,7 +41,7 @@ demo-headless: $(STAMP)
 # in pyproject.toml (layers, no UI toolkit below widgets) and ruff. A violation fails `make test`.
 lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/ruff check workbench tests
+	$(BIN)/ruff check workbench tests tools
 
 # pytest exits 5 when it collects no test: make treats that as a failure, never a silent pass.
 test: lint
