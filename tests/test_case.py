@@ -778,3 +778,24 @@ def test_attachment_role_must_be_known(tmp_path):
     case.attachments.append(Attachment("x-ray", "labels.nrrd", path_sha256(folder / "labels.nrrd")))
     with pytest.raises(CaseBundleError, match=r"attachments\[2\]\.role"):
         save_case(case, folder)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii.gz"])
+def test_add_file_refuses_a_volume_header_with_patient_text(tmp_path, suffix):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.zeros((3, 4, 5), np.int16))
+    if suffix == ".nii.gz":
+        image.SetMetaData("ITK_FileNotes", "Time=113717.208 Doe^John")  # ITK writes it as descrip
+    else:
+        image.SetMetaData("PatientName", "Doe^John")
+    source = tmp_path / f"mri{suffix}"
+    sitk.WriteImage(image, str(source))
+    with pytest.raises(CaseBundleError, match="header has a text field") as caught:
+        add_file(tmp_path / "case", source, "mri")
+    assert "Doe" not in str(caught.value) and str(source) in str(caught.value)
+    assert not (tmp_path / "case" / "mri").exists() or not any((tmp_path / "case" / "mri").iterdir())
+    clean = sitk.GetImageFromArray(np.zeros((3, 4, 5), np.int16))  # voxels and geometry only: accepted
+    sitk.WriteImage(clean, str(tmp_path / f"clean{suffix}"))
+    relative, _ = add_file(tmp_path / "case", tmp_path / f"clean{suffix}", "mri")
+    assert relative == f"mri/clean{suffix}"

@@ -253,3 +253,33 @@ def test_new_case_bundle_leaves_no_marker(planted_series, tmp_path, capsys):
         if found:
             leaks[name] = found
     assert leaks == {}
+
+
+def test_plan_exports_of_the_planted_case_leave_no_marker(planted_series, tmp_path, capsys):
+    """The same search over everything `workbench plan` writes for a target and entry on the planted case."""
+    import dataclasses
+
+    import numpy as np
+
+    from workbench.case import Target, load_case, save_case
+    from workbench.case.readiness import ENTRY_STRUCTURE
+    from workbench.io.volume import load_volume
+
+    folder, markers, uids = planted_series
+    bundle = new_case(tmp_path / "case", mri=folder)
+    case = load_case(bundle)
+    mri = load_volume(bundle / case.mri.path)
+    centre_lps = mri.mri_voxel_to_mri.apply_to_points((np.array(mri.size) - 1) / 2.0)
+    targets = [Target("T", "nerve root", tuple(centre_lps)), Target("T entry", ENTRY_STRUCTURE, tuple(centre_lps + [0.0, 0.0, 50.0]))]
+    save_case(dataclasses.replace(case, targets=targets), bundle)
+    capsys.readouterr()
+    assert main(["plan", str(bundle), "--out", str(tmp_path / "exports"), "--no-ultrasound"]) == 0
+    printed = capsys.readouterr()
+    files = _every_byte(tmp_path / "exports")
+    assert {"plan.json", "plan.mrk.json", "plan.csv", "report.html"} <= {Path(name).name for name, _ in files}
+    leaks = {}
+    for name, data in [*files, ("stdout", printed.out.encode()), ("stderr", printed.err.encode())]:
+        found = _hits(data, markers) + [(uid, "original UID") for uid in uids if uid.encode() in data]
+        if found:
+            leaks[name] = found
+    assert leaks == {}

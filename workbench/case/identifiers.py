@@ -160,3 +160,46 @@ def check_dicom_deidentified(path: Path, case_id: str, label: str, case_json: Pa
                 case_json,
             )
         _DEIDENTIFIED_SEEN.add(key)
+
+
+#: Volume header keys SimpleITK reports that hold geometry or format facts, never free text.
+_GEOMETRY_KEY_PREFIXES = ("ITK_", "NRRD_")
+#: NIfTI-1 header fields that hold free text (the rest are numbers and codes).
+_NIFTI_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
+
+
+def check_volume_header(path: Path, error_path: Path | None = None) -> None:
+    """Refuse a volume file whose header carries text beyond voxels and geometry.
+
+    A NIfTI ``descrip`` can hold the acquisition date and time, an NRRD ``key:=value`` or a MetaIO
+    field can hold ``PatientName``. Bundles hold voxels and geometry only (what
+    :func:`workbench.io.volume.save_volume` writes), so a header with a non-empty NIfTI text field,
+    or an NRRD/MetaIO key that is not a format or geometry field, is refused. Only the header is
+    read.
+
+    Raises
+    ------
+    CaseBundleError
+        Naming the file and the header field (not its value).
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return  # not an image SimpleITK reads: the loaders report that themselves
+    is_nifti = path.name.lower().endswith((".nii", ".nii.gz"))
+    for key in reader.GetMetaDataKeys():
+        value = reader.GetMetaData(key).strip()
+        if is_nifti:
+            problem = key in _NIFTI_TEXT_FIELDS and value
+        else:
+            problem = not key.startswith(_GEOMETRY_KEY_PREFIXES) and key != "Modality" and bool(value)
+        if problem or identifying_attribute(key):
+            raise CaseBundleError(
+                f"the volume header has a text field {key!r}: case bundles hold voxels and geometry only; "
+                "make the case with `workbench new-case` (it writes the MRI without header text)",
+                error_path or path,
+            )

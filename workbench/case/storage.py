@@ -21,7 +21,7 @@ from typing import Iterator
 
 from workbench import __version__
 from workbench._atomic import atomic_open, atomic_write_text
-from workbench.case.identifiers import check_dicom_deidentified, check_no_identifiers, dicom_files_under
+from workbench.case.identifiers import check_dicom_deidentified, check_no_identifiers, check_volume_header, dicom_files_under
 from workbench.case.model import CURRENT_SCHEMA_VERSION, Case, utc_now
 from workbench.case.schema import (
     check_finite,
@@ -396,6 +396,8 @@ def add_file(case_folder: str | Path, src_path: str | Path, kind: str) -> tuple[
         raise CaseBundleError(
             "detached-header files keep their pixels in a second file; save as .mha, .nrrd or .nii.gz first", source
         )
+    if kind == "mri":
+        check_volume_header(source)
     relative = f"{FILE_KINDS[kind]}/{source.name}"
     # never through a link: a sweeps/ folder (or an existing file) that is a symbolic link is refused
     destination = contained(folder, relative, error=CaseBundleError, label=relative, error_path=folder, must_exist=False)
