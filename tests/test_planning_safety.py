@@ -144,8 +144,13 @@ def test_skin_normal_of_a_flat_back_points_posterior():
 
 def test_safer_entries_rank_a_clear_path_above_the_one_through_an_artery():
     label_map = _label_map(RADICULAR_ARTERY=((28, 28, 28), (32, 32, 32)))
-    suggestions = suggest_entries(_trajectory(), label_map, ring_radii_mm=(0.0, 15.0), directions=8)
+    body = BodyMask.from_label_map(label_map, np.zeros(3), np.full(3, SIZE - 1.0))
+    suggestions = suggest_entries(_trajectory(), label_map, ring_radii_mm=(0.0, 15.0), directions=8, body=body)
     assert len(suggestions) == 9
+    # without the body the MRI checks cannot run: no suggestion may then read "ok"
+    unchecked = suggest_entries(_trajectory(), label_map, ring_radii_mm=(0.0, 15.0), directions=8)
+    assert {s.safety.status for s in unchecked} == {"warning", "blocked"}
+    assert any(r.startswith("not checked") for r in unchecked[0].safety.reasons)
     best, original = suggestions[0], next(s for s in suggestions if s.angle_change_deg < 1e-6)
     assert best.safety.status == "ok"
     assert original.safety.status == "blocked"

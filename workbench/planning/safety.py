@@ -229,7 +229,7 @@ def _first_bone(entry_mri, target_mri, label_map: LabelMap, thresholds: SafetyTh
 def _evaluate(
     trajectory: Trajectory, label_map, thresholds, structures: _StructurePoints | None, mri_checks: tuple[CheckResult, ...] | None = None
 ) -> SafetyReport:
-    """The report of one path; ``mri_checks`` None leaves the MRI checks out (quick ranking of candidate entries)."""
+    """The report of one path: the MRI checks already made (``mri_checks``), then the label-map and needle checks."""
     entry_mri, target_mri = np.array(trajectory.entry_lps_mm), np.array(trajectory.target_lps_mm)
     checks: list[CheckResult] = list(mri_checks or ())
     findings: list[tuple[str, str]] = [
@@ -371,6 +371,7 @@ def suggest_entries(
     ring_radii_mm: tuple[float, ...] = SAFER_ENTRY_RING_RADII_MM,
     directions: int = 12,
     clearance_cap_mm: float = 10.0,
+    body: BodyMask | None = None,
 ) -> list[EntrySuggestion]:
     """Candidate skin entries around the chosen one, safest first.
 
@@ -391,6 +392,10 @@ def suggest_entries(
         Candidates per ring.
     clearance_cap_mm : float
         Clearance beyond which paths rank as equally clear, mm.
+    body : workbench.planning.mri_checks.BodyMask, optional
+        As for :func:`check_trajectory`: each candidate's report includes the MRI checks, so a
+        suggestion's status is the status the plan would get. Without it those checks read "not
+        checked" (a warning), never "ok".
 
     Returns
     -------
@@ -420,9 +425,9 @@ def suggest_entries(
     for skin_mri in entries_mri:
         candidate = _replace_entry(trajectory, skin_mri)
         cosine = float(candidate.direction_lps @ inward_mri)
-        suggestions.append(
-            EntrySuggestion(candidate, _evaluate(candidate, label_map, thresholds, structures), math.degrees(math.acos(min(1.0, cosine))))
-        )
+        mri_checks = check_path(candidate, body, thresholds.skin_tolerance_mm, label_map)
+        report = _evaluate(candidate, label_map, thresholds, structures, mri_checks)
+        suggestions.append(EntrySuggestion(candidate, report, math.degrees(math.acos(min(1.0, cosine)))))
     return sorted(suggestions, key=lambda s: s.rank_key(clearance_cap_mm))
 
 

@@ -183,7 +183,7 @@ class PlanModel:
         if self.label_map is None:
             raise WidgetError("suggesting entries needs the case's label map", self.session.folder)
         rings = SAFER_ENTRY_RING_RADII_MM if ring_radii_mm is None else tuple(ring_radii_mm)
-        return suggest_entries(trajectory, self.label_map, ring_radii_mm=rings, directions=directions)
+        return suggest_entries(trajectory, self.label_map, ring_radii_mm=rings, directions=directions, body=self.body)
 
     def plan(self, trajectory, plan_id: str | None = None, author: str = ""):
         """The one-trajectory :class:`~workbench.planning.model.Plan` that :meth:`export` writes."""
