@@ -28,6 +28,8 @@ Sub-commands
     Start JupyterLab on the notebooks (127.0.0.1, generated token) with the demo case.
 ``workbench teach [--case DIR]``
     Serve notebooks 02-04 as a Voila teaching app (127.0.0.1, generated token).
+``workbench detect-bone SEQUENCE --out MASK.mha [--device-set XML]``
+    Bone surface per frame as a uint8 mask sequence (1 = bone) on the frame grid; JSON summary.
 ``workbench bench reconstruct|demo-case|registration|ui [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 
@@ -293,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_teach(sub)
     register_outcomes(sub)
+    from workbench.registration.bone_detect import register_cli as register_detect_bone
+
+    register_detect_bone(sub)
     p = bench_sub.add_parser("demo-case", help="generate the default demo case in a temporary folder, timing each stage")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=_cmd_bench_demo_case)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from workbench.errors import RegistrationError
 
 __all__ = [
+    "BoneDetectParameters",
     "BonePointParameters",
     "FramesLc2Parameters",
     "IcpParameters",
@@ -234,6 +235,79 @@ class BonePointParameters:
         if not 0 <= low < high:
             raise RegistrationError(
                 f"bone point shadow_depth_mm must be (low, high) with 0 <= low < high, got {self.shadow_depth_mm!r}"
+            )
+
+
+@dataclass(frozen=True)
+class BoneDetectParameters:
+    """Gain-adaptive bone surface detection in real B-mode frames (``registration.bone_detect``).
+
+    Each frame is divided by a high percentile of its imaged pixels, so the thresholds are
+    fractions of that frame's own bright level, whatever the gain. Per image column the bone
+    is the bright ridge with the darkest acoustic shadow below it relative to its brightness.
+
+    Attributes
+    ----------
+    reference_percentile : float
+        Percentile (0..100] of the frame's imaged pixels that normalises its grey to 1.
+    min_relative_brightness : float
+        Ridge peaks under this fraction of the reference grey (after smoothing) are not bone.
+    shadow_ratio : float
+        The mean normalised grey of the shadow below the ridge must be under this fraction of
+        the peak.
+    shadow_depth_mm : tuple of float
+        Depth range below the ridge where the shadow is measured, mm, longer than anechoic
+        structures (vessels, the dural sac) that would otherwise pass for shadow; cut at the
+        bottom of the imaged region (at least ``bone_detect.MIN_SHADOW_MM`` must be imaged).
+    min_depth_mm : float
+        Ignore ridges shallower than this (skin, near-field), mm.
+    smoothing_mm : float
+        Gaussian smoothing of each frame before detection, mm.
+    lateral_smoothing_mm : float
+        Gaussian smoothing of the shadow measure across columns, mm (bone shadows are wide,
+        speckle gaps are not).
+    min_run_mm : float
+        Keep only detections in lateral runs at least this wide (neighbouring columns whose
+        ridge rows differ by at most ``max_step_mm``), mm.
+    max_step_mm : float
+        Largest depth jump between neighbouring columns of one run, mm.
+    column_step : int
+        :func:`~workbench.registration.surface.us_bone_points` keeps the points of every n-th
+        column (ICP time grows with the points); masks keep every column.
+    """
+
+    reference_percentile: float = 99.0
+    min_relative_brightness: float = 0.45
+    shadow_ratio: float = 0.45
+    shadow_depth_mm: tuple[float, float] = (2.0, 20.0)
+    min_depth_mm: float = 8.0
+    smoothing_mm: float = 0.3
+    lateral_smoothing_mm: float = 1.0
+    min_run_mm: float = 3.0
+    max_step_mm: float = 1.0
+    column_step: int = 4
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "bone detect",
+            column_step=self.column_step,
+            reference_percentile=self.reference_percentile,
+            min_relative_brightness=self.min_relative_brightness,
+            shadow_ratio=self.shadow_ratio,
+            min_depth_mm=self.min_depth_mm,
+            smoothing_mm=self.smoothing_mm,
+            lateral_smoothing_mm=self.lateral_smoothing_mm,
+            min_run_mm=self.min_run_mm,
+            max_step_mm=self.max_step_mm,
+        )
+        if self.reference_percentile > 100:
+            raise RegistrationError(
+                f"bone detect reference_percentile must be within (0, 100], got {self.reference_percentile!r}"
+            )
+        low, high = self.shadow_depth_mm
+        if not 0 <= low < high:
+            raise RegistrationError(
+                f"bone detect shadow_depth_mm must be (low, high) with 0 <= low < high, got {self.shadow_depth_mm!r}"
             )
 
 

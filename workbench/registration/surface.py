@@ -19,7 +19,7 @@ from workbench.anatomy import LabelMap
 from workbench.errors import RegistrationError
 from workbench.frames import Transform, apply_affine
 from workbench.registration.landmarks import rigid_fit
-from workbench.registration.params import BonePointParameters, IcpParameters, as_dict
+from workbench.registration.params import BoneDetectParameters, BonePointParameters, IcpParameters, as_dict
 from workbench.registration.result import RegistrationResult
 
 __all__ = ["mri_bone_points", "probe_to_reference_poses", "register_icp", "us_bone_points"]
@@ -54,13 +54,17 @@ def us_bone_points(
     frames,
     image_to_probe: Transform,
     probe_to_reference: np.ndarray | None = None,
-    params: BonePointParameters = BonePointParameters(),
+    params: BonePointParameters | BoneDetectParameters = BonePointParameters(),
 ) -> np.ndarray:
     """Bone surface points seen in tracked B-mode frames, in ``Reference``.
 
-    Per image column (every ``params.column_step``-th), the bone is the bright ridge (a local
-    maximum above ``min_brightness``) with the darkest acoustic shadow below it relative to its
-    brightness, provided the shadow is under ``shadow_ratio`` of the peak.
+    With :class:`BonePointParameters` (the default, tuned on the simulator): per image column
+    (every ``params.column_step``-th), the bone is the bright ridge (a local maximum above
+    ``min_brightness``) with the darkest acoustic shadow below it relative to its brightness,
+    provided the shadow is under ``shadow_ratio`` of the peak. With
+    :class:`BoneDetectParameters`: the gain-adaptive detector for real frames,
+    :func:`workbench.registration.bone_detect.detect_bone` (docs/registration.md, "Bone on real
+    ultrasound").
 
     Parameters
     ----------
@@ -71,7 +75,8 @@ def us_bone_points(
         ``ImageToProbe`` (pixels to mm).
     probe_to_reference : (N, 4, 4) float array, optional
         ``ProbeToReference`` per frame, mm; required for a bare array of frames.
-    params : BonePointParameters
+    params : BonePointParameters or BoneDetectParameters
+        Chooses the detector.
 
     Returns
     -------
@@ -86,16 +91,31 @@ def us_bone_points(
         raise RegistrationError(f"image_to_probe must be ImageToProbe, got {image_to_probe.name}")
     images, poses, valid = _frames_and_poses(frames, probe_to_reference)
     pixel_mm = float(np.linalg.norm(image_to_probe.matrix[:3, 1]))
+    if isinstance(params, BoneDetectParameters):
+        from workbench.registration.bone_detect import detect_bone
+
+        lateral_mm = float(np.linalg.norm(image_to_probe.matrix[:3, 0]))
+        detection = detect_bone(images, (lateral_mm, pixel_mm), params, frames_used=valid)
+        found_px = [
+            pixels[pixels[:, 0] % params.column_step == 0] for pixels, used in zip(detection.pixels_px, valid) if used
+        ]
+    else:
+        found_px = [np.column_stack(_bone_pixels(image, pixel_mm, params)) for image in images[valid]]
     points_per_frame_reference = []
-    for image, frame_probe_to_reference in zip(images[valid], poses[valid]):
-        columns_px, rows_px = _bone_pixels(image, pixel_mm, params)
+    for frame_px, frame_probe_to_reference in zip(found_px, poses[valid]):
+        columns_px, rows_px = frame_px[:, 0], frame_px[:, 1]
         pixels_px = np.column_stack([columns_px, rows_px, np.zeros(len(rows_px))])
         image_to_reference = Transform(frame_probe_to_reference @ image_to_probe.matrix, "Image", "Reference")
         points_per_frame_reference.append(image_to_reference.apply_to_points(pixels_px, from_frame="Image"))
     points_reference = np.concatenate(points_per_frame_reference) if points_per_frame_reference else np.zeros((0, 3))
     if len(points_reference) == 0:
+        brightness = (
+            f"{params.min_relative_brightness:g} of the frame's p{params.reference_percentile:g} grey"
+            if isinstance(params, BoneDetectParameters)
+            else f"{params.min_brightness:g}"
+        )
         raise RegistrationError(
-            f"no bone surface found in {int(valid.sum())} frames (no bright ridge above {params.min_brightness:g} "
+            f"no bone surface found in {int(valid.sum())} frames (no bright ridge above {brightness} "
             "with a shadow below it)"
         )
     return points_reference
