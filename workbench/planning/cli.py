@@ -223,7 +223,9 @@ def _ground_truth(case, case_dir: Path):
 def _registration(case):
     """The case's current registration as a RegistrationSummary, else its ``transforms`` ReferenceToMri, else None.
 
-    Never the ground truth of a synthetic case.
+    Never the ground truth of a synthetic case, never a registration the quality gate refused
+    (:func:`workbench.planning.model.registration_summary` raises PlanError); a doubtful one
+    carries its ``quality_warning`` into plan.json and the report.
     """
     from workbench.planning.model import RegistrationSummary, registration_summary
 
@@ -333,7 +335,11 @@ def build_plans(
     mri = load_volume(case_dir / case.mri.path)
     body = BodyMask.from_volume(mri)
     label_map = _read_label_map(_attachment_path(case, case_dir, "label_map"))
-    registration = registration if registration is not None else _registration(case)
+    if registration is None:
+        try:
+            registration = _registration(case)
+        except PlanError as exc:  # the quality gate refused the case's current registration
+            raise PlanError(exc.problem, case_dir / "case.json") from None
     provenance = Provenance(mri_digest=mri.source_digest, author=author)
 
     plans = []  # (plan, source)
@@ -366,6 +372,7 @@ def build_plans(
             "registration_id": registration.registration_id,
             "fre_mm": registration.fre_mm,
             "tre_mm": registration.tre_mm,
+            **({} if registration.quality_warning is None else {"quality_warning": registration.quality_warning}),
         },
         "plans": summaries,
         "blocked": _blocked(summaries),

@@ -157,6 +157,7 @@ def plan_to_dict(
             "fre_mm": registration.fre_mm,
             "tre_mm": registration.tre_mm,
             **({} if registration.registration_id is None else {"registration_id": registration.registration_id}),
+            **({} if registration.quality_warning is None else {"quality_warning": registration.quality_warning}),
         },
         "safety_thresholds": None
         if thresholds is None
@@ -203,6 +204,7 @@ def plan_from_dict(document: dict, path: Path | None = None) -> Plan:
                 fre_mm=registration["fre_mm"],
                 tre_mm=registration["tre_mm"],
                 registration_id=registration.get("registration_id"),
+                quality_warning=registration.get("quality_warning"),
             ),
         )
     except WorkbenchError as exc:

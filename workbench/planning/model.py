@@ -196,7 +196,9 @@ class RegistrationSummary:
     """The registration a plan was made with: ``ReferenceToMri`` and its errors (mm, None if unknown).
 
     ``registration_id`` names the case's saved registration (``case.json`` ``registrations``)
-    when the plan used one; ``tre_mm`` is the largest predicted TRE over the plan's targets.
+    when the plan used one; ``tre_mm`` is the largest predicted TRE over the plan's targets;
+    ``quality_warning``: one line when the registration quality gate judged it doubtful
+    (``"doubtful registration: possible one-level slip ..."``), else None.
     """
 
     method: str
@@ -204,6 +206,7 @@ class RegistrationSummary:
     fre_mm: float | None = None
     tre_mm: float | None = None
     registration_id: str | None = None
+    quality_warning: str | None = None
 
     def __post_init__(self) -> None:
         if self.reference_to_mri.name != "ReferenceToMri":
@@ -223,8 +226,21 @@ def registration_summary(saved, target_names=None) -> RegistrationSummary:
     Returns
     -------
     RegistrationSummary
-        ``method``, ``ReferenceToMri``, ``fre_mm`` and ``registration_id`` of ``saved``.
+        ``method``, ``ReferenceToMri``, ``fre_mm`` and ``registration_id`` of ``saved``;
+        ``quality_warning`` when its quality-gate verdict (``provenance["quality"]``) is doubtful.
+
+    Raises
+    ------
+    PlanError
+        The quality gate refused the registration: a plan never uses it.
     """
+    quality = (saved.provenance or {}).get("quality") or {}
+    reasons = "; ".join(quality.get("reasons", ())) or "no reason recorded"
+    if quality.get("verdict") == "refused":
+        raise PlanError(
+            f"the current registration {saved.registration_id} ({saved.method}) was refused by the quality gate "
+            f"({reasons}): register again or undo to an accepted one"
+        )
     tre_by_target = saved.tre_mm or {}
     chosen = [tre_by_target[name] for name in (target_names or ()) if name in tre_by_target] or list(tre_by_target.values())
     return RegistrationSummary(
@@ -233,6 +249,7 @@ def registration_summary(saved, target_names=None) -> RegistrationSummary:
         fre_mm=saved.fre_mm,
         tre_mm=max(chosen) if chosen else None,
         registration_id=saved.registration_id,
+        quality_warning=f"doubtful registration: {reasons}" if quality.get("verdict") == "doubtful" else None,
     )
 
 

@@ -254,6 +254,7 @@ def render_report(
         + ("" if registration.registration_id is None else f" (saved registration {registration.registration_id})")
         + f"; FRE {'—' if registration.fre_mm is None else f'{registration.fre_mm:.2f}'} mm; "
         f"largest predicted TRE {'—' if registration.tre_mm is None else f'{registration.tre_mm:.2f}'} mm"
+        + ("" if registration.quality_warning is None else f"; WARNING: {registration.quality_warning}")
     )
     header = (
         f"<h1>Puncture plan {html.escape(plan.plan_id)}</h1><p>{html.escape(plan.title)}</p>"
@@ -274,6 +275,8 @@ def render_report(
     unchecked = [name for name, r in reports.items() if r is None]
     if unchecked:
         top += _banner("warning", "Safety NOT CHECKED", [f"{name}: no safety report" for name in unchecked])
+    if registration is not None and registration.quality_warning is not None:
+        top += _banner("warning", "Registration doubtful", [registration.quality_warning])
     if registration is None:
         top += _banner("warning", "Registration missing", [
             "the case has no registration: positions in the Reference frame, the ITK transforms and the fused "

@@ -378,7 +378,10 @@ def run_registration_benchmark(
         ``{"methods": {name: {"median_tre_mm", "p90_tre_mm", "success_rate", "median_time_s",
         "trials", "failures", "by_offset": {"0-10": {...}, "10-20": {...}}, "targets": {key: {"target",
         "limit", "met"}}}}, "cases", "trials",
-        "seed", "posture_change", "case_descriptions", "definition"}``.
+        "seed", "posture_change", "quality_counts", "case_descriptions", "definition"}``;
+        ``quality_counts``: per method, trials the quality gate judged ``"accepted"``,
+        ``"doubtful"``, ``"refused"``, and ``"failed"`` (the method raised); the gate only
+        annotates, TRE and time are those of every trial.
     """
     methods = tuple(methods)
     unknown = [name for name in methods if name not in METHODS]
@@ -400,7 +403,7 @@ def run_registration_benchmark(
             motion, translation_mm, _ = random_misalignment(rng, centre_reference)
             initial = Transform(case.reference_to_mri.matrix @ motion, "Reference", "Mri")
             for name in methods:
-                records[name].append((translation_mm, *_run_trial(METHODS[name], case, initial)))
+                records[name].append((translation_mm, *_judged_trial(METHODS[name], case, initial)))
                 say(f"  {name}: offset {translation_mm:.1f} mm -> TRE {records[name][-1][1]:.2f} mm")
     return {
         "benchmark": "registration",
@@ -409,6 +412,7 @@ def run_registration_benchmark(
         "trials": trials,
         "seed": seed,
         "posture_change": posture_change,
+        "quality_counts": {name: _quality_counts(rows) for name, rows in records.items()},
         "case_descriptions": descriptions,
         "definition": (
             "trial TRE = mean over the nerve-root targets of the distance between the target's true procedure-time "
@@ -422,12 +426,28 @@ def run_registration_benchmark(
 
 def _run_trial(run, case: RegistrationCase, initial: Transform) -> tuple[float, float]:
     """(TRE mm, run time s); a registration that raises counts as a failure with infinite TRE."""
+    return _judged_trial(run, case, initial)[:2]
+
+
+def _judged_trial(run, case: RegistrationCase, initial: Transform) -> tuple[float, float, str]:
+    """(TRE mm, run time s, quality verdict) as :func:`_run_trial`; verdict ``"failed"`` where it raised."""
+    from workbench.registration.quality import quality_of
+
     try:
         result = run(case, initial)
     except RegistrationError:
-        return float("inf"), 0.0
+        return float("inf"), 0.0, "failed"
     errors_mm = target_errors_mm(result, case)
-    return float(errors_mm.mean()), float(_run_time_s(result))
+    verdict = quality_of(result)
+    return float(errors_mm.mean()), float(_run_time_s(result)), "unjudged" if verdict is None else verdict.verdict
+
+
+def _quality_counts(rows) -> dict:
+    """Trials per quality verdict (accepted / doubtful / refused, and failed: the method raised)."""
+    counts = dict.fromkeys(("accepted", "doubtful", "refused", "failed"), 0)
+    for row in rows:
+        counts[row[3]] = counts.get(row[3], 0) + 1
+    return counts
 
 
 def target_errors_mm(result, case: RegistrationCase) -> np.ndarray:

@@ -347,6 +347,12 @@ def register_lc2_frames(
         converged = converged and bool(solution.success)
     reference_to_mri = initial.matrix @ rigid_offset(x * scale, centre_reference)
     rotation_deg, translation_mm = np.linalg.norm(x[:3] * scale[:3]), np.linalg.norm(x[3:] * scale[3:])
+    inside = sampler.sample(apply_affine(reference_to_mri, patches.patches.points_reference.reshape(-1, 3)))[1]
+    weights = patches.patches.weights
+    overlap = float((weights * inside.reshape(weights.shape)).sum() / max(weights.sum(), 1e-12))
+    no_overlap = overlap < patches.patches.min_count / weights.shape[1]
+    if no_overlap:  # an LC2 of nothing is flat: the optimiser "succeeds" anywhere
+        converged = False
     return RegistrationResult(
         method="lc2-frames",
         transform=Transform(reference_to_mri, "Reference", "Mri"),
@@ -364,8 +370,11 @@ def register_lc2_frames(
             "patches_per_level": level_patches,
             "rotation_centre_reference_mm": [float(v) for v in centre_reference],
             "initial": initial.to_list(),
+            "overlap_fraction": round(overlap, 4),
         },
         converged=converged,
         message=f"LC2 {best['value']:.3f} (start {trace[0]:.3f}) after {len(trace)} evaluations on "
-        f"{len(prepared.images)} frames; moved {rotation_deg:.1f} deg, {translation_mm:.1f} mm from the start",
+        f"{len(prepared.images)} frames; moved {rotation_deg:.1f} deg, {translation_mm:.1f} mm from the start"
+        + (f"; the frames do not overlap the MRI ({overlap:.0%} of their patch pixels inside): not converged"
+           if no_overlap else ""),
     )

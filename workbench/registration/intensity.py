@@ -336,17 +336,30 @@ def register_lc2(
         x = solution.x
         converged = converged and bool(solution.success)
     matrix = initial.matrix @ rigid_offset(x * scale, centre_mm)
+    overlap = _patch_overlap_fraction(patches, sampler, matrix)
+    message = (f"LC2 {trace[-1]:.3f} after {len(trace)} evaluations; offset from the start "
+               f"{np.linalg.norm(x[:3] * scale[:3]):.1f} deg, {np.linalg.norm(x[3:] * scale[3:]):.1f} mm")
+    if overlap < patches.min_count / patches.weights.shape[1]:
+        # An LC2 of nothing is flat: the optimiser "succeeds" anywhere. Not converged.
+        converged = False
+        message += f"; the sweep does not overlap the MRI ({overlap:.0%} of its patch voxels inside): not converged"
     return RegistrationResult(
         method="lc2",
         transform=Transform(matrix, "Reference", "Mri"),
         metric_trace=np.array(trace),
         run_time_s=time.perf_counter() - start,
         parameters=as_dict(params),
-        provenance=_provenance(mri, us_volume, mask, initial),
+        provenance={**_provenance(mri, us_volume, mask, initial), "overlap_fraction": round(overlap, 4)},
         converged=converged,
-        message=f"LC2 {trace[-1]:.3f} after {len(trace)} evaluations; offset from the start "
-        f"{np.linalg.norm(x[:3] * scale[:3]):.1f} deg, {np.linalg.norm(x[3:] * scale[3:]):.1f} mm",
+        message=message,
     )
+
+
+def _patch_overlap_fraction(patches: _UsPatches, sampler, reference_to_mri: np.ndarray) -> float:
+    """Fraction (0..1) of the patches' covered voxels that ``reference_to_mri`` ((4, 4)) puts inside the MRI."""
+    points_mri = apply_affine(reference_to_mri, patches.points_reference.reshape(-1, 3))
+    inside = sampler.sample(points_mri)[-1].reshape(patches.weights.shape)
+    return float((patches.weights * inside).sum() / max(patches.weights.sum(), 1e-12))
 
 
 def _provenance(mri: sitk.Image, us_volume: sitk.Image, mask: np.ndarray, initial: Transform) -> dict:

@@ -17,7 +17,9 @@ It returns one :class:`~workbench.registration.result.RegistrationResult`: the l
 ``ReferenceToMri``, ``method`` naming the steps (``"landmarks+bone-icp+piecewise"``), the summed
 run time, and in ``provenance``: ``"stages"`` (every step's method, ``ReferenceToMri``, time and
 message) and, after ``"piecewise"``, ``"per_vertebra"`` (each level's ``ReferenceToMri`` and why a
-level kept the rigid one). :func:`per_vertebra_result` turns that back into a
+level kept the rigid one), and ``"quality"``: the quality gate's verdict (accepted / doubtful /
+refused and why, :func:`~workbench.registration.quality.assess_registration`; read it with
+:func:`quality_of`). :func:`per_vertebra_result` turns that back into a
 :class:`~workbench.registration.piecewise.PiecewiseResult` (``transform_for_target``);
 :func:`stage_transform` gives the ``ReferenceToMri`` after any step.
 
@@ -35,6 +37,7 @@ from workbench.errors import RegistrationError
 from workbench.frames import Transform
 from workbench.registration.params import FramesLc2Parameters, IcpParameters, Lc2Parameters, MattesParameters
 from workbench.registration.piecewise import PiecewiseParameters
+from workbench.registration.quality import QualityThresholds, QualityVerdict, quality_of
 from workbench.registration.result import RegistrationResult
 
 __all__ = [
@@ -42,7 +45,9 @@ __all__ = [
     "ProgressCallback",
     "RegistrationInputs",
     "RegistrationSettings",
+    "QualityVerdict",
     "per_vertebra_result",
+    "quality_of",
     "run_registration_pipeline",
     "stage_transform",
 ]
@@ -116,6 +121,9 @@ class RegistrationSettings:
     landmark_fle_mm : float, optional
         Fiducial localisation error for the landmark fit's predicted TRE, mm (default: estimated
         from the FRE).
+    quality : QualityThresholds
+        Limits of the quality gate that judges the result
+        (:func:`~workbench.registration.quality.assess_registration`).
     """
 
     refinements: tuple[str, ...] = ("bone-icp",)
@@ -125,6 +133,7 @@ class RegistrationSettings:
     mattes: MattesParameters = field(default_factory=MattesParameters)
     piecewise: PiecewiseParameters = field(default_factory=PiecewiseParameters)
     landmark_fle_mm: float | None = None
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "refinements", tuple(self.refinements))
@@ -230,7 +239,8 @@ def run_registration_pipeline(
         with several, the last rigid step's with ``method`` = the steps joined by ``"+"``,
         ``run_time_s`` = their sum, and ``provenance["stages"]`` / ``provenance["per_vertebra"]``
         (see the module docstring). The landmark fit's FRE, residuals and predicted TRE are kept
-        when it is the only step.
+        when it is the only step. Always ``provenance["quality"]``: the quality gate's verdict
+        (:func:`quality_of`); a refused result must not be accepted or planned with.
 
     Raises
     ------
@@ -283,15 +293,25 @@ def run_registration_pipeline(
     provenance = {**last.provenance, "stages": stages}
     if piecewise is not None:
         provenance["per_vertebra"] = _per_vertebra_summary(piecewise)
+    # The automatic steps started from the landmark fit, else from the initial transform.
+    start = results[0].transform if inputs.landmarks is not None else inputs.initial
     if len(results) == 1 and piecewise is None:
-        return last.with_updates(provenance=provenance)
+        return _with_quality(last.with_updates(provenance=provenance), inputs, start, settings)
     run_time_s = sum(r.run_time_s for r in results if r is not inner_global)
     run_time_s += 0.0 if piecewise is None else piecewise.run_time_s
     method = "+".join(r.method for r in results) + ("+piecewise" if piecewise is not None else "")
     changes = dict(method=method, run_time_s=run_time_s, provenance=provenance)
     if last.method != "landmarks":
         changes.update(fre_mm=None, residuals_mm={}, predicted_tre_mm={})
-    return last.with_updates(**changes)
+    return _with_quality(last.with_updates(**changes), inputs, start, settings)
+
+
+def _with_quality(result: RegistrationResult, inputs: RegistrationInputs, start, settings: RegistrationSettings):
+    """``result`` with the quality gate's verdict in ``provenance["quality"]`` (docs/registration.md)."""
+    from workbench.registration.quality import assess_registration
+
+    verdict = assess_registration(result, inputs, start, settings.quality)
+    return result.with_updates(provenance={**result.provenance, "quality": verdict.to_dict()})
 
 
 def stage_transform(result: RegistrationResult, method: str) -> Transform:

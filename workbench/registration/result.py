@@ -160,7 +160,10 @@ def saved_registration(
         pipeline started from (its ``"landmarks"`` stage, or ``started_from``), else None. ``provenance`` is the
         result's, plus ``fre_basis`` and ``tre_basis`` saying where both came from,
         ``converged`` and the per-landmark ``residuals_mm`` of a landmark fit; non-finite
-        numbers there become None (JSON has none).
+        numbers there become None (JSON has none). A pipeline result's quality-gate verdict
+        stays in ``provenance["quality"]`` (``{"verdict", "reasons", "figures"}``,
+        :func:`workbench.registration.quality.quality_of` reads it back), so the case records
+        whether it was accepted or doubtful and why.
     """
     created_utc = created_utc or utc_now()
     provenance = {key: value for key, value in result.provenance.items() if key != "software"}

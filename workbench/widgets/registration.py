@@ -137,17 +137,26 @@ class RegistrationRunner:
         Raises
         ------
         WidgetError
-            Nothing to accept yet.
+            Nothing to accept yet, or a result the quality gate refused
+            (:func:`workbench.registration.quality.assess_registration`; a doubtful one is
+            accepted with its verdict recorded in the saved provenance).
         CaseBundleError
             The case cannot be saved (``case.json`` is left as it was).
         """
         from workbench.case.model import with_registration
         from workbench.registration.landmarks import pair_landmarks
+        from workbench.registration.quality import quality_of
         from workbench.registration.result import saved_registration
 
         result = result or self.latest
         if result is None:
             raise WidgetError("nothing to accept: run the landmark fit or a refinement first", self.session.folder)
+        verdict = quality_of(result)
+        if verdict is not None and verdict.refused:
+            raise WidgetError(
+                f"cannot accept {result.method}: the quality gate refused it ({'; '.join(verdict.reasons)})",
+                self.session.folder,
+            )
         pairs = pair_landmarks(self.session.case.landmarks)
         started_from = self._started_from.get(id(result))
         saved = saved_registration(result, landmarks=pairs if len(pairs.names) else None, started_from=started_from)
@@ -402,7 +411,9 @@ class RegistrationPanel:
             self.message.value = f"<span style='color:#c00'>{html.escape(getattr(exc, 'problem', None) or str(exc))}</span>"
             return None
         fre = "" if saved.fre_mm is None else f", FRE {saved.fre_mm:.2f} mm"
-        self.message.value = html.escape(f"accepted {saved.method} as {saved.registration_id}{fre}; saved in case.json")
+        quality = (saved.provenance or {}).get("quality") or {}
+        doubt = f" (doubtful: {'; '.join(quality.get('reasons', ()))})" if quality.get("verdict") == "doubtful" else ""
+        self.message.value = html.escape(f"accepted {saved.method} as {saved.registration_id}{fre}{doubt}; saved in case.json")
         self.show_history()
         return saved
 
