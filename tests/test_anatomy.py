@@ -86,7 +86,7 @@ def test_a_label_map_refuses_a_value_not_in_its_table_when_asked_to_interpret_it
     with pytest.raises(LabelMapError, match="not a name of the label vocabulary"):
         label_map.mask([8])
     with pytest.raises(LabelMapError, match="not a name of the label vocabulary"):
-        LabelMap(values, {0: "AIR", 8: "vertebra"}, np.eye(4))
+        LabelMap(values, {0: "AIR", 8: "bone"}, np.eye(4))  # (VERTEBRA is a class now; "bone" is not)
     assert issubclass(LabelMapError, WorkbenchError)
 
 

@@ -34,13 +34,20 @@ from workbench.frames import Transform, apply_affine
 __all__ = [
     "BONE_LABELS",
     "BONE_NAMES",
+    "FOREIGN_NAMES",
     "LEVEL_NAMES",
+    "SIDES",
+    "VERTEBRAL_LEVELS",
     "VOCABULARY",
     "WORKBENCH_TABLE",
     "Label",
     "LabelMap",
     "LabelMapError",
+    "LabelName",
     "display_name",
+    "format_label_name",
+    "parse_label_name",
+    "resolve_label_name",
 ]
 
 
@@ -83,6 +90,14 @@ class Label(IntEnum):
     IVC = 25
     KIDNEY = 26
     EPIDURAL_FAT = 27
+    # Classes of imported segmentations (not drawn by the phantom): coarser or other parts.
+    VERTEBRA = 28  # a whole vertebra (or the bone of one) whose parts are not told apart
+    VERTEBRAL_ARCH = 29  # pedicles and laminae as one (TPTBox/SPINEPS "arcus vertebrae")
+    SPINAL_CORD = 30
+    SPINAL_CANAL = 31  # the canal's contents not told apart (dura, CSF, cauda equina, epidural fat)
+    DISC = 32  # an intervertebral disc, annulus and nucleus not told apart
+    ENDPLATE = 33  # vertebral endplate region as SPINEPS marks it (not counted as bone surface)
+    UNLABELLED = 34  # not segmented: tissue unknown (value 0 of an imported segmentation; not air)
 
 
 #: Every vocabulary name, in the order of :class:`Label`.
@@ -98,6 +113,8 @@ BONE_LABELS = frozenset(
         Label.TRANSVERSE_PROCESS,
         Label.ARTICULAR_PROCESS,
         Label.SACRUM,
+        Label.VERTEBRA,
+        Label.VERTEBRAL_ARCH,
     }
 )
 #: Vocabulary names of :data:`BONE_LABELS`.
@@ -105,6 +122,139 @@ BONE_NAMES = frozenset(label.name for label in BONE_LABELS)
 
 #: Names of the vertebral levels in a level map (value i -> LEVEL_NAMES[i]; 0 = not a vertebra).
 LEVEL_NAMES = ("", "L1", "L2", "L3", "L4", "L5", "S1")
+
+#: Vertebral levels a label-table name may carry (``vertebra_L4``), cranial to caudal; T13 and L6
+#: for transitional anatomy.
+VERTEBRAL_LEVELS: tuple[str, ...] = (
+    tuple(f"C{i}" for i in range(1, 8)) + tuple(f"T{i}" for i in range(1, 14)) + tuple(f"L{i}" for i in range(1, 7))
+    + tuple(f"S{i}" for i in range(1, 7))
+)
+#: Sides a label-table name may carry (``transverse_process_L4_left``): the patient's left and right.
+SIDES: tuple[str, ...] = ("left", "right")
+
+
+def _totalsegmentator_names() -> dict[str, str]:
+    names = {f"vertebrae_{level}": f"vertebra_{level}" for level in VERTEBRAL_LEVELS if level[0] in "CTL" and level not in ("T13", "L6")}
+    names["vertebrae_S1"] = "vertebra_S1"
+    names.update(
+        {
+            "sacrum": "sacrum",
+            "spinal_cord": "spinal_cord",
+            "spinal_canal": "spinal_canal",
+            "intervertebral_discs": "disc",
+            "kidney_left": "kidney_left",
+            "kidney_right": "kidney_right",
+            "aorta": "aorta",
+            "inferior_vena_cava": "ivc",
+            "autochthon_left": "erector_spinae_left",
+            "autochthon_right": "erector_spinae_right",
+            "skin": "skin",
+            "subcutaneous_fat": "fat",
+        }
+    )
+    # Viscera are SOFT_TISSUE by the vocabulary's definition (everything else inside the body).
+    for viscus in ("liver", "spleen", "stomach", "pancreas", "gallbladder", "duodenum", "small_bowel", "colon",
+                   "esophagus", "urinary_bladder", "prostate", "adrenal_gland_left", "adrenal_gland_right"):
+        names[viscus] = "soft_tissue"
+    return names
+
+
+#: Foreign label names with a declared meaning in the vocabulary (foreign name -> label-table name
+#: as :func:`parse_label_name` reads it). TotalSegmentator's structure names (its ``total`` and
+#: ``total_mr`` tasks; ``iliopsoas`` is left out: psoas and iliacus are one mask there), and the
+#: usual background names of value 0. A name neither in the vocabulary nor here is refused.
+FOREIGN_NAMES: Mapping[str, str] = MappingProxyType(
+    {**_totalsegmentator_names(), "Clear Label": "unlabelled", "background": "unlabelled", "Background": "unlabelled"}
+)
+
+
+class LabelName(tuple):
+    """A parsed label-table name: ``(label, level, side)``, e.g. ``("VERTEBRA", "L4", None)``.
+
+    Attributes
+    ----------
+    label : str
+        Vocabulary name (a :class:`Label` member name).
+    level : str or None
+        One of :data:`VERTEBRAL_LEVELS`.
+    side : str or None
+        ``"left"`` or ``"right"`` (the patient's).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, label: str, level: str | None = None, side: str | None = None):
+        return super().__new__(cls, (label, level, side))
+
+    label = property(lambda self: self[0])
+    level = property(lambda self: self[1])
+    side = property(lambda self: self[2])
+
+    def __str__(self) -> str:
+        return format_label_name(self.label, self.level, self.side)
+
+
+def format_label_name(label: str | Label, level: str | None = None, side: str | None = None) -> str:
+    """The label-table name of a class at a level and side: ``("VERTEBRA", "L4")`` -> ``"vertebra_L4"``.
+
+    Raises
+    ------
+    LabelMapError
+        ``label`` not in the vocabulary, ``level`` not in :data:`VERTEBRAL_LEVELS`, ``side`` not in :data:`SIDES`.
+    """
+    parts = [_vocabulary_name(label).lower()]
+    if level is not None:
+        if level not in VERTEBRAL_LEVELS:
+            raise LabelMapError(f"{level!r} is not a vertebral level ({VERTEBRAL_LEVELS[0]}..{VERTEBRAL_LEVELS[-1]})")
+        parts.append(level)
+    if side is not None:
+        if side not in SIDES:
+            raise LabelMapError(f"{side!r} is not a side (left or right)")
+        parts.append(side)
+    return "_".join(parts)
+
+
+def parse_label_name(name: str | Label) -> LabelName:
+    """Read a label-table name: a vocabulary name (any case), optionally ``_<level>`` then ``_<side>``.
+
+    ``"vertebra_L4"`` -> ``LabelName("VERTEBRA", "L4", None)``; ``"TRANSVERSE_PROCESS_L4_left"``
+    -> ``("TRANSVERSE_PROCESS", "L4", "left")``; ``"VERTEBRAL_BODY"`` -> ``("VERTEBRAL_BODY", None, None)``.
+    Foreign names (``vertebrae_L4``) are not read here: see :func:`resolve_label_name`.
+
+    Raises
+    ------
+    LabelMapError
+        The name is not of that form (names the error and the vocabulary module).
+    """
+    if isinstance(name, Label):
+        return LabelName(name.name)
+    if not isinstance(name, str) or not name.strip():
+        raise LabelMapError(f"{name!r} is not a label name (a name of the label vocabulary, workbench.anatomy.Label)")
+    tokens = name.strip().split("_")
+    side = level = None
+    if len(tokens) > 1 and tokens[-1].lower() in SIDES:
+        side = tokens.pop().lower()
+    if len(tokens) > 1 and tokens[-1].upper() in VERTEBRAL_LEVELS:
+        level = tokens.pop().upper()
+    label = "_".join(tokens).upper()
+    if label not in Label.__members__:
+        raise LabelMapError(
+            f"{name!r} is not a name of the label vocabulary (workbench.anatomy.Label), optionally with a level and side "
+            "such as 'vertebra_L4' or 'transverse_process_L4_left'"
+        )
+    return LabelName(label, level, side)
+
+
+def resolve_label_name(name: str) -> LabelName:
+    """Like :func:`parse_label_name`, but a foreign name of :data:`FOREIGN_NAMES` is first translated.
+
+    ``"vertebrae_L4"`` (TotalSegmentator) -> ``LabelName("VERTEBRA", "L4", None)``. A name that is
+    neither is refused (:class:`LabelMapError`): never guessed.
+    """
+    if isinstance(name, str) and name.strip() in FOREIGN_NAMES:
+        return parse_label_name(FOREIGN_NAMES[name.strip()])
+    return parse_label_name(name)
+
 
 #: The workbench encoding (value -> vocabulary name): the table of the phantom's label maps and
 #: of the demo case's ``label_map`` attachment.
@@ -125,14 +275,14 @@ def _vocabulary_name(name: str | Label) -> str:
     raise LabelMapError(f"{name!r} is not a name of the label vocabulary (workbench.anatomy.Label)")
 
 
-def _checked_table(table: Mapping[int, str]) -> dict[int, str]:
+def _checked_table(table: Mapping[int, str]) -> dict[int, LabelName]:
     if not isinstance(table, Mapping) or not table:
         raise LabelMapError("a label table must be a non-empty mapping of int value -> vocabulary name")
-    checked: dict[int, str] = {}
+    checked: dict[int, LabelName] = {}
     for value, name in table.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise LabelMapError(f"label table key {value!r} is not an integer label value")
-        checked[int(value)] = _vocabulary_name(name)
+        checked[int(value)] = parse_label_name(name)
     return checked
 
 
@@ -153,8 +303,10 @@ class LabelMap:
         The label values. A 3D scalar integer image (its geometry is used), or an array indexed
         [k, j, i] as SimpleITK arrays are, with ``mri_voxel_to_mri`` giving its geometry.
     table : mapping of int to str
-        Label value -> vocabulary name (a :class:`Label` member name). Several values may name
-        the same class. :data:`WORKBENCH_TABLE` for the phantom's and the demo case's maps.
+        Label value -> vocabulary name (a :class:`Label` member name), optionally with a
+        vertebral level and side (``"vertebra_L4"``, ``"transverse_process_L4_left"``; see
+        :func:`parse_label_name`). Several values may name the same class. :data:`WORKBENCH_TABLE`
+        for the phantom's and the demo case's maps.
     mri_voxel_to_mri : (4, 4) float array or Transform, optional
         Voxel index (i, j, k) to LPS mm (``MriVoxelToMri``, docs/frames.md); required with an
         array, not allowed with an image (which carries its own).
@@ -164,7 +316,12 @@ class LabelMap:
     array : (K, J, I) int array
         The label values.
     table : mapping of int to str
-        Read-only label table.
+        Read-only label table: value -> vocabulary class name (level and side stripped).
+    names : mapping of int to str
+        Read-only: value -> label-table name with level and side (``"vertebra_L4"``), as
+        :func:`format_label_name` writes it (what a ``.labels.json`` sidecar holds).
+    levels, sides : mapping of int to str
+        Read-only: the vertebral level / side of the values whose name carries one.
     mri_voxel_to_mri, mri_to_mri_voxel : Transform
         ``MriVoxelToMri`` and its inverse.
     spacing_mm : (3,) float array
@@ -212,7 +369,11 @@ class LabelMap:
             raise LabelMapError(f"label values must be integers, got {array.dtype}")
         self._image = image if isinstance(image, sitk.Image) else None
         self.array = array
-        self.table: Mapping[int, str] = MappingProxyType(_checked_table(table))
+        parsed = _checked_table(table)
+        self.table: Mapping[int, str] = MappingProxyType({value: name.label for value, name in parsed.items()})
+        self.names: Mapping[int, str] = MappingProxyType({value: str(name) for value, name in parsed.items()})
+        self.levels: Mapping[int, str] = MappingProxyType({v: n.level for v, n in parsed.items() if n.level is not None})
+        self.sides: Mapping[int, str] = MappingProxyType({v: n.side for v, n in parsed.items() if n.side is not None})
         self.mri_voxel_to_mri = Transform(np.asarray(matrix, dtype=float), "MriVoxel", "Mri")
         self.mri_to_mri_voxel = self.mri_voxel_to_mri.inverse()
         self.spacing_mm = np.linalg.norm(self.mri_voxel_to_mri.matrix[:3, :3], axis=0)
@@ -229,6 +390,17 @@ class LabelMap:
             return self.table[int(value)]
         except KeyError:
             raise LabelMapError(f"label value {int(value)} is not in this label map's table") from None
+
+    def level_of(self, value: int) -> str | None:
+        """The vertebral level of a label value (``"L4"``), None if its name carries none; unknown values raise."""
+        self.name_of(value)
+        return self.levels.get(int(value))
+
+    def values_at_level(self, level: str) -> tuple[int, ...]:
+        """The label values (sorted) whose name carries vertebral level ``level`` (``"L4"``)."""
+        if level not in VERTEBRAL_LEVELS:
+            raise LabelMapError(f"{level!r} is not a vertebral level ({VERTEBRAL_LEVELS[0]}..{VERTEBRAL_LEVELS[-1]})")
+        return tuple(sorted(value for value, name in self.levels.items() if name == level))
 
     def values_of(self, names: Iterable[str | Label]) -> tuple[int, ...]:
         """The label values (sorted) whose vocabulary name is one of ``names``; () if the table has none.

@@ -30,6 +30,8 @@ Sub-commands
     Serve notebooks 02-04 as a Voila teaching app (127.0.0.1, generated token).
 ``workbench detect-bone SEQUENCE --out MASK.mha [--device-set XML]``
     Bone surface per frame as a uint8 mask sequence (1 = bone) on the frame grid; JSON summary.
+``workbench labels import CASE_DIR --from PATH [--table FILE] [--format table|totalsegmentator|tptbox]``
+    Import a segmentation as the case's label map, with its label table (sidecar ``.labels.json``).
 ``workbench bench reconstruct|demo-case|registration|ui [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 
@@ -295,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_teach(sub)
     register_outcomes(sub)
+    from workbench.case.labels import register_cli as register_labels
+
+    register_labels(sub)
     from workbench.registration.bone_detect import register_cli as register_detect_bone
 
     register_detect_bone(sub)

@@ -246,9 +246,8 @@ def _register_demo_case(case, case_dir: Path, sequence, image_to_probe, steps: "
         the case's landmark pairs, the landmark fit's predicted TRE, and in ``provenance`` the
         median error at the targets against the ground truth (``"median_error_vs_ground_truth_mm"``).
     """
-    from workbench.anatomy import WORKBENCH_TABLE, LabelMap
+    from workbench.case.labels import read_case_label_map
     from workbench.io.ground_truth import read_ground_truth
-    from workbench.io.volume import load_volume
     from workbench.phantom.anatomy import SpineParameters, build_phantom
     from workbench.registration.landmarks import pair_landmarks
     from workbench.registration.piecewise import mri_bone_points_by_level
@@ -269,10 +268,8 @@ def _register_demo_case(case, case_dir: Path, sequence, image_to_probe, steps: "
     def tre_mm(transform) -> float:
         return float(np.median(np.linalg.norm(transform.apply_to_points(true_targets_reference) - targets, axis=1)))
 
-    # The demo case's label map is in the workbench encoding (the phantom's table).
-    label_map = LabelMap.from_volume(
-        load_volume(case_dir / next(a.path for a in case.attachments if a.role == "label_map")), WORKBENCH_TABLE
-    )
+    # With its table (a sidecar), or, the demo case having ground truth, in the workbench encoding.
+    label_map = read_case_label_map(case, case_dir)
     spec = truth.spec
     phantom = build_phantom(SpineParameters(seed=spec["seed"], bmi=spec["bmi"], age_years=spec["age_years"]))
     pairs = pair_landmarks(case.landmarks)

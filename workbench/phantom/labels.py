@@ -83,6 +83,12 @@ TISSUE: dict[Label, TissueProperties] = {
     Label.IVC: TissueProperties(0.30, 1.66, 0.2, 0.03, 1580.0),
     Label.KIDNEY: TissueProperties(0.55, 1.64, 1.0, 0.30, 1560.0),
     Label.EPIDURAL_FAT: TissueProperties(0.85, 1.38, 0.6, 0.20, 1450.0),
+    # classes of imported segmentations; the phantom never draws them
+    Label.SPINAL_CORD: TissueProperties(0.45, 1.65, 1.0, 0.40, 1600.0),
+    Label.SPINAL_CANAL: TissueProperties(1.00, 1.50, 0.002, 0.01, 1505.0),
+    Label.DISC: TissueProperties(0.15, 1.75, 1.5, 0.45, 1650.0),
+    Label.ENDPLATE: TissueProperties(0.15, 1.75, 1.5, 0.45, 1650.0),
+    Label.UNLABELLED: TissueProperties(0.40, 1.63, 0.7, 0.30, 1560.0),
 }
 
 #: T2 signal of fatty bone marrow (bone interior deeper than the cortex).

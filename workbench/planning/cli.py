@@ -73,12 +73,13 @@ def _attachment_path(case, case_dir: Path, role: str) -> Path | None:
     return None if found is None else case_dir / found.path
 
 
-def _read_label_map(path: Path | None):
-    from workbench.anatomy import WORKBENCH_TABLE, LabelMap
-    from workbench.io.volume import load_volume
+def _read_label_map(path: Path | None, case=None):
+    from workbench.case.labels import read_label_map_file
 
-    # A case's label map is in the workbench encoding (the phantom's table); case.json records no other yet.
-    return None if path is None else LabelMap.from_volume(load_volume(path), WORKBENCH_TABLE)
+    # With its sidecar table (<file>.labels.json); only a synthetic case (with ground truth) may
+    # keep a label map without one, in the workbench encoding.
+    synthetic = case is not None and any(a.role == "ground_truth" for a in case.attachments)
+    return None if path is None else read_label_map_file(path, synthetic=synthetic)
 
 
 def _check(plan_path: Path, case_dir: Path | None, labels: Path | None) -> dict:
@@ -89,14 +90,14 @@ def _check(plan_path: Path, case_dir: Path | None, labels: Path | None) -> dict:
     from workbench.planning.safety import check_trajectory
 
     plan = load_plan(plan_path)
-    body = None
+    body = case = None
     if case_dir is not None:
         case = load_case(case_dir, verify_digests=False)
         if labels is None:
             labels = _attachment_path(case, case_dir, "label_map")
         if case.mri is not None:
             body = BodyMask.from_volume(load_volume(case_dir / case.mri.path))
-    label_map = _read_label_map(labels)
+    label_map = _read_label_map(labels, case)
     reports = {t.name: check_trajectory(t, label_map, body=body) for t in plan.trajectories}
     summary = _plan_summary(plan, "checked plan", reports, [])
     return {
@@ -334,7 +335,7 @@ def build_plans(
         raise PlanError("the case has no MRI", case_dir)
     mri = load_volume(case_dir / case.mri.path)
     body = BodyMask.from_volume(mri)
-    label_map = _read_label_map(_attachment_path(case, case_dir, "label_map"))
+    label_map = _read_label_map(_attachment_path(case, case_dir, "label_map"), case)
     if registration is None:
         try:
             registration = _registration(case)

@@ -154,13 +154,13 @@ class CaseSession:
     def label_map(self):
         """The label map with its label table (:class:`workbench.anatomy.LabelMap`), or None when the case has none.
 
-        A case's label map is in the workbench encoding (:data:`workbench.anatomy.WORKBENCH_TABLE`,
-        the phantom's table): case.json records no other table yet.
+        The table is the sidecar ``<file>.labels.json`` (:func:`workbench.case.labels.read_case_label_map`);
+        only a synthetic case (with ground truth) may keep one without, in the workbench encoding.
         """
         if self._label_map is None and self.labels is not None:
-            from workbench.anatomy import WORKBENCH_TABLE, LabelMap
+            from workbench.case.labels import read_case_label_map
 
-            self._label_map = LabelMap.from_volume(self.labels, WORKBENCH_TABLE)
+            self._label_map = read_case_label_map(self.case, self.folder)
         return self._label_map
 
     def ground_truth(self):
