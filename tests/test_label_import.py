@@ -175,6 +175,17 @@ def test_tptbox_mri_crop_imports_with_exact_bone_and_names(tmp_path, capsys):
     assert left_lps[0] - right_lps[0] > 40.0  # mm apart, left at +x
 
 
+def test_tptbox_ct_crop_reads_lumbar_levels(tmp_path):
+    ct = SHARED_DATA / "spine-crops-tptbox-mri-ct" / "sample_ct"
+    case_dir = new_case(tmp_path / "case", mri=ct / "sub-ct_label-22_ct.nii.gz")
+    label_map = read_label_map_file(import_label_map(case_dir, ct / "sub-ct_seg-vert_label-22_msk.nii.gz"))
+    subreg = _array(ct / "sub-ct_seg-subreg_label-22_msk.nii.gz")
+    assert int(label_map.bone_mask().sum()) == int(np.isin(subreg, TPTBOX_BONE).sum()) == 36348
+    assert sorted(set(label_map.levels.values())) == ["L2", "L3", "L4"]  # vert IDs 21-23, as the provenance says
+    spinous_l3 = label_map.values_of(["SPINOUS_PROCESS"])[1]
+    assert label_map.names[spinous_l3] == "spinous_process_L3" and int((label_map.array == spinous_l3).sum()) == 737
+
+
 def test_tptbox_tables_cover_the_documented_labels():
     assert TPTBOX_VERTEBRA_LEVELS[20] == "L1" and TPTBOX_VERTEBRA_LEVELS[23] == "L4" and TPTBOX_VERTEBRA_LEVELS[28] == "T13"
     assert TPTBOX_VERTEBRA_LEVELS[26] == "S1" and 27 not in TPTBOX_VERTEBRA_LEVELS  # the coccyx has no level here

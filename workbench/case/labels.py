@@ -32,24 +32,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import SimpleITK as sitk
 
-from workbench.anatomy import (
-    VERTEBRAL_LEVELS,
-    WORKBENCH_TABLE,
-    Label,
-    LabelMap,
-    LabelMapError,
-    format_label_name,
-    resolve_label_name,
-)
 from workbench.case.model import Attachment
-from workbench.case.storage import file_sha256, load_case, save_case
-from workbench.io.label_table import read_label_table, sidecar_path, write_label_table
-from workbench.io.volume import load_volume, save_volume
+
+if TYPE_CHECKING:  # SimpleITK and the readers load when a label map is read, so `workbench --help` stays fast
+    import SimpleITK as sitk
+
+    from workbench.anatomy import LabelMap
 
 __all__ = [
     "IMPORT_FORMATS",
@@ -75,24 +67,24 @@ TPTBOX_VERTEBRA_LEVELS: Mapping[int, str] = {
     26: "S1",
     **{27 + i: f"S{i}" for i in range(2, 7)},
 }
-#: TPTBox sub-region value -> (vocabulary class, side).
-TPTBOX_SUBREGIONS: Mapping[int, tuple[Label, str | None]] = {
-    41: (Label.VERTEBRAL_ARCH, None),
-    42: (Label.SPINOUS_PROCESS, None),
-    43: (Label.TRANSVERSE_PROCESS, "left"),
-    44: (Label.TRANSVERSE_PROCESS, "right"),
-    45: (Label.ARTICULAR_PROCESS, "left"),
-    46: (Label.ARTICULAR_PROCESS, "right"),
-    47: (Label.ARTICULAR_PROCESS, "left"),
-    48: (Label.ARTICULAR_PROCESS, "right"),
-    49: (Label.VERTEBRAL_BODY, None),
-    50: (Label.VERTEBRAL_BODY, None),
-    60: (Label.SPINAL_CORD, None),
-    61: (Label.SPINAL_CANAL, None),
-    62: (Label.ENDPLATE, None),
-    100: (Label.DISC, None),
+#: TPTBox sub-region value -> (vocabulary class name, side).
+TPTBOX_SUBREGIONS: Mapping[int, tuple[str, str | None]] = {
+    41: ("VERTEBRAL_ARCH", None),
+    42: ("SPINOUS_PROCESS", None),
+    43: ("TRANSVERSE_PROCESS", "left"),
+    44: ("TRANSVERSE_PROCESS", "right"),
+    45: ("ARTICULAR_PROCESS", "left"),
+    46: ("ARTICULAR_PROCESS", "right"),
+    47: ("ARTICULAR_PROCESS", "left"),
+    48: ("ARTICULAR_PROCESS", "right"),
+    49: ("VERTEBRAL_BODY", None),
+    50: ("VERTEBRAL_BODY", None),
+    60: ("SPINAL_CORD", None),
+    61: ("SPINAL_CANAL", None),
+    62: ("ENDPLATE", None),
+    100: ("DISC", None),
 }
-_UNLABELLED = format_label_name(Label.UNLABELLED)
+_UNLABELLED = "unlabelled"
 _VOLUME_ENDINGS = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
@@ -115,6 +107,10 @@ def read_label_map_file(path: str | os.PathLike, synthetic: bool = False) -> Lab
     LabelMapError
         No sidecar (and not synthetic): "a label map without a table"; a value missing from the table.
     """
+    from workbench.anatomy import WORKBENCH_TABLE, LabelMap, LabelMapError
+    from workbench.io.label_table import read_label_table, sidecar_path
+    from workbench.io.volume import load_volume
+
     path = Path(path)
     table_path = sidecar_path(path)
     if table_path.is_file():
@@ -152,6 +148,11 @@ def _is_volume(path: Path) -> bool:
 
 
 def _read_labels(path: Path) -> sitk.Image:
+    import SimpleITK as sitk
+
+    from workbench.anatomy import LabelMapError
+    from workbench.io.volume import load_volume
+
     image = load_volume(path).image
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise LabelMapError(f"{path}: a label map must be a 3D scalar image")
@@ -166,6 +167,11 @@ def _read_labels(path: Path) -> sitk.Image:
 
 
 def _from_table(source: Path, table_path: Path | None) -> tuple[sitk.Image, dict[int, str]]:
+    import SimpleITK as sitk
+
+    from workbench.anatomy import LabelMapError
+    from workbench.io.label_table import read_label_table, sidecar_path
+
     table_path = table_path or sidecar_path(source)
     if not table_path.is_file():
         raise LabelMapError(f"{source}: a label map without a table; give --table FILE (JSON, CSV, ITK-SNAP, Slicer .ctbl)")
@@ -184,6 +190,10 @@ def _from_table(source: Path, table_path: Path | None) -> tuple[sitk.Image, dict
 
 def _combine(masks: list[tuple[Path, np.ndarray, str]], reference: sitk.Image) -> tuple[sitk.Image, dict[int, str]]:
     """One label image from boolean masks named by label-table names; values by name order."""
+    import SimpleITK as sitk
+
+    from workbench.anatomy import LabelMapError
+
     names = sorted({name for _, _, name in masks}, key=_name_order)
     value_of = {name: index for index, name in enumerate(names, start=1)}
     dtype = np.uint8 if len(names) < 255 else np.uint16
@@ -202,6 +212,8 @@ def _combine(masks: list[tuple[Path, np.ndarray, str]], reference: sitk.Image) -
 
 
 def _name_order(name: str) -> tuple:
+    from workbench.anatomy import VERTEBRAL_LEVELS, Label, resolve_label_name
+
     parsed = resolve_label_name(name)
     level = VERTEBRAL_LEVELS.index(parsed.level) if parsed.level else -1
     return (int(Label[parsed.label]), level, parsed.side or "")
@@ -216,6 +228,10 @@ def _mask_name(path: Path) -> str:
 
 
 def _from_totalsegmentator(folder: Path) -> tuple[sitk.Image, dict[int, str]]:
+    import SimpleITK as sitk
+
+    from workbench.anatomy import LabelMapError, resolve_label_name
+
     if not folder.is_dir():
         raise LabelMapError(f"{folder}: a TotalSegmentator import needs the folder of per-structure masks")
     files = sorted(p for p in folder.iterdir() if _is_volume(p))
@@ -244,6 +260,8 @@ def _from_totalsegmentator(folder: Path) -> tuple[sitk.Image, dict[int, str]]:
 
 
 def _tptbox_files(source: Path) -> tuple[Path, Path | None]:
+    from workbench.anatomy import LabelMapError
+
     if source.is_dir():
         verts = sorted(p for p in source.iterdir() if "seg-vert" in p.name and _is_volume(p))
         subregs = sorted(p for p in source.iterdir() if "seg-subreg" in p.name and _is_volume(p))
@@ -257,6 +275,10 @@ def _tptbox_files(source: Path) -> tuple[Path, Path | None]:
 
 
 def _from_tptbox(source: Path) -> tuple[sitk.Image, dict[int, str]]:
+    import SimpleITK as sitk
+
+    from workbench.anatomy import LabelMapError, format_label_name
+
     vert_path, subreg_path = _tptbox_files(source)
     vert_image = _read_labels(vert_path)
     vert = sitk.GetArrayFromImage(vert_image).astype(np.int64)
@@ -281,11 +303,11 @@ def _from_tptbox(source: Path) -> tuple[sitk.Image, dict[int, str]]:
         if level_id == 0 and region == 0:
             continue
         level = TPTBOX_VERTEBRA_LEVELS.get(int(level_id))
-        label, side = TPTBOX_SUBREGIONS[int(region)] if region else (Label.VERTEBRA, None)
+        label, side = TPTBOX_SUBREGIONS[int(region)] if region else ("VERTEBRA", None)
         if level_id and region == 0:
             vert_ids = np.unique(vert[(level_ids == level_id) & (subreg == 0)])
-            label = Label.DISC if np.all(vert_ids >= 100) and np.all(vert_ids < 200) else label
-            label = Label.ENDPLATE if np.all(vert_ids >= 200) else label
+            label = "DISC" if np.all(vert_ids >= 100) and np.all(vert_ids < 200) else label
+            label = "ENDPLATE" if np.all(vert_ids >= 200) else label
         name = format_label_name(label, level, side)
         masks.append((vert_path, (level_ids == level_id) & (subreg == region), name))
     if not masks:
@@ -311,6 +333,10 @@ def _same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
 
 def _onto_mri(labels: sitk.Image, mri: sitk.Image, source: Path) -> sitk.Image:
     """``labels`` on the MRI's grid (nearest neighbour, 0 outside); refused when nothing lands inside."""
+    import SimpleITK as sitk
+
+    from workbench.anatomy import LabelMapError
+
     if not sitk.GetArrayViewFromImage(labels).any():
         raise LabelMapError(f"{source}: empty mask (no labelled voxel)")
     if _same_grid(labels, mri):
@@ -373,6 +399,11 @@ def import_label_map(
     CaseBundleError
         The case cannot be read, or has no MRI.
     """
+    from workbench.anatomy import LabelMap, LabelMapError
+    from workbench.case.storage import file_sha256, load_case, save_case
+    from workbench.io.label_table import sidecar_path, write_label_table
+    from workbench.io.volume import load_volume, save_volume
+
     case_dir, source = Path(case_dir), Path(source)
     table_path = None if table is None else Path(table)
     case = load_case(case_dir)
@@ -436,6 +467,8 @@ def register_cli(subparsers) -> None:
 
 
 def _handle_import(args) -> int:
+    from workbench.io.label_table import sidecar_path
+
     import json
     import sys
 
