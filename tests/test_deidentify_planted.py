@@ -191,6 +191,16 @@ def _hits(data: bytes, markers: dict[str, object]) -> list[tuple[str, object]]:
     return found
 
 
+def _leaks(blobs: list[tuple[str, bytes]], markers: dict[str, object], uids) -> dict[str, list]:
+    """Name -> markers and original UIDs found in that blob (empty when nothing leaked)."""
+    leaks = {}
+    for name, data in blobs:
+        found = _hits(data, markers) + [(uid, "original UID") for uid in uids if uid.encode() in data]
+        if found:
+            leaks[name] = found
+    return leaks
+
+
 def _every_byte(root: Path) -> list[tuple[str, bytes]]:
     return [(p.relative_to(root).as_posix(), p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()]
 
@@ -229,12 +239,7 @@ def test_workbench_anonymize_leaves_no_marker(planted_series, tmp_path, capsys, 
         assert {k: ds[k].value for k in expected_kept} == expected_kept  # kept, exactly as planted
         assert ds.PatientAge.endswith("D") and ds.StudyTime.startswith("101112.")
         markers = {m: w for m, w in markers.items() if w not in expected_kept}
-    leaks = {}
-    for name, data in [*files, ("stdout", printed.out.encode()), ("stderr", printed.err.encode())]:
-        found = _hits(data, markers) + [(uid, "original UID") for uid in uids if uid.encode() in data]
-        if found:
-            leaks[name] = found
-    assert leaks == {}
+    assert _leaks([*files, ("stdout", printed.out.encode()), ("stderr", printed.err.encode())], markers, uids) == {}
     for path in out.iterdir():
         ds = pydicom.dcmread(path)
         assert ds.preamble == bytes(128) and ds.PatientIdentityRemoved == "YES"
@@ -247,12 +252,7 @@ def test_new_case_bundle_leaves_no_marker(planted_series, tmp_path, capsys):
     printed = capsys.readouterr()
     files = _every_byte(bundle)
     assert any(name == "case.json" for name, _ in files)
-    leaks = {}
-    for name, data in [*files, ("stdout", printed.out.encode())]:
-        found = _hits(data, markers) + [(uid, "original UID") for uid in uids if uid.encode() in data]
-        if found:
-            leaks[name] = found
-    assert leaks == {}
+    assert _leaks([*files, ("stdout", printed.out.encode())], markers, uids) == {}
 
 
 def test_plan_exports_of_the_planted_case_leave_no_marker(planted_series, tmp_path, capsys):
@@ -277,9 +277,4 @@ def test_plan_exports_of_the_planted_case_leave_no_marker(planted_series, tmp_pa
     printed = capsys.readouterr()
     files = _every_byte(tmp_path / "exports")
     assert {"plan.json", "plan.mrk.json", "plan.csv", "report.html"} <= {Path(name).name for name, _ in files}
-    leaks = {}
-    for name, data in [*files, ("stdout", printed.out.encode()), ("stderr", printed.err.encode())]:
-        found = _hits(data, markers) + [(uid, "original UID") for uid in uids if uid.encode() in data]
-        if found:
-            leaks[name] = found
-    assert leaks == {}
+    assert _leaks([*files, ("stdout", printed.out.encode()), ("stderr", printed.err.encode())], markers, uids) == {}
