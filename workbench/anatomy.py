@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from workbench.errors import WorkbenchError
-from workbench.frames import Transform, apply_affine
+from workbench.frames import Transform, apply_affine, image_index_to_physical
 
 __all__ = [
     "BONE_LABELS",
@@ -286,14 +286,6 @@ def _checked_table(table: Mapping[int, str]) -> dict[int, LabelName]:
     return checked
 
 
-def _mri_voxel_to_mri_of(image: sitk.Image) -> np.ndarray:
-    """(4, 4) ``MriVoxelToMri`` of an image: ``origin + direction @ diag(spacing) @ ijk`` (as ITK)."""
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.reshape(image.GetDirection(), (3, 3)) @ np.diag(image.GetSpacing())
-    matrix[:3, 3] = image.GetOrigin()
-    return matrix
-
-
 class LabelMap:
     """A label image in the ``Mri`` frame (LPS mm) with its label table.
 
@@ -355,7 +347,7 @@ class LabelMap:
             if mri_voxel_to_mri is not None:
                 raise LabelMapError("a label map image carries its own geometry: give no mri_voxel_to_mri")
             array = sitk.GetArrayFromImage(image)
-            matrix = _mri_voxel_to_mri_of(image)
+            matrix = image_index_to_physical(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
         else:
             array = np.asarray(image)
             if array.ndim != 3:

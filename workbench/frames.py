@@ -31,6 +31,7 @@ __all__ = [
     "apply",
     "apply_affine",
     "apply_linear",
+    "image_index_to_physical",
     "is_transform_name",
     "split_transform_name",
     "transform_name",
@@ -132,6 +133,29 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray | Iterable[float]) -> np
     if points.ndim == 0 or points.shape[-1] != 3:
         raise FrameError(f"points must have shape (..., 3), got {points.shape}")
     return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def image_index_to_physical(origin, spacing, direction) -> np.ndarray:
+    """(4, 4) index-to-physical affine of an ITK image: ``origin + direction @ diag(spacing) @ ijk``.
+
+    For the planning MRI this is ``MriVoxelToMri`` (docs/frames.md).
+
+    Parameters
+    ----------
+    origin : (3,) float, mm
+        Physical position of the centre of voxel (0, 0, 0) (``image.GetOrigin()``).
+    spacing : (3,) float, mm
+        Voxel size along i, j, k (``image.GetSpacing()``).
+    direction : (9,) or (3, 3) float
+        Row major; column c is the unit vector of index axis c (``image.GetDirection()``).
+
+    >>> image_index_to_physical((10.0, 0.0, 0.0), (2.0, 1.0, 1.0), np.eye(3).ravel())[:3].tolist()
+    [[2.0, 0.0, 0.0, 10.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    """
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.reshape(np.asarray(direction, dtype=float), (3, 3)) @ np.diag(np.asarray(spacing, dtype=float))
+    matrix[:3, 3] = origin
+    return matrix
 
 
 def apply_linear(matrix: np.ndarray, vectors: np.ndarray | Iterable[float]) -> np.ndarray:

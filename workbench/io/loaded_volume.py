@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from workbench.frames import Transform
+from workbench.frames import Transform, image_index_to_physical
 
 __all__ = ["LoadedVolume", "compute_source_digest"]
 
@@ -82,9 +82,7 @@ class LoadedVolume:
         ``volume.mri_voxel_to_mri.apply_to_points(ijk)`` ((N, 3) float array, ``MriVoxel``) to
         ``points_lps`` ((N, 3), mm).
         """
-        matrix = np.eye(4)
-        matrix[:3, :3] = np.reshape(self.direction, (3, 3)) @ np.diag(self.spacing_mm)
-        matrix[:3, 3] = self.origin_lps_mm
+        matrix = image_index_to_physical(self.origin_lps_mm, self.spacing_mm, self.direction)
         return Transform.from_name("MriVoxelToMri", matrix)
 
     @property

@@ -41,7 +41,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from workbench.errors import PlanError
-from workbench.frames import apply_affine
+from workbench.frames import apply_affine, image_index_to_physical
 from workbench.planning.model import Trajectory
 
 __all__ = [
@@ -161,7 +161,8 @@ class BodyMask:
         padding = [(1, 1) if a == axis else (0, 0) for a in range(3)]
         filled = ndimage.binary_fill_holes(np.pad(mask_kji, padding), structure=structure)
         mask_kji = filled[tuple(slice(1, -1) if a == axis else slice(None) for a in range(3))]
-        return cls._from_mask(mask_kji, _mri_voxel_to_mri_of(image), float(triangle.GetThreshold()), "MRI")
+        mri_voxel_to_mri = image_index_to_physical(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+        return cls._from_mask(mask_kji, mri_voxel_to_mri, float(triangle.GetThreshold()), "MRI")
 
     @classmethod
     def from_volume(cls, volume) -> "BodyMask":
@@ -248,13 +249,6 @@ class BodyMask:
     @property
     def empty(self) -> bool:
         return not bool(self.mask_kji.any())
-
-
-def _mri_voxel_to_mri_of(image: sitk.Image) -> np.ndarray:
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.reshape(image.GetDirection(), (3, 3)) * np.asarray(image.GetSpacing())
-    matrix[:3, 3] = image.GetOrigin()
-    return matrix
 
 
 def _image_of(array_kji: np.ndarray, mri_voxel_to_mri: np.ndarray) -> sitk.Image:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.frames import Transform
+from workbench.frames import Transform, image_index_to_physical
 from workbench.widgets.session import WidgetError
 from workbench.widgets.slices import window_to_uint8
 
@@ -102,10 +102,7 @@ class FusionModel:
         image = getattr(mri, "image", mri)
         self.mri_image = image
         self.mri_kji = sitk.GetArrayViewFromImage(image).astype(np.float32)
-        matrix = np.eye(4)
-        matrix[:3, :3] = np.reshape(image.GetDirection(), (3, 3)) @ np.diag(image.GetSpacing())
-        matrix[:3, 3] = image.GetOrigin()
-        self.mri_voxel_to_mri = matrix
+        self.mri_voxel_to_mri = image_index_to_physical(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
         self.images = np.asarray(images)
         self.probe_to_reference = np.asarray(probe_to_reference, dtype=float)
         self.valid = np.asarray(valid, dtype=bool)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.frames import apply_affine
+from workbench.frames import apply_affine, image_index_to_physical
 from workbench.widgets.session import WidgetError
 
 __all__ = ["ORIENTATIONS", "SliceModel", "window_to_uint8"]
@@ -86,9 +86,7 @@ class SliceModel:
         self.spacing_mm = np.array(image.GetSpacing(), dtype=float)
         direction = np.reshape(image.GetDirection(), (3, 3))
         # (4, 4) MriVoxelToMri: voxel index (i, j, k) to LPS mm (docs/frames.md).
-        self.mri_voxel_to_mri = np.eye(4)
-        self.mri_voxel_to_mri[:3, :3] = direction @ np.diag(self.spacing_mm)
-        self.mri_voxel_to_mri[:3, 3] = image.GetOrigin()
+        self.mri_voxel_to_mri = image_index_to_physical(image.GetOrigin(), self.spacing_mm, direction)
         # which index axis points along each LPS axis, and with which sign
         self._axis_of_lps = {}
         self._sign_of_lps = {}
