@@ -49,6 +49,7 @@ __all__ = [
     "TPTBOX_SUBREGIONS",
     "TPTBOX_VERTEBRA_LEVELS",
     "import_label_map",
+    "is_synthetic_case",
     "read_case_label_map",
     "read_label_map_file",
 ]
@@ -136,8 +137,12 @@ def read_case_label_map(case, case_dir: str | os.PathLike) -> LabelMap | None:
     found = next((a for a in case.attachments if a.role == "label_map"), None)
     if found is None:
         return None
-    synthetic = any(a.role == "ground_truth" for a in case.attachments)
-    return read_label_map_file(Path(case_dir) / found.path, synthetic=synthetic)
+    return read_label_map_file(Path(case_dir) / found.path, synthetic=is_synthetic_case(case))
+
+
+def is_synthetic_case(case) -> bool:
+    """True for a generated case (it has ground truth): its label map may be in the workbench encoding without a table."""
+    return any(a.role == "ground_truth" for a in case.attachments)
 
 
 # -- sources ----------------------------------------------------------------------------------------

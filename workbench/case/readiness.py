@@ -21,12 +21,13 @@ ENTRY_STRUCTURE = "entry point"
 
 
 def landmark_pairs(case: Case) -> list[str]:
-    """Pair labels (or, without one, names) present in both the ``Mri`` and the ``Reference`` frame, in Mri order."""
-    def key(landmark):
-        return landmark.pair or landmark.name
+    """Pair labels present in both the ``Mri`` and the ``Reference`` frame, in Mri order.
 
-    reference = {key(lm) for lm in case.landmarks if lm.frame == "Reference"}
-    return [key(lm) for lm in case.landmarks if lm.frame == "Mri" and key(lm) in reference]
+    The rule of :func:`workbench.registration.landmarks.pair_landmarks`: landmarks pair by their
+    ``pair`` label only, so readiness never counts a pair the landmark fit would not use.
+    """
+    reference = {lm.pair for lm in case.landmarks if lm.frame == "Reference" and lm.pair is not None}
+    return [lm.pair for lm in case.landmarks if lm.frame == "Mri" and lm.pair in reference]
 
 
 def case_readiness(case: Case, folder: str | Path | None = None) -> dict:

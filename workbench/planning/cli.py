@@ -74,11 +74,10 @@ def _attachment_path(case, case_dir: Path, role: str) -> Path | None:
 
 
 def _read_label_map(path: Path | None, case=None):
-    from workbench.case.labels import read_label_map_file
+    """A label map file with its sidecar table (:func:`workbench.case.labels.read_label_map_file`)."""
+    from workbench.case.labels import is_synthetic_case, read_label_map_file
 
-    # With its sidecar table (<file>.labels.json); only a synthetic case (with ground truth) may
-    # keep a label map without one, in the workbench encoding.
-    synthetic = case is not None and any(a.role == "ground_truth" for a in case.attachments)
+    synthetic = case is not None and is_synthetic_case(case)
     return None if path is None else read_label_map_file(path, synthetic=synthetic)
 
 
@@ -321,6 +320,7 @@ def build_plans(
         No MRI, or nothing to plan (no target with an entry, no saved plan, no expert plan).
     """
     from workbench.case import load_case
+    from workbench.case.labels import read_case_label_map
     from workbench.io.volume import load_volume
     from workbench.planning.export import load_plan, write_plan_bundle
     from workbench.planning.model import Provenance
@@ -335,7 +335,7 @@ def build_plans(
         raise PlanError("the case has no MRI", case_dir)
     mri = load_volume(case_dir / case.mri.path)
     body = BodyMask.from_volume(mri)
-    label_map = _read_label_map(_attachment_path(case, case_dir, "label_map"), case)
+    label_map = read_case_label_map(case, case_dir)
     if registration is None:
         try:
             registration = _registration(case)

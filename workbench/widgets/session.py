@@ -157,7 +157,7 @@ class CaseSession:
         The table is the sidecar ``<file>.labels.json`` (:func:`workbench.case.labels.read_case_label_map`);
         only a synthetic case (with ground truth) may keep one without, in the workbench encoding.
         """
-        if self._label_map is None and self.labels is not None:
+        if self._label_map is None and self.attachment_path("label_map") is not None:
             from workbench.case.labels import read_case_label_map
 
             self._label_map = read_case_label_map(self.case, self.folder)
