@@ -25,6 +25,7 @@ from workbench.frames import Transform
 __all__ = [
     "ATTACHMENT_ROLES",
     "CURRENT_SCHEMA_VERSION",
+    "MIN_LANDMARK_PAIRS",
     "Attachment",
     "Case",
     "FileRef",
@@ -41,6 +42,10 @@ __all__ = [
 
 #: The ``schema_version`` that :meth:`Case.to_dict` writes and every in-memory case has.
 CURRENT_SCHEMA_VERSION = 2
+
+#: Paired-point registration needs at least this many landmark pairs (Mri and Reference): a rigid
+#: transform in 3-D needs three non-collinear point pairs.
+MIN_LANDMARK_PAIRS = 3
 
 
 def utc_now() -> str:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench.case.model import Case
+from workbench.case.model import MIN_LANDMARK_PAIRS, Case
 
 __all__ = ["ENTRY_STRUCTURE", "MIN_LANDMARK_PAIRS", "case_readiness", "landmark_pairs"]
 
-#: Paired-point registration needs at least this many landmark pairs (Mri and Reference).
-MIN_LANDMARK_PAIRS = 3
 #: ``Target.structure`` that marks an entry point (skin puncture site) rather than a target.
 ENTRY_STRUCTURE = "entry point"
 

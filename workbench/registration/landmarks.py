@@ -24,7 +24,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from workbench.case.model import Landmark
+from workbench.case.model import MIN_LANDMARK_PAIRS, Landmark
 from workbench.errors import FrameError, RegistrationError
 from workbench.frames import Transform
 from workbench.registration.result import RegistrationResult
@@ -49,8 +49,8 @@ __all__ = [
     "stylus_tip_points_reference",
 ]
 
-#: A rigid transform in 3-D needs at least this many non-collinear point pairs.
-MIN_PAIRS = 3
+#: A rigid transform in 3-D needs at least this many non-collinear point pairs (the case model's rule).
+MIN_PAIRS = MIN_LANDMARK_PAIRS
 #: Landmarks count as collinear when their RMS distance from the best-fitting line is below
 #: this fraction of their RMS spread along it (the rotation about the line is then undetermined).
 COLLINEAR_TOLERANCE = 1e-3
