@@ -229,7 +229,7 @@ def _registration(case):
     """
     from workbench.planning.model import RegistrationSummary, registration_summary
 
-    current = getattr(case, "current_registration", None)
+    current = case.current_registration
     if current is not None:
         targets = [t.name for t in case.targets]
         return registration_summary(current, targets)

@@ -311,7 +311,7 @@ def case_registration(session: CaseSession) -> CaseRegistration:
     from workbench.errors import RegistrationError
     from workbench.registration.landmarks import MIN_PAIRS, pair_landmarks
 
-    saved = getattr(session.case, "current_registration", None)
+    saved = session.case.current_registration
     if saved is not None:
         fre = "" if saved.fre_mm is None else f", FRE {saved.fre_mm:.2f} mm"
         return CaseRegistration(saved.reference_to_mri, saved.fre_mm, "saved",
