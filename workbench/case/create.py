@@ -53,6 +53,7 @@ from workbench.errors import CaseBundleError, DeviceSetError, DicomError, Sequen
 from workbench.frames import Transform, TransformRepository, is_transform_name, split_transform_name
 from workbench.identifiers import IDENTIFYING_DICOM_ATTRIBUTES
 from workbench.io.paths import detached_data_file
+from workbench.io.volume import without_metadata
 
 __all__ = [
     "CASE_ID_PATTERN",
@@ -229,7 +230,7 @@ def read_mri_source(path: str | os.PathLike, series_uid: str | None = None) -> M
     image = loaded.image
     if kind == "nifti" and _meta(image, "qform_code") == "0" and _meta(image, "sform_code") == "0":
         raise VolumeError("NIfTI header has neither qform nor sform (both codes 0): no patient geometry", path)
-    clean = _geometry_only(image)
+    clean = without_metadata(image)
     _check_geometry(clean, path)
     names = {"nifti": "NIfTI", "nrrd": "NRRD", "metaimage": "MetaImage"}
     return MriSource(clean, kind, f"{names.get(kind, kind)} volume", warnings=tuple(loaded.warnings))
@@ -245,7 +246,7 @@ def _read_dicom_source(path: Path, series_uid: str | None) -> MriSource:
     info = _choose_series(scan, series_uid, path)
     loaded = load_dicom_series(folder, info.series_uid, recursive=path.is_dir())
     identifying, names = _source_identifiers(info.files)
-    clean = _geometry_only(loaded.image)
+    clean = without_metadata(loaded.image)
     _check_geometry(clean, path)
     parts = [
         _safe_text(info.description, identifying),
@@ -357,13 +358,6 @@ def _safe_text(text: str, identifying: Iterable[str]) -> str:
         if len(value) >= _MIN_TEXT_MATCH and value.lower() in lowered:
             return ""
     return "" if identifying_attribute(text) else text
-
-
-def _geometry_only(image: sitk.Image) -> sitk.Image:
-    """The voxels and the geometry of ``image``, without its metadata dictionary."""
-    clean = sitk.GetImageFromArray(sitk.GetArrayFromImage(image))
-    clean.CopyInformation(image)
-    return clean
 
 
 def _check_geometry(image: sitk.Image, path: Path) -> None:

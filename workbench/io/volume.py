@@ -39,6 +39,7 @@ __all__ = [
     "load_volume",
     "save_volume",
     "volume_suffix",
+    "without_metadata",
 ]
 
 #: File name endings read and written by SimpleITK, and the format each one is.
@@ -181,7 +182,7 @@ def save_volume(image_or_loaded: sitk.Image | LoadedVolume, path: str | os.PathL
     if not isinstance(image, sitk.Image):
         raise VolumeError(f"cannot save a {type(image).__name__}: expected a SimpleITK.Image or LoadedVolume", path)
     _require_suffix(path)
-    image = _without_metadata(image)
+    image = without_metadata(image)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -196,8 +197,8 @@ def save_volume(image_or_loaded: sitk.Image | LoadedVolume, path: str | os.PathL
     return path
 
 
-def _without_metadata(image: sitk.Image) -> sitk.Image:
-    """A copy of ``image`` (voxels shared until written) with every metadata key erased."""
+def without_metadata(image: sitk.Image) -> sitk.Image:
+    """``image``'s voxels and geometry only: a copy (voxels shared until written) with every metadata key erased."""
     keys = image.GetMetaDataKeys()
     if not keys:
         return image
