@@ -36,3 +36,21 @@ def demo_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "demo-cache"
     monkeypatch.setenv("WORKBENCH_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """SQLAlchemy URL of a real PostgreSQL server (``postgresql+psycopg://...``).
+
+    ``.ci/run`` starts one on 127.0.0.1 with ``tools/postgres.sh`` and exports it as
+    ``WORKBENCH_TEST_POSTGRES_URL``; locally run ``tools/postgres.sh start DIR`` and export the URL
+    it prints. Without one the test skips, except under ``WORKBENCH_REQUIRE_POSTGRES=1`` (CI),
+    where a missing server is a failure, never a silent skip.
+    """
+    url = os.environ.get("WORKBENCH_TEST_POSTGRES_URL", "").strip()
+    if url:
+        return url
+    message = "no PostgreSQL server: set WORKBENCH_TEST_POSTGRES_URL (tools/postgres.sh start DIR prints it)"
+    if os.environ.get("WORKBENCH_REQUIRE_POSTGRES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
