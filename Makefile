@@ -16,9 +16,12 @@ all: test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "workbench needs Python >= 3.11, this is " + sys.version'
+	@echo "[1/3] creating $(VENV) (first run only)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "[2/3] upgrading pip"
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@echo "[3/3] installing workbench and its dependencies into $(VENV) (a few minutes on a fresh machine; pip lists each package)"
+	$(BIN)/python -m pip install --progress-bar off -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -232,3 +232,61 @@ def test_teach_token_from_the_environment_is_not_in_the_process_list(tmp_path):
             status, location = _no_redirect_status(refused)
             assert status == 302 and location.startswith("/login"), (refused, status, location)
     assert not token_file.exists()
+
+
+def test_sigterm_to_lab_stops_the_server_and_its_kernels(tmp_path):
+    """Issue 17: SIGTERM to ``workbench lab`` must not orphan the server or a running kernel."""
+    import psutil
+
+    case, notebooks = _minimal_case(tmp_path), tmp_path / "notebooks"
+    notebooks.mkdir()
+    port = free_port()
+    args = ["lab", "--case", str(case), "--notebooks", str(notebooks), "--port", str(port)]
+    with _launched(args, tmp_path, {}) as (process, url):
+        token = url.split("token=", 1)[1]
+        _wait_until_up(f"http://127.0.0.1:{port}/api/status?token={token}", process)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/kernels?token={token}", data=b"{}", method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 201
+        tree = psutil.Process(process.pid).children(recursive=True)
+        deadline = time.monotonic() + 60
+        while not any("ipykernel" in " ".join(p.cmdline()) for p in tree) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            tree = psutil.Process(process.pid).children(recursive=True)
+        kernels = [p for p in tree if "ipykernel" in " ".join(p.cmdline())]
+        assert kernels, "the server started no kernel process"
+        pids = [p.pid for p in tree]
+        os.kill(process.pid, signal.SIGTERM)  # the launcher only, as a service manager would
+        assert process.wait(timeout=40) == 0
+        _, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], timeout=15)
+        alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, f"left running after SIGTERM: {[(p.pid, p.cmdline()[:3]) for p in alive]}"
+
+
+def test_stop_process_tree_kills_the_children_of_a_server_that_ignores_sigterm(tmp_path):
+    """A server that does not stop within the timeout is killed, and so are its kernels (re-parented otherwise)."""
+    import psutil
+
+    from workbench.widgets.cli import stop_process_tree
+
+    stubborn = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        child_pid = int(server.stdout.readline())
+        time.sleep(0.5)  # both have installed their SIGTERM handlers
+        stop_process_tree(server, timeout_s=2.0)
+        assert server.poll() is not None
+        assert not psutil.pid_exists(child_pid) or psutil.Process(child_pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)

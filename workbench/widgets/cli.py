@@ -112,7 +112,13 @@ def server_folders(case: Path | None, notebooks: Path | None) -> tuple[Path, Pat
     if case is not None:
         case_dir = resolve_case_folder(case).resolve()
     else:
-        print("Preparing the demo case (generated on first use, about 30 s)...", file=sys.stderr, flush=True)
+        from workbench.phantom.democase import DEFAULT_DEMO_CASE, demo_cache_dir
+
+        cached = (demo_cache_dir() / f"demo-case-{DEFAULT_DEMO_CASE.digest()}" / "case.json").is_file()
+        if cached:
+            print("Using the cached demo case...", file=sys.stderr, flush=True)
+        else:
+            print("Generating the demo case (first use only, about 30 s)...", file=sys.stderr, flush=True)
         case_dir = demo_working_copy().resolve()
     notebook_dir = (notebooks or default_notebook_dir()).resolve()
     if not notebook_dir.is_dir():
@@ -137,7 +143,9 @@ def run_until_interrupted(command: list[str], env: dict[str, str]) -> int:
     """Run a server until it exits (its status) or until Ctrl-C or SIGTERM (then stop it, return 0).
 
     SIGTERM is handled like Ctrl-C so that the caller's clean-up (the private token folder)
-    runs; the server gets SIGTERM, then SIGKILL if it is still running after 10 s.
+    runs; the server gets SIGTERM, then SIGKILL if it is still running after 10 s. The kernels it
+    started are stopped with it (see :func:`stop_process_tree`): a server killed on its own leaves
+    them running, each holding hundreds of MB.
     """
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
@@ -145,15 +153,40 @@ def run_until_interrupted(command: list[str], env: dict[str, str]) -> int:
         try:
             return process.wait()
         except KeyboardInterrupt:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process_tree(process)
             return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stop_process_tree(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Stop a server and every process it started (its kernels), SIGTERM first, SIGKILL after ``timeout_s``.
+
+    The descendants are listed before the server is signalled: once it is gone they are
+    re-parented and can no longer be found through it.
+    """
+    import psutil
+
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    alive = []
+    for child in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+            alive.append(child)
+    _, still_alive = psutil.wait_procs(alive, timeout=timeout_s)
+    for child in still_alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(still_alive, timeout=timeout_s)
 
 
 def lab_command(notebook_dir: Path, port: int, open_browser: bool = False) -> list[str]:
