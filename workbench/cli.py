@@ -32,7 +32,9 @@ Sub-commands
     Bone surface per frame as a uint8 mask sequence (1 = bone) on the frame grid; JSON summary.
 ``workbench labels import CASE_DIR --from PATH [--table FILE] [--format table|totalsegmentator|tptbox]``
     Import a segmentation as the case's label map, with its label table (sidecar ``.labels.json``).
-``workbench bench reconstruct|demo-case|registration|ui [--json]``
+``workbench tune --method PIPELINE --cases N --trials T [--workers W | --scheduler tcp://HOST:PORT] [--storage URL] [--study NAME] [--json]``
+    Tune a registration pipeline: an Optuna study scored on simulated cases by Dask workers, resumable (docs/tuning.md).
+``workbench bench reconstruct|demo-case|registration|tune|ui [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 
 Every sub-command imports what it needs when it runs, so ``workbench --help`` is fast.
@@ -303,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.registration.bone_detect import register_cli as register_detect_bone
 
     register_detect_bone(sub)
+    from workbench.tuning.cli import register as register_tune, register_bench as register_tune_bench
+
+    register_tune(sub)
+    register_tune_bench(bench_sub)
     p = bench_sub.add_parser("demo-case", help="generate the default demo case in a temporary folder, timing each stage")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=_cmd_bench_demo_case)

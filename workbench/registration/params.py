@@ -19,6 +19,7 @@ __all__ = [
     "IcpParameters",
     "Lc2Parameters",
     "MattesParameters",
+    "RobustBoneParameters",
     "as_dict",
 ]
 
@@ -193,6 +194,102 @@ class IcpParameters:
             raise RegistrationError(f"ICP restart_offset_mm must be a number >= 0, got {self.restart_offset_mm!r}")
         if self.trim_fraction > 1:
             raise RegistrationError(f"ICP trim_fraction must be within (0, 1], got {self.trim_fraction!r}")
+
+
+@dataclass(frozen=True)
+class RobustBoneParameters:
+    """Parameters of :func:`~workbench.registration.robust.register_bone_robust` (``"bone-robust"``).
+
+    Attributes
+    ----------
+    search_schedule_mm : tuple of float
+        Pair-distance limits of the coarse ICP from each start of the global search, mm.
+    search_iterations : int
+        Iterations per coarse stage at most.
+    search_points : int
+        The global search uses about this many US points (evenly subsampled).
+    lateral_search_mm : float
+        Also start this far left and right of the start, mm (0: along the spine only).
+    refine_candidates : int
+        The best this many distinct search results get the fine fit.
+    distance_schedule_mm : tuple of float
+        Rigid robust ICP stages after the search, mm.
+    joint_schedule_mm : tuple of float
+        Stages that also fit the depth scale and latency, mm.
+    trim_fraction : float
+        Keep the closest fraction of the pairs within the distance, (0, 1].
+    huber_mm : float
+        Huber threshold on the point-to-plane distance, mm: larger distances get weight
+        ``huber_mm / |d|``.
+    max_iterations : int
+        Per stage at most.
+    tolerance_mm : float
+        A stage stops when a step moves the points less than this (RMS), mm.
+    min_pairs : int
+        Fewer pairs within a stage's distance fails that start.
+    residual_cap_mm : float
+        Distances are capped at this in the score (capped RMS residual), mm.
+    estimate_scale, estimate_latency : bool
+        Fit the speed-of-sound depth scale / the video latency (needs points with beam geometry).
+    scale_range : (2,) tuple of float
+        Bounds of the depth scale (true / displayed depth; 1450-1620 m/s over 1540).
+    latency_range_s : (2,) tuple of float
+        Bounds of the latency, s.
+    scale_prior_weight : float
+        Ridge weight pulling the scale toward 1, mm per unit scale.
+    latency_prior_weight : float
+        Ridge weight pulling the latency toward 0, mm per s.
+    level_shift_mm : float
+        One vertebral level along the spine, mm.
+    level_axis_mri : (3,) tuple of float
+        The spine's superior direction in ``Mri`` (LPS +z).
+    level_switch_ratio : float
+        A neighbouring level whose capped residual is below this times the fit's is taken instead.
+    """
+
+    search_schedule_mm: tuple[float, ...] = (20.0, 10.0, 5.0)
+    search_iterations: int = 12
+    search_points: int = 600
+    lateral_search_mm: float = 0.0
+    refine_candidates: int = 2
+    distance_schedule_mm: tuple[float, ...] = (5.0, 3.0)
+    joint_schedule_mm: tuple[float, ...] = (3.0, 2.0)
+    trim_fraction: float = 0.85
+    huber_mm: float = 1.0
+    max_iterations: int = 30
+    tolerance_mm: float = 0.005
+    min_pairs: int = 20
+    residual_cap_mm: float = 5.0
+    estimate_scale: bool = True
+    estimate_latency: bool = True
+    scale_range: tuple[float, float] = (0.94, 1.06)
+    latency_range_s: tuple[float, float] = (-0.2, 0.2)
+    scale_prior_weight: float = 2.0
+    latency_prior_weight: float = 2.0
+    level_shift_mm: float = 35.0
+    level_axis_mri: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    level_switch_ratio: float = 0.8
+
+    def __post_init__(self) -> None:
+        _check_levels("robust ICP search", self.search_schedule_mm)
+        _check_levels("robust ICP", self.distance_schedule_mm)
+        _check_levels("robust ICP joint", self.joint_schedule_mm)
+        _check_positive(
+            "robust ICP",
+            search_iterations=self.search_iterations, search_points=self.search_points,
+            refine_candidates=self.refine_candidates, trim_fraction=self.trim_fraction, huber_mm=self.huber_mm,
+            max_iterations=self.max_iterations, tolerance_mm=self.tolerance_mm, min_pairs=self.min_pairs,
+            residual_cap_mm=self.residual_cap_mm, level_shift_mm=self.level_shift_mm,
+            level_switch_ratio=self.level_switch_ratio,
+        )
+        if self.trim_fraction > 1 or self.level_switch_ratio > 1:
+            raise RegistrationError("robust ICP trim_fraction and level_switch_ratio must be within (0, 1]")
+        if not (self.scale_range[0] < 1.0 < self.scale_range[1]) or not (
+            self.latency_range_s[0] < 0.0 < self.latency_range_s[1]
+        ):
+            raise RegistrationError("robust ICP scale_range must contain 1 and latency_range_s must contain 0")
+        if self.lateral_search_mm < 0 or self.scale_prior_weight < 0 or self.latency_prior_weight < 0:
+            raise RegistrationError("robust ICP lateral_search_mm and prior weights must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -402,3 +499,26 @@ class FramesLc2Parameters:
             raise RegistrationError(
                 f"LC2 frames gradient must be one of {', '.join(_FRAME_GRADIENTS)}, got {self.gradient!r}"
             )
+
+
+#: Declared search ranges for registration tuning (``workbench tune``, :mod:`workbench.tuning`):
+#: ``"ClassName.field" -> (low, high)``, inclusive, in the field's unit. Numeric fields of the
+#: parameter dataclasses not named here are tuned over a range derived from their default
+#: (``workbench.tuning.space.derived_range``); fields named in :data:`NOT_TUNABLE` never are.
+TUNING_RANGES: dict[str, tuple[float, float]] = {
+    "IcpParameters.trim_fraction": (0.3, 1.0),
+    "IcpParameters.restart_offset_mm": (0.0, 20.0),
+    "IcpParameters.inlier_distance_mm": (0.5, 5.0),
+    "Lc2Parameters.min_patch_coverage": (0.05, 1.0),
+    "Lc2Parameters.us_smoothing_fraction": (0.1, 2.0),
+    "FramesLc2Parameters.min_patch_coverage": (0.1, 1.0),
+    "FramesLc2Parameters.band_above_bone_mm": (0.0, 30.0),
+    "MattesParameters.sampling_fraction": (0.02, 1.0),
+    "BonePointParameters.shadow_ratio": (0.05, 0.9),
+    "BonePointParameters.min_brightness": (50.0, 250.0),
+    "BoneDetectParameters.reference_percentile": (90.0, 100.0),
+    "BoneDetectParameters.min_relative_brightness": (0.1, 0.9),
+    "BoneDetectParameters.shadow_ratio": (0.05, 0.9),
+}
+#: Fields tuning leaves alone: seeds are not accuracy parameters.
+NOT_TUNABLE = frozenset({"MattesParameters.seed"})
