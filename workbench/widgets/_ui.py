@@ -69,15 +69,77 @@ def new_canvas(width_in: float = 6.0, height_in: float = 6.0, dpi: int = 90):
 
 
 def json_hook(css_class: str, value: dict | None = None):
-    """An HTML widget whose text is JSON (a DOM hook for browser tests), with ``css_class``."""
+    """A hidden HTML widget whose text is JSON (a DOM hook for browser tests), with ``css_class``.
+
+    Not displayed (``display: none``): a person never sees it, while a test still reads it
+    (``element.innerText`` of an element that is not rendered is its text content, and a
+    ``MutationObserver`` sees its updates).
+    """
     import ipywidgets as W
 
-    hook = W.HTML(value=json.dumps(value or {}))
-    hook.style.font_size = "10px"  # kept visible (tests read its text), but discreet
-    hook.style.text_color = "#888888"
+    hook = W.HTML(value=json.dumps(value or {}), layout=W.Layout(display="none"))
     hook.add_class(css_class)
     hook.add_class("wb-json-hook")
     return hook
+
+
+def full_label(*buttons):
+    """Size buttons to their label (ipywidgets' default 148 px cuts longer labels); returns the first."""
+    for button in buttons:
+        button.layout.width = "auto"
+        button.layout.min_width = "fit-content"
+    return buttons[0] if buttons else None
+
+
+def place_labels(anchors_px, sizes_px, bounds_px, gap_px: float = 5.0) -> np.ndarray:
+    """Boxes for text labels beside anchor points such that no two boxes overlap (greedy).
+
+    Each label goes right of its anchor, vertically centred on it; if that box overlaps a label
+    placed before (anchors taken top to bottom) it moves up or down by whole box heights
+    (0, -1, +1, -2, +2, ...), and to the left of the anchor where the right runs out of the canvas.
+
+    Parameters
+    ----------
+    anchors_px : (N, 2) float array
+        Points (x right, y down), canvas pixels.
+    sizes_px : (N, 2) float array
+        Width and height of each label, pixels.
+    bounds_px : (width, height)
+        The canvas; boxes are kept inside it where possible.
+    gap_px : float
+        Horizontal gap between anchor and label.
+
+    Returns
+    -------
+    (N, 4) float array
+        ``x, y, width, height`` of each box (top-left corner), in the order of ``anchors_px``.
+    """
+    anchors = np.asarray(anchors_px, dtype=float).reshape(-1, 2)
+    sizes = np.asarray(sizes_px, dtype=float).reshape(-1, 2)
+    width, height = (float(v) for v in bounds_px)
+    boxes = np.zeros((len(anchors), 4))
+    placed: list[np.ndarray] = []
+
+    def overlaps(box) -> bool:
+        return any(box[0] < b[0] + b[2] and b[0] < box[0] + box[2] and box[1] < b[1] + b[3] and b[1] < box[1] + box[3]
+                   for b in placed)
+
+    for index in np.argsort(anchors[:, 1], kind="stable"):
+        (x, y), (w, h) = anchors[index], sizes[index]
+        left = x + gap_px if x + gap_px + w <= width else x - gap_px - w
+        chosen = None
+        for step in range(0, 2 * max(int(height // max(h, 1.0)), 1) + 1):
+            shift = (step + 1) // 2 * (-1 if step % 2 else 1) * h * 1.05
+            top = min(max(y - h / 2.0 + shift, 0.0), max(height - h, 0.0))
+            box = np.array([left, top, w, h])
+            if not overlaps(box):
+                chosen = box
+                break
+        if chosen is None:
+            chosen = np.array([left, min(max(y - h / 2.0, 0.0), max(height - h, 0.0)), w, h])
+        boxes[index] = chosen
+        placed.append(chosen)
+    return boxes
 
 
 def set_json(hook, value: dict) -> None:

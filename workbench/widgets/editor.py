@@ -247,7 +247,6 @@ class LandmarkEditor:
             if mask.any():
                 view.add_artist(view.axes.scatter(pixels[mask, 0], pixels[mask, 1], s=36, c=colour, marker="+",
                                                   linewidths=1.5))
-        for index in np.flatnonzero(near):
-            view.add_artist(view.axes.annotate(self.model.points[index].name, pixels[index], xytext=(4, 4),
-                                               textcoords="offset points", color=_COLOURS[self.model.points[index].kind],
-                                               fontsize=7))
+        shown = np.flatnonzero(near)  # names beside the points, moved apart so that none overlaps another
+        view.add_labels(pixels[shown], [self.model.points[i].name for i in shown],
+                        [_COLOURS[self.model.points[i].kind] for i in shown])

@@ -8,7 +8,8 @@ reconstruction of the sweep. A result the user accepts (:meth:`RegistrationRunne
 into the case's ``case.json`` (``registrations``, made current) and :meth:`RegistrationRunner.undo`
 makes the previous one current again; plans, exports and the 3D scene use the current one.
 :class:`RegistrationPanel` is the ipywidgets controller: parameters as widgets built from the
-parameter dataclasses, a metric-per-iteration plot (ipympl), a progress bar, Accept / Undo buttons
+parameter dataclasses, a metric-per-iteration plot (a static PNG redrawn live,
+:class:`workbench.widgets._plots.PngPlot`; class ``wb-metric-plot``), a progress bar, Accept / Undo buttons
 (DOM classes ``wb-accept-registration``, ``wb-undo-registration``) and the history.
 Every result is ``ReferenceToMri`` (docs/frames.md).
 """
@@ -307,7 +308,7 @@ class RegistrationPanel:
     def __init__(self, session: CaseSession, runner: RegistrationRunner | None = None):
         import ipywidgets as W
 
-        from workbench.widgets._ui import new_canvas
+        from workbench.widgets._plots import PngPlot
 
         self.runner = runner or RegistrationRunner(session)
         self.fit_button = W.Button(description="Fit landmarks", icon="dot-circle-o")
@@ -317,8 +318,9 @@ class RegistrationPanel:
         self.run_button = W.Button(description="Refine", icon="play", button_style="primary")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress")
         self.message = W.HTML()
-        self.figure, self.canvas = new_canvas(5.0, 2.6)
-        self.axes = self.figure.add_axes([0.14, 0.2, 0.82, 0.7])
+        self.plot = PngPlot(560, 300, css_class="wb-metric-plot")
+        self.figure = self.plot.figure
+        self.axes = self.figure.add_axes([0.12, 0.17, 0.85, 0.73])
         self.accept_button = W.Button(description="Accept", icon="check", button_style="success",
                                       tooltip="save the last result into case.json as the case's registration")
         self.accept_button.add_class("wb-accept-registration")
@@ -337,10 +339,11 @@ class RegistrationPanel:
         self.widget = W.VBox([
             W.HTML("<b>1. Paired-point fit</b>"), self.fit_button, self.fit_table,
             W.HTML("<b>2. Automatic refinement</b>"), self.method, self.params_box,
-            W.HBox([self.run_button, self.progress]), self.canvas, self.message,
+            W.HBox([self.run_button, self.progress]), self.plot.widget, self.message,
             W.HTML("<b>3. The case's registration</b>"), W.HBox([self.accept_button, self.undo_button]), self.history_table,
         ])
         self.widget.add_class("wb-registration-panel")
+        self._draw_trace(np.empty(0), "press Refine: the metric is plotted per iteration")
         self.show_history()
 
     def _build_params(self, method: str) -> None:
@@ -443,10 +446,22 @@ class RegistrationPanel:
     def _on_progress(self, fraction: float, trace: np.ndarray, message: str) -> None:
         self.progress.value = float(fraction)
         self.message.value = html.escape(message)
-        self.axes.clear()
+        self._draw_trace(np.asarray(trace, dtype=float), message)
+
+    def _draw_trace(self, trace: np.ndarray, title: str = "") -> bytes:
+        """Plot the metric per iteration and send the PNG now (an Image value change reaches the
+        browser while the kernel is still busy refining)."""
+        method = self.method.value
+        unit = "RMS distance (mm)" if method == "bone-icp" else f"{method} metric"
+        axes = self.axes
+        axes.clear()
         if len(trace):
-            self.axes.plot(np.arange(1, len(trace) + 1), trace, marker=".", color="#1f77b4")
-        self.axes.set_xlabel("iteration", fontsize=8)
-        self.axes.set_ylabel("metric", fontsize=8)
-        self.axes.tick_params(labelsize=7)
-        self.canvas.draw()  # ipympl pushes the frame now (draw_idle would wait for the busy kernel)
+            axes.plot(np.arange(1, len(trace) + 1), trace, marker=".", color="#1f77b4", linewidth=1.5)
+        else:
+            axes.text(0.5, 0.5, "no iteration yet", transform=axes.transAxes, ha="center", va="center", color="#777777")
+        axes.set_xlabel("iteration", fontsize=10)
+        axes.set_ylabel(unit, fontsize=10)
+        axes.set_title(title[:80], fontsize=10, loc="left")
+        axes.grid(True, alpha=0.3)
+        axes.tick_params(labelsize=9)
+        return self.plot.refresh()

@@ -20,7 +20,7 @@ import numpy as np
 from workbench.frames import apply_affine, image_index_to_physical
 from workbench.widgets.session import WidgetError
 
-__all__ = ["ORIENTATIONS", "SliceModel", "window_to_uint8"]
+__all__ = ["ORIENTATIONS", "PRESETS", "SliceModel", "direction_letters", "nice_scale_bar_mm", "window_to_uint8"]
 
 ORIENTATIONS = ("axial", "coronal", "sagittal")
 # per orientation: (LPS axis shown left->right, sign), (LPS axis shown top->bottom, sign), normal LPS axis
@@ -29,6 +29,47 @@ _LAYOUT = {
     "coronal": ((0, +1), (2, -1), 1),  # L to the right, S up
     "sagittal": ((1, +1), (2, -1), 0),  # P to the right (anterior left), S up
 }
+
+
+#: Window/level presets (names shown on the viewer), computed from the volume's own histogram
+#: (MRI grey values have no absolute unit): see :meth:`SliceModel.preset_window_level`.
+PRESETS = ("T2 spine", "soft tissue", "full range")
+#: Letters of the LPS axes' positive and negative directions.
+_LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
+#: A direction gets a second letter when its second-largest LPS component is at least this large
+#: (|cos| of 73 deg, i.e. an obliquity over ~17 deg), as radiology viewers show "LP" for oblique sides.
+OBLIQUE_LETTER_MIN = 0.3
+#: Scale-bar lengths (mm) the viewer chooses from.
+SCALE_BAR_STEPS_MM = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
+
+
+def direction_letters(direction_lps) -> str:
+    """Radiological letters of a direction in LPS: ``(1, 0, 0)`` -> ``"L"``, ``(0, -1, 0)`` -> ``"A"``.
+
+    Parameters
+    ----------
+    direction_lps : (3,) float array
+        Any non-zero vector, LPS.
+
+    Returns
+    -------
+    str
+        The letter of the largest component, followed by the second's when its size is at least
+        :data:`OBLIQUE_LETTER_MIN` of the unit vector (oblique views: ``"LP"``).
+    """
+    d = np.asarray(direction_lps, dtype=float)
+    d = d / max(float(np.linalg.norm(d)), 1e-12)
+    order = np.argsort(-np.abs(d))
+    letters = [_LETTERS[order[0]][0 if d[order[0]] >= 0 else 1]]
+    if abs(d[order[1]]) >= OBLIQUE_LETTER_MIN:
+        letters.append(_LETTERS[order[1]][0 if d[order[1]] >= 0 else 1])
+    return "".join(letters)
+
+
+def nice_scale_bar_mm(width_mm: float, fraction: float = 0.25) -> float:
+    """The longest of :data:`SCALE_BAR_STEPS_MM` not over ``fraction`` of ``width_mm`` (at least the shortest)."""
+    fitting = [s for s in SCALE_BAR_STEPS_MM if s <= fraction * float(width_mm)]
+    return fitting[-1] if fitting else SCALE_BAR_STEPS_MM[0]
 
 
 def window_to_uint8(values: np.ndarray, window: float, level: float) -> np.ndarray:
@@ -97,16 +138,54 @@ class SliceModel:
             used.add(column)
             self._axis_of_lps[int(lps_axis)] = column
             self._sign_of_lps[int(lps_axis)] = 1 if direction[lps_axis, column] >= 0 else -1
-        finite = np.asarray(self.array_kji[:: max(1, self.size_ijk[2] // 16)], dtype=float)
-        low, high = np.percentile(finite, [1.0, 99.5])
-        self.window = float(max(high - low, 1e-6))
-        self.level = float((high + low) / 2.0)
+        sample = np.asarray(self.array_kji[:: max(1, self.size_ijk[2] // 16)], dtype=float).ravel()
+        self._sample = sample[np.isfinite(sample)]
+        self.window, self.level = self.preset_window_level("T2 spine")
         self.mip_slab_mm = 0.0
+        # the cursor: an LPS point (mm) that every view passes through; switching views keeps it
+        centre_ijk = (np.array(self.size_ijk, dtype=float) - 1.0) / 2.0
+        self.cursor_lps = apply_affine(self.mri_voxel_to_mri, centre_ijk[None, :])[0]
+        self.orientation = None
         self.set_orientation(orientation, index)
+
+    def preset_window_level(self, name: str) -> tuple[float, float]:
+        """(window, level) of a preset, from the grey values of the volume (every 16th slice sampled).
+
+        ``"T2 spine"``: the 1st to 99.5th percentile of all voxels (CSF, fat and marrow bright,
+        muscle grey, air black: the default); ``"soft tissue"``: the 5th to 95th percentile of the
+        body's voxels (those above 10 % of the 99.5th percentile), which spreads muscle, fat and
+        disc over the grey scale and lets CSF saturate; ``"full range"``: minimum to maximum.
+
+        Raises
+        ------
+        WidgetError
+            Unknown preset.
+        """
+        values = self._sample
+        if values.size == 0:
+            return 1.0, 0.0
+        if name == "T2 spine":
+            low, high = np.percentile(values, [1.0, 99.5])
+        elif name == "soft tissue":
+            body = values[values > 0.1 * np.percentile(values, 99.5)]
+            low, high = np.percentile(body if body.size else values, [5.0, 95.0])
+        elif name == "full range":
+            low, high = float(values.min()), float(values.max())
+        else:
+            raise WidgetError(f"window preset must be one of {PRESETS}, got {name!r}")
+        return float(max(high - low, 1e-6)), float((high + low) / 2.0)
+
+    def apply_preset(self, name: str) -> None:
+        """Set the window/level of preset ``name`` (see :meth:`preset_window_level`)."""
+        self.set_window_level(*self.preset_window_level(name))
 
     # -- state --------------------------------------------------------------------------
     def set_orientation(self, orientation: str, index: int | None = None) -> None:
-        """Switch view; ``index`` defaults to the middle slice."""
+        """Switch view; ``index`` defaults to the slice through the cursor (:attr:`cursor_lps`).
+
+        The cursor is kept across switches: axial at the cursor, then sagittal, then axial again
+        shows the same axial slice.
+        """
         if orientation not in _LAYOUT:
             raise WidgetError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
         (u_lps, u_sign), (v_lps, v_sign), n_lps = _LAYOUT[orientation]
@@ -117,8 +196,10 @@ class SliceModel:
         # flip when the index axis runs against the wanted screen direction
         self.u_flip = self._sign_of_lps[u_lps] != u_sign
         self.v_flip = self._sign_of_lps[v_lps] != v_sign
-        self.index = self.slice_count // 2 if index is None else int(index)
-        self.set_index(self.index)
+        if index is None:
+            self.index = 0
+            index = self.index_of_lps(self.cursor_lps)
+        self.set_index(index)
 
     @property
     def slice_count(self) -> int:
@@ -136,8 +217,55 @@ class SliceModel:
         return float(self.spacing_mm[self.v_axis] / self.spacing_mm[self.u_axis])
 
     def set_index(self, index: int) -> None:
-        """Select slice ``index`` (clipped to the volume)."""
+        """Select slice ``index`` (clipped to the volume); the cursor moves with it along the normal."""
         self.index = int(np.clip(int(index), 0, self.slice_count - 1))
+        ijk = self.lps_to_ijk(self.cursor_lps[None, :])[0]
+        ijk[self.n_axis] = self.index
+        self.cursor_lps = self.ijk_to_lps(ijk[None, :])[0]
+
+    def set_cursor(self, point_lps) -> None:
+        """Put the cursor at ``point_lps`` (LPS, mm) and show the slice through it."""
+        self.cursor_lps = np.asarray(point_lps, dtype=float).reshape(3).copy()
+        self.set_index(self.index_of_lps(self.cursor_lps))
+
+    # -- annotations --------------------------------------------------------------------
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float]:
+        """(column, row) size of one displayed pixel, mm."""
+        return float(self.spacing_mm[self.u_axis]), float(self.spacing_mm[self.v_axis])
+
+    @property
+    def extent_mm(self) -> tuple[float, float]:
+        """(width_mm, height_mm) of the displayed image."""
+        height, width = self.shape_px
+        du, dv = self.pixel_spacing_mm
+        return width * du, height * dv
+
+    def side_letters(self) -> dict[str, str]:
+        """Orientation letters on the four sides of the displayed image, from its LPS geometry.
+
+        Returns
+        -------
+        dict
+            ``left``, ``right``, ``top``, ``bottom``: the letters of the direction from the image
+            centre toward that side (:func:`direction_letters`), e.g. axial of an LPS volume:
+            ``{"left": "R", "right": "L", "top": "A", "bottom": "P"}``.
+        """
+        origin, right, down = self.pixel_to_lps(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+        towards_right, towards_bottom = right - origin, down - origin
+        return {"left": direction_letters(-towards_right), "right": direction_letters(towards_right),
+                "top": direction_letters(-towards_bottom), "bottom": direction_letters(towards_bottom)}
+
+    def scale_bar(self, length_mm: float | None = None) -> dict[str, float]:
+        """A horizontal scale bar: its length in mm and in display pixels (``length_mm / column spacing``).
+
+        Parameters
+        ----------
+        length_mm : float, optional
+            Default :func:`nice_scale_bar_mm` of the image width (a quarter of it at most).
+        """
+        length_mm = nice_scale_bar_mm(self.extent_mm[0]) if length_mm is None else float(length_mm)
+        return {"length_mm": length_mm, "length_px": length_mm / self.pixel_spacing_mm[0]}
 
     def set_window_level(self, window: float, level: float) -> None:
         """Set the display window width (> 0) and centre, image units."""
