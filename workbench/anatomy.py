@@ -139,6 +139,7 @@ def _totalsegmentator_names() -> dict[str, str]:
     names.update(
         {
             "sacrum": "sacrum",
+            "vertebrae": "vertebra",  # total_mr: every vertebra in one class, no level
             "spinal_cord": "spinal_cord",
             "spinal_canal": "spinal_canal",
             "intervertebral_discs": "disc",

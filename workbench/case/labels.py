@@ -19,7 +19,22 @@
     100+ID and endplates 200+ID take the level of ID); sub-regions 41 arch, 42 spinous process,
     43/44 costal (transverse) process left/right, 45-48 superior/inferior articular processes
     left/right, 49/50 vertebral body, 60 spinal cord, 61 spinal canal, 62 endplate, 100 disc.
+``"totalsegmentator"`` with ``task``
+    One multi-label file of a TotalSegmentator task (``--ml``): values read with that task's
+    class table (:data:`TOTALSEGMENTATOR_TASKS`: ``total``, ``total_mr``, ``vertebrae_mr``) and
+    translated by :data:`workbench.anatomy.FOREIGN_NAMES`. A value whose class has no meaning in
+    the vocabulary (``humerus_left``) is refused unless ``table`` maps it explicitly
+    (``69,soft_tissue``); ``table`` entries take precedence over the task's table.
+``"slicer-seg"``
+    A 3D Slicer ``.seg.nrrd`` (:mod:`workbench.io.seg_nrrd`): one mask per segment, named by
+    ``Segment<N>_Name``; one layer or several (4D); segments of two layers on one voxel are refused.
+``"dicom-seg"``
+    A DICOM Segmentation file (:mod:`workbench.io.dicom_seg`, highdicom): frames placed by their
+    per-frame positions; each segment named by its ``SegmentLabel``, or else by the meaning of
+    its ``SegmentedPropertyTypeCodeSequence``.
 
+Every name goes through :func:`workbench.anatomy.resolve_label_name` (vocabulary names, or
+foreign names with a declared mapping); a name that is neither is refused, never guessed.
 Value 0 is "unlabelled" (not segmented, not air). A source on another grid is resampled onto
 the MRI's (nearest neighbour); one that does not overlap the MRI is refused. On any error nothing
 is written or attached.
@@ -45,7 +60,9 @@ if TYPE_CHECKING:  # SimpleITK and the readers load when a label map is read, so
 
 __all__ = [
     "IMPORT_FORMATS",
+    "IMPORT_FORMAT_HELP",
     "LABEL_MAP_FILE",
+    "TOTALSEGMENTATOR_TASKS",
     "TPTBOX_SUBREGIONS",
     "TPTBOX_VERTEBRA_LEVELS",
     "import_label_map",
@@ -56,8 +73,17 @@ __all__ = [
 
 #: Where an imported label map goes in the bundle (its table beside it, ``.labels.json``).
 LABEL_MAP_FILE = "labels/label_map.nrrd"
-#: Source formats of :func:`import_label_map`.
-IMPORT_FORMATS = ("table", "totalsegmentator", "tptbox")
+#: Source formats of :func:`import_label_map`, with what each reads (``workbench labels import --help``).
+IMPORT_FORMAT_HELP: Mapping[str, str] = {
+    "table": "NIfTI/NRRD/MHA label image + label table (--table, or its <file>.labels.json): JSON, CSV, "
+             "ITK-SNAP label description, 3D Slicer colour table",
+    "totalsegmentator": "TotalSegmentator output: a folder of per-structure masks (vertebrae_L4.nii.gz, ...), "
+                        "or one multi-label file with --task (total, total_mr, vertebrae_mr)",
+    "tptbox": "TPTBox/SPINEPS *seg-vert* mask (+ *seg-subreg* beside it) or the folder holding them",
+    "slicer-seg": "3D Slicer .seg.nrrd: segment names from its header, one layer or several",
+    "dicom-seg": "DICOM SEG (Modality SEG; highdicom): segment labels / property types, frames by position",
+}
+IMPORT_FORMATS = tuple(IMPORT_FORMAT_HELP)
 
 #: TPTBox vertebra ID -> level (TPTBox ``v_idx2name``; 27, the coccyx, has no level here).
 TPTBOX_VERTEBRA_LEVELS: Mapping[int, str] = {
@@ -84,6 +110,56 @@ TPTBOX_SUBREGIONS: Mapping[int, tuple[str, str | None]] = {
     61: ("SPINAL_CANAL", None),
     62: ("ENDPLATE", None),
     100: ("DISC", None),
+}
+
+
+def _total_v2() -> dict[int, str]:
+    names = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
+             "adrenal_gland_right", "adrenal_gland_left", "lung_upper_lobe_left", "lung_lower_lobe_left",
+             "lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right", "esophagus", "trachea",
+             "thyroid_gland", "small_bowel", "duodenum", "colon", "urinary_bladder", "prostate", "kidney_cyst_left",
+             "kidney_cyst_right", "sacrum", "vertebrae_S1"]
+    names += [f"vertebrae_L{i}" for i in range(5, 0, -1)] + [f"vertebrae_T{i}" for i in range(12, 0, -1)]
+    names += [f"vertebrae_C{i}" for i in range(7, 0, -1)]
+    names += ["heart", "aorta", "pulmonary_vein", "brachiocephalic_trunk", "subclavian_artery_right",
+              "subclavian_artery_left", "common_carotid_artery_right", "common_carotid_artery_left",
+              "brachiocephalic_vein_left", "brachiocephalic_vein_right", "atrial_appendage_left", "superior_vena_cava",
+              "inferior_vena_cava", "portal_vein_and_splenic_vein", "iliac_artery_left", "iliac_artery_right",
+              "iliac_vena_left", "iliac_vena_right", "humerus_left", "humerus_right", "scapula_left", "scapula_right",
+              "clavicula_left", "clavicula_right", "femur_left", "femur_right", "hip_left", "hip_right", "spinal_cord",
+              "gluteus_maximus_left", "gluteus_maximus_right", "gluteus_medius_left", "gluteus_medius_right",
+              "gluteus_minimus_left", "gluteus_minimus_right", "autochthon_left", "autochthon_right", "iliopsoas_left",
+              "iliopsoas_right", "brain", "skull"]
+    names += [f"rib_left_{i}" for i in range(1, 13)] + [f"rib_right_{i}" for i in range(1, 13)]
+    names += ["sternum", "costal_cartilages"]
+    return dict(enumerate(names, start=1))
+
+
+def _total_mr() -> dict[int, str]:
+    names = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
+             "adrenal_gland_right", "adrenal_gland_left", "lung_left", "lung_right", "esophagus", "small_bowel",
+             "duodenum", "colon", "urinary_bladder", "prostate", "sacrum", "vertebrae", "intervertebral_discs",
+             "spinal_cord", "heart", "aorta", "inferior_vena_cava", "portal_vein_and_splenic_vein",
+             "iliac_artery_left", "iliac_artery_right", "iliac_vena_left", "iliac_vena_right", "humerus_left",
+             "humerus_right", "scapula_left", "scapula_right", "clavicula_left", "clavicula_right", "femur_left",
+             "femur_right", "hip_left", "hip_right", "gluteus_maximus_left", "gluteus_maximus_right",
+             "gluteus_medius_left", "gluteus_medius_right", "gluteus_minimus_left", "gluteus_minimus_right",
+             "autochthon_left", "autochthon_right", "iliopsoas_left", "iliopsoas_right", "brain"]
+    return dict(enumerate(names, start=1))
+
+
+def _vertebrae_mr() -> dict[int, str]:
+    names = ["sacrum"] + [f"vertebrae_L{i}" for i in range(5, 0, -1)] + [f"vertebrae_T{i}" for i in range(12, 0, -1)]
+    return dict(enumerate(names + [f"vertebrae_C{i}" for i in range(7, 0, -1)], start=1))
+
+
+#: TotalSegmentator (v2) task -> its multi-label value -> class name (TotalSegmentator's
+#: ``map_to_binary.class_map``). The names are TotalSegmentator's; which of them the vocabulary
+#: knows is declared in :data:`workbench.anatomy.FOREIGN_NAMES`.
+TOTALSEGMENTATOR_TASKS: Mapping[str, Mapping[int, str]] = {
+    "total": _total_v2(),
+    "total_mr": _total_mr(),
+    "vertebrae_mr": _vertebrae_mr(),
 }
 _UNLABELLED = "unlabelled"
 _VOLUME_ENDINGS = (".nii", ".nii.gz", ".nrrd", ".mha")
@@ -194,7 +270,10 @@ def _from_table(source: Path, table_path: Path | None) -> tuple[sitk.Image, dict
 
 
 def _combine(masks: list[tuple[Path, np.ndarray, str]], reference: sitk.Image) -> tuple[sitk.Image, dict[int, str]]:
-    """One label image from boolean masks named by label-table names; values by name order."""
+    """One label image from boolean (K, J, I) masks named by label-table names; values by name order.
+
+    ``masks`` holds (source file, mask, name); masks of one name share a value; overlapping masks are refused.
+    """
     import SimpleITK as sitk
 
     from workbench.anatomy import LabelMapError
@@ -262,6 +341,86 @@ def _from_totalsegmentator(folder: Path) -> tuple[sitk.Image, dict[int, str]]:
     if not masks:
         raise LabelMapError(f"{folder}: every mask is empty")
     return _combine(masks, reference)
+
+
+def _from_totalsegmentator_file(source: Path, task: str, table_path: Path | None) -> tuple[sitk.Image, dict[int, str]]:
+    """A TotalSegmentator multi-label file read with ``task``'s class table (``table`` entries first)."""
+    import SimpleITK as sitk
+
+    from workbench.anatomy import LabelMapError, resolve_label_name
+    from workbench.io.label_table import read_raw_label_table
+
+    if task not in TOTALSEGMENTATOR_TASKS:
+        raise LabelMapError(
+            f"{source}: unknown TotalSegmentator task {task!r}; known: {', '.join(TOTALSEGMENTATOR_TASKS)} "
+            "(or give --table FILE with the file's value -> name table, format 'table')"
+        )
+    classes = TOTALSEGMENTATOR_TASKS[task]
+    explicit = read_raw_label_table(table_path) if table_path is not None else {}
+    image = _read_labels(source)
+    present = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(image)) if int(v) != 0]
+    names = {0: _UNLABELLED}
+    for value in present:
+        if value in explicit:
+            try:
+                names[value] = str(resolve_label_name(explicit[value]))
+            except LabelMapError as exc:
+                raise LabelMapError(f"{table_path}: label value {value}: {exc}") from None
+            continue
+        if value not in classes:
+            raise LabelMapError(
+                f"{source}: label value {value} is not a class of TotalSegmentator task {task!r} "
+                f"(values 1..{max(classes)}); is --task right?"
+            )
+        try:
+            names[value] = str(resolve_label_name(classes[value]))
+        except LabelMapError:
+            raise LabelMapError(
+                f"{source}: label value {value} ({classes[value]}, TotalSegmentator task {task!r}) has no meaning in the "
+                f"label vocabulary; map it explicitly with --table FILE (a CSV line such as '{value},soft_tissue')"
+            ) from None
+    if not present:
+        raise LabelMapError(f"{source}: empty mask (no labelled voxel)")
+    return image, names
+
+
+def _segment_name(source: Path, what: str, candidates: list[str]) -> str:
+    """The label-table name of a segment: the first candidate the vocabulary (or FOREIGN_NAMES) knows."""
+    from workbench.anatomy import LabelMapError, resolve_label_name
+
+    tried = [c for c in candidates if c]
+    for candidate in tried:
+        try:
+            return str(resolve_label_name(candidate))
+        except LabelMapError:
+            continue
+    raise LabelMapError(
+        f"{source}: {what}: " + " / ".join(repr(c) for c in tried or [""])
+        + " is not a name of the label vocabulary (workbench.anatomy.Label) nor a declared foreign name; "
+        "rename the segment (e.g. 'vertebra_L4', 'spinal_canal')"
+    )
+
+
+def _from_seg_nrrd(source: Path) -> tuple[sitk.Image, dict[int, str]]:
+    from workbench.io.seg_nrrd import read_seg_nrrd
+
+    seg = read_seg_nrrd(source)
+    masks = [
+        (source, mask, _segment_name(source, segment.describe(), [segment.name]))
+        for segment, mask in zip(seg.segments, seg.masks)
+    ]
+    return _combine(masks, seg.reference)
+
+
+def _from_dicom_seg(source: Path) -> tuple[sitk.Image, dict[int, str]]:
+    from workbench.io.dicom_seg import read_dicom_seg
+
+    seg = read_dicom_seg(source)
+    masks = [
+        (source, mask, _segment_name(source, segment.describe(), [segment.label, segment.property_type]))
+        for segment, mask in zip(seg.segments, seg.masks)
+    ]
+    return _combine(masks, seg.reference)
 
 
 def _tptbox_files(source: Path) -> tuple[Path, Path | None]:
@@ -357,7 +516,16 @@ def _onto_mri(labels: sitk.Image, mri: sitk.Image, source: Path) -> sitk.Image:
 # -- import -----------------------------------------------------------------------------------------
 
 
-def _guess_format(source: Path, table: Path | None) -> str:
+def _guess_format(source: Path, table: Path | None, task: str | None = None) -> str:
+    from workbench.io.dicom_seg import is_dicom_seg
+    from workbench.io.seg_nrrd import is_seg_nrrd
+
+    if task is not None:
+        return "totalsegmentator"
+    if source.is_file() and is_seg_nrrd(source):
+        return "slicer-seg"
+    if source.is_file() and not _is_volume(source) and is_dicom_seg(source):
+        return "dicom-seg"
     if table is not None:
         return "table"
     if source.is_dir():
@@ -374,6 +542,7 @@ def import_label_map(
     source: str | os.PathLike,
     table: str | os.PathLike | None = None,
     fmt: str | None = None,
+    task: str | None = None,
 ) -> Path:
     """Import a segmentation as the case's label map (with its table); return the label map's path.
 
@@ -382,12 +551,18 @@ def import_label_map(
     case_dir : str or path-like
         A case bundle with an MRI.
     source : str or path-like
-        Label image, TotalSegmentator folder, or TPTBox vertebra mask / folder (module docstring).
+        Label image, TotalSegmentator folder or multi-label file, TPTBox vertebra mask / folder,
+        ``.seg.nrrd`` or DICOM SEG file (module docstring).
     table : str or path-like, optional
-        Label table of a label image (JSON, CSV, ITK-SNAP, Slicer colour table); format ``"table"``.
-    fmt : {"table", "totalsegmentator", "tptbox"}, optional
-        Default: ``"table"`` with ``table``; else ``"tptbox"`` for ``*seg-vert*`` sources, a folder
-        ``"totalsegmentator"``, a file ``"table"`` (its own ``.labels.json`` sidecar).
+        Label table (JSON, CSV, ITK-SNAP, Slicer colour table) of a label image (format
+        ``"table"``), or explicit names for values of a TotalSegmentator multi-label file.
+    fmt : {"table", "totalsegmentator", "tptbox", "slicer-seg", "dicom-seg"}, optional
+        Default: ``"totalsegmentator"`` with ``task``; ``"slicer-seg"`` for ``*.seg.nrrd``;
+        ``"dicom-seg"`` for a DICOM file of Modality SEG; ``"table"`` with ``table``;
+        ``"tptbox"`` for ``*seg-vert*`` sources; a folder ``"totalsegmentator"``; another file
+        ``"table"`` (its own ``.labels.json`` sidecar).
+    task : str, optional
+        TotalSegmentator task of a multi-label file (:data:`TOTALSEGMENTATOR_TASKS`).
 
     Returns
     -------
@@ -416,17 +591,33 @@ def import_label_map(
         raise LabelMapError(f"{case_dir}: the case has no MRI to put the label map on")
     if not source.exists():
         raise LabelMapError(f"{source}: no such file or folder")
-    fmt = fmt or _guess_format(source, table_path)
+    fmt = fmt or _guess_format(source, table_path, task)
     if fmt not in IMPORT_FORMATS:
         raise LabelMapError(f"{source}: unknown label map format {fmt!r}; expected one of {', '.join(IMPORT_FORMATS)}")
-    if table_path is not None and fmt != "table":
-        raise LabelMapError(f"{table_path}: --table goes with a label image (format 'table'), not {fmt!r}")
+    multi_label = fmt == "totalsegmentator" and source.is_file()
+    if table_path is not None and fmt != "table" and not multi_label:
+        raise LabelMapError(
+            f"{table_path}: --table goes with a label image (format 'table') or a TotalSegmentator multi-label file, not {fmt!r}"
+        )
+    if task is not None and not multi_label:
+        raise LabelMapError(f"{source}: --task goes with a TotalSegmentator multi-label file (format 'totalsegmentator')")
     if fmt == "table":
         if not _is_volume(source):
             raise LabelMapError(f"{source}: not a NIfTI/NRRD/MHA label image")
         labels, names = _from_table(source, table_path)
+    elif multi_label:
+        if task is None:
+            raise LabelMapError(
+                f"{source}: a TotalSegmentator multi-label file needs its task: --task "
+                + "|".join(TOTALSEGMENTATOR_TASKS) + " (or the folder of per-structure masks)"
+            )
+        labels, names = _from_totalsegmentator_file(source, task, table_path)
     elif fmt == "totalsegmentator":
         labels, names = _from_totalsegmentator(source)
+    elif fmt == "slicer-seg":
+        labels, names = _from_seg_nrrd(source)
+    elif fmt == "dicom-seg":
+        labels, names = _from_dicom_seg(source)
     else:
         labels, names = _from_tptbox(source)
     mri = load_volume(case_dir / case.mri.path).image
@@ -460,14 +651,32 @@ def register_cli(subparsers) -> None:
     """Add ``labels import`` to the ``workbench`` sub-command parsers."""
     p = subparsers.add_parser("labels", help="a case's label map: import a segmentation with its names")
     sub = p.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
-    q = sub.add_parser("import", help="import a segmentation (label image + table, TotalSegmentator, TPTBox) as the case's label map")
+    import argparse
+    import textwrap
+
+    formats = "\n".join(f"  {name:17s} {text}" for name, text in IMPORT_FORMAT_HELP.items())
+    q = sub.add_parser(
+        "import",
+        help="import a segmentation (label image + table, TotalSegmentator, TPTBox, Slicer .seg.nrrd, DICOM SEG) as the case's label map",
+        description=textwrap.fill(
+            "Import a segmentation as the case's label map, resampled onto the MRI grid (nearest neighbour), "
+            "with its names. Names must be in the label vocabulary or declared foreign names; anything else, "
+            "a value without a name, a segmentation that misses the MRI or an empty one is refused (exit 2) "
+            "and nothing is attached.", 78),
+        epilog="formats (--format; default: from the source):\n" + formats,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     q.add_argument("case_dir", help="case folder (with an MRI)")
     q.add_argument(
         "--from", dest="source", required=True, metavar="PATH",
-        help="label image, TotalSegmentator folder or TPTBox seg-vert mask/folder",
+        help="label image, TotalSegmentator folder or multi-label file, TPTBox seg-vert mask/folder, .seg.nrrd, DICOM SEG file",
     )  # fmt: skip
-    q.add_argument("--table", default=None, metavar="FILE", help="label table of a label image: JSON, CSV, ITK-SNAP labels, Slicer .ctbl")
+    q.add_argument("--table", default=None, metavar="FILE",
+                   help="label table of a label image (JSON, CSV, ITK-SNAP labels, Slicer .ctbl), or explicit names "
+                        "for values of a TotalSegmentator multi-label file")
     q.add_argument("--format", dest="fmt", choices=IMPORT_FORMATS, default=None, help="source format (default: from the source)")
+    q.add_argument("--task", default=None, choices=sorted(TOTALSEGMENTATOR_TASKS),
+                   help="TotalSegmentator task of a multi-label file (its value -> class table)")
     q.set_defaults(func=_handle_import)
 
 
@@ -477,7 +686,7 @@ def _handle_import(args) -> int:
     import json
     import sys
 
-    path = import_label_map(args.case_dir, args.source, table=args.table, fmt=args.fmt)
+    path = import_label_map(args.case_dir, args.source, table=args.table, fmt=args.fmt, task=args.task)
     label_map = read_label_map_file(path)
     counts = np.bincount(label_map.array.ravel().astype(np.int64), minlength=max(label_map.names) + 1)
     summary = {

@@ -9,7 +9,8 @@ vertebral level and side; :func:`workbench.anatomy.parse_label_name`) or foreign
 declared mapping (:data:`workbench.anatomy.FOREIGN_NAMES`, e.g. TotalSegmentator's
 ``vertebrae_L4``). Anything else is refused, never guessed.
 
-Inputs read by :func:`read_label_table`: that JSON; CSV (``value,name`` rows, an optional header);
+Inputs read by :func:`read_label_table`: that JSON; CSV (``value,name`` rows, an optional header
+naming the columns, e.g. 3D Slicer's CSV colour table ``LabelValue,Name,Color_R,Color_G,...``);
 ITK-SNAP label description files (``IDX R G B A VIS MSH "LABEL"``); 3D Slicer colour tables
 (``.ctbl``/``.txt``: ``value name r g b a``). Lines starting with ``#`` are comments.
 """
@@ -80,16 +81,31 @@ def _read_json(text: str, path: Path) -> dict[int, str]:
     return table
 
 
+_VALUE_COLUMNS = ("value", "labelvalue", "label_value", "index", "idx", "label")
+_NAME_COLUMNS = ("name", "labelname", "label_name", "structure", "label")
+
+
 def _read_csv(text: str, path: Path) -> dict[int, str]:
+    """``value,name`` rows; a header row picks the columns (3D Slicer's ``LabelValue,Name,Color_R,...`` too)."""
     table: dict[int, str] = {}
+    value_column, name_column = 0, 1
+    seen_row = False
     for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
-        if number == 1 and row[0].strip().lower() == "value":
-            continue  # header
-        if len(row) < 2:
+        if not seen_row:
+            seen_row = True
+            header = [cell.strip().lower() for cell in row]
+            if not header[0].lstrip("-").isdigit():  # a header row
+                value_column = next((header.index(c) for c in _VALUE_COLUMNS if c in header), -1)
+                name_column = next((header.index(c) for c in _NAME_COLUMNS if c in header and header.index(c) != value_column), -1)
+                if value_column < 0 or name_column < 0:
+                    raise _error(path, f"line {number}: a CSV label table header needs a value column "
+                                       f"({'/'.join(_VALUE_COLUMNS[:3])}) and a name column, got {row}")
+                continue
+        if len(row) <= max(value_column, name_column):
             raise _error(path, f"line {number}: a CSV label table needs value,name rows")
-        _add(table, _value(row[0].strip(), path, number), row[1], path, f"line {number}")
+        _add(table, _value(row[value_column].strip(), path, number), row[name_column], path, f"line {number}")
     return table
 
 
