@@ -38,6 +38,10 @@ def register(subparsers) -> None:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
+    if args.scheduler is not None:
+        from workbench.tuning.study import probe_scheduler
+
+        probe_scheduler(args.scheduler)  # before the heavy imports: an unreachable scheduler fails in seconds
     from workbench.tuning.cases import CaseSet
     from workbench.tuning.space import method_parameters, select_parameters
     from workbench.tuning.study import run_study

@@ -42,18 +42,14 @@ _CASE_ATTR = "workbench_case_set"
 _METHOD_ATTR = "workbench_method"
 
 
-def open_storage(url: str):
-    """An optuna RDBStorage for an SQLite or PostgreSQL URL.
+def check_storage_url(url: str) -> str:
+    """``"sqlite"`` or ``"postgresql"`` for a storage URL :func:`open_storage` accepts (nothing is opened).
 
     Raises
     ------
     TuningError
-        Any other kind of URL, an SQLite file in a folder that does not exist, an unreachable
-        database.
+        Any other kind of URL, an SQLite file in a folder that does not exist or that is not SQLite.
     """
-    import optuna
-    import sqlalchemy
-
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if not path or path == ":memory:":
@@ -63,16 +59,32 @@ def open_storage(url: str):
             raise TuningError(f"storage {url!r}: folder {folder} does not exist")
         if Path(path).exists() and not _is_sqlite(Path(path)):
             raise TuningError(f"storage {url!r}: {path} is not an SQLite database")
+        return "sqlite"
+    if url.split("://")[0] in ("postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        return "postgresql"
+    raise TuningError(
+        f"storage {url!r} is neither an SQLite file (sqlite:///path.db) nor PostgreSQL (postgresql://user@host/db)"
+    )
+
+
+def open_storage(url: str):
+    """An optuna RDBStorage for an SQLite or PostgreSQL URL.
+
+    Raises
+    ------
+    TuningError
+        Any other kind of URL (:func:`check_storage_url`), an unreachable database.
+    """
+    import optuna
+    import sqlalchemy
+
+    if check_storage_url(url) == "sqlite":
         # the driver is the only writer; a longer timeout rides out a reader in the notebook
         engine_kwargs = {"connect_args": {"timeout": 30}}
-    elif url.split("://")[0] in ("postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+    else:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://"):]
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
-    else:
-        raise TuningError(
-            f"storage {url!r} is neither an SQLite file (sqlite:///path.db) nor PostgreSQL (postgresql://user@host/db)"
-        )
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
@@ -95,6 +107,17 @@ def _redacted(url: str) -> str:
     return f"{scheme}{sep}{rest}"
 
 
+def probe_scheduler(scheduler: str) -> None:
+    """Raise TuningError unless ``scheduler`` is ``tcp://HOST:PORT`` and accepts a TCP connection within the timeout."""
+    if not scheduler.startswith(("tcp://", "tls://")) or ":" not in scheduler.split("://", 1)[1]:
+        raise TuningError(f"scheduler address {scheduler!r} is not tcp://HOST:PORT")
+    host, _, port = scheduler.split("://", 1)[1].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
+        raise TuningError(f"no Dask scheduler answers at {scheduler} ({type(exc).__name__}: {exc})") from None
+
+
 def open_client(workers: int = 1, scheduler: str | None = None):
     """A Dask client: on a new LocalCluster of ``workers`` single-threaded processes, or on ``scheduler``.
 
@@ -115,13 +138,14 @@ def open_client(workers: int = 1, scheduler: str | None = None):
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        if not scheduler.startswith(("tcp://", "tls://")) or ":" not in scheduler.split("://", 1)[1]:
-            raise TuningError(f"scheduler address {scheduler!r} is not tcp://HOST:PORT")
+        probe_scheduler(scheduler)
         try:
             with dask.config.set({"distributed.comm.timeouts.connect": f"{CONNECT_TIMEOUT_S}s"}):
                 return Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s"), None
         except (OSError, TimeoutError) as exc:
             raise TuningError(f"no Dask scheduler answers at {scheduler} within {CONNECT_TIMEOUT_S:g} s ({type(exc).__name__})") from None
+        except (MemoryError, ValueError, TypeError, RuntimeError, EOFError) as exc:  # an answer not in Dask's protocol
+            raise TuningError(f"{scheduler} is not a Dask scheduler ({type(exc).__name__})") from None
     if workers < 1:
         raise TuningError(f"need at least 1 worker, got {workers}")
     environ = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1, "NUMBA_NUM_THREADS": 1,
@@ -173,19 +197,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _check_existing(storage, name: str, method: str, case_set: CaseSet) -> bool:
+    """Whether study ``name`` exists; raises TuningError when it tunes another method or other cases."""
+    import optuna
+
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if name not in existing:
+        return False
+    attrs = existing[name].user_attrs
+    stored = attrs.get(_CASE_ATTR)
+    if attrs.get(_METHOD_ATTR) != method:
+        raise TuningError(f"study {name!r} tunes method {attrs.get(_METHOD_ATTR)!r}, not {method!r}; use another --study")
+    if stored != case_set.as_dict():
+        raise TuningError(f"study {name!r} was created for other cases ({json.dumps(stored)}); use another --study")
+    return True
+
+
 def _create_or_load(storage, name: str, method: str, case_set: CaseSet, sampler_seed: int):
-    """The study ``name``: created with its method and case set, or loaded when they match."""
+    """The study ``name``: created with its method and case set, or loaded (checked by :func:`_check_existing`)."""
     import optuna
 
     sampler = optuna.samplers.TPESampler(constant_liar=True, seed=sampler_seed, n_startup_trials=4)
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if name in existing:
-        attrs = existing[name].user_attrs
-        stored = attrs.get(_CASE_ATTR)
-        if attrs.get(_METHOD_ATTR) != method:
-            raise TuningError(f"study {name!r} tunes method {attrs.get(_METHOD_ATTR)!r}, not {method!r}; use another --study")
-        if stored != case_set.as_dict():
-            raise TuningError(f"study {name!r} was created for other cases ({json.dumps(stored)}); use another --study")
+    if _check_existing(storage, name, method, case_set):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     else:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="minimize")
@@ -275,28 +308,33 @@ def run_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if trials < 1:
         raise TuningError(f"--trials must be at least 1, got {trials}")
+    if scheduler is not None and client is None:
+        probe_scheduler(scheduler)
     space: dict[str, Parameter] = select_parameters(method, parameters)
     name = study_name or method
-    store = open_storage(storage)
-    study = _create_or_load(store, name, method, case_set, seed)
-    _fail_abandoned(study)
+    check_storage_url(storage)
     start_s = time.perf_counter()
     stats = {} if stats is None else stats
     stats.update(task_s=[], driver_s=[], cases_ready_s=0.0, trials_s=0.0)
     task_s = stats["task_s"]
     added = 0
-    done = _completed(study)
-    if done < trials:
-        own = client is None
-        if own:
-            client, cluster = open_client(workers, scheduler)
-        try:
+    own, cluster = client is None, None
+    if own and scheduler is not None:
+        client, cluster = open_client(workers, scheduler)  # an unreachable scheduler fails before storage is touched
+    try:
+        store = open_storage(storage)
+        _check_existing(store, name, method, case_set)
+        study = _create_or_load(store, name, method, case_set, seed)
+        _fail_abandoned(study)
+        if _completed(study) < trials:
+            if client is None:
+                client, cluster = open_client(workers, None)
             added = _optimise(study, method, case_set, space, trials, client, on_trial, stats)
-        finally:
-            if own:
-                client.close()
-                if cluster is not None:
-                    cluster.close()
+    finally:
+        if own and client is not None:
+            client.close()
+            if cluster is not None:
+                cluster.close()
     return _report(study, name, storage, method, case_set, added, time.perf_counter() - start_s, task_s)
 
 
