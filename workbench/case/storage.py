@@ -32,6 +32,7 @@ from workbench.case.schema import (
     schema_version,
 )
 from workbench.errors import CaseBundleError
+from workbench.io.json_io import read_json_limited
 from workbench.io.paths import contained, detached_data_file, regular_files_below, require_regular_file
 
 __all__ = [
@@ -161,16 +162,7 @@ def _read_document(folder: Path) -> tuple[dict, Path]:
     if not (case_json.exists() or case_json.is_symlink()):
         raise CaseBundleError(f"no {CASE_FILE} in the case folder", folder)
     case_json = contained(folder, CASE_FILE, error=CaseBundleError, label=CASE_FILE, error_path=case_json)
-    try:
-        document = json.loads(case_json.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise CaseBundleError("case.json is not UTF-8 text", case_json) from None
-    except json.JSONDecodeError as exc:
-        raise CaseBundleError(
-            f"case.json is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", case_json
-        ) from None
-    except OSError as exc:
-        raise CaseBundleError(f"cannot read case.json ({exc.strerror or exc})", case_json) from None
+    document = read_json_limited(case_json, error=CaseBundleError, what="case.json", keep_non_finite=True)
     if not isinstance(document, dict):
         raise CaseBundleError("case.json must hold a JSON object", case_json)
     return document, case_json

@@ -27,6 +27,7 @@ import numpy as np
 from workbench.errors import DeviceSetError, FrameError
 from workbench.frames import Transform, TransformRepository
 from workbench.io.paths import refuse_special_file
+from workbench.validation import check_affine, check_coordinates_mm, check_int_range, check_size, check_spacing_mm
 
 __all__ = [
     "COMPOUNDING_MODES",
@@ -62,6 +63,11 @@ _HOLE_FILLING_REQUIRED = {
 }
 
 _LAST_ROW = (0.0, 0.0, 0.0, 1.0)
+#: largest device-set file read (PLUS's are a few kB)
+MAX_DEVICE_SET_BYTES = 16 << 20
+#: largest hole-filling kernel or stick (voxels); PLUS's examples use 3 to 9
+MAX_KERNEL_SIZE = 63
+_MAX_INT_ATTRIBUTE = 10**9
 
 
 @dataclass(frozen=True)
@@ -366,6 +372,8 @@ def describe_device_set(path: str | Path) -> dict:
 def _parse_root(path: Path) -> ET.Element:
     refuse_special_file(path, DeviceSetError)  # a FIFO or device would block the parser
     try:
+        if path.stat().st_size > MAX_DEVICE_SET_BYTES:
+            raise DeviceSetError(f"file is larger than {MAX_DEVICE_SET_BYTES >> 20} MiB; not a device set", path)
         root = ET.parse(path).getroot()
     except FileNotFoundError:
         raise DeviceSetError("file not found", path) from None
@@ -376,6 +384,10 @@ def _parse_root(path: Path) -> ET.Element:
         raise DeviceSetError(
             f"not well-formed XML at line {line}, column {column}: {expat.ErrorString(exc.code)}", path
         ) from None
+    except (LookupError, ValueError) as exc:  # unknown or multi-byte encoding in the XML declaration
+        raise DeviceSetError(f"cannot decode the XML ({str(exc)[:80]}); device sets are UTF-8 or ASCII", path) from None
+    except RecursionError:
+        raise DeviceSetError("XML nests too deeply", path) from None
     if root.tag != "PlusConfiguration":
         raise DeviceSetError(f"root element is <{root.tag}>, expected <PlusConfiguration>", path)
     return root
@@ -432,7 +444,7 @@ def _parse_matrix(text: str | None, label: str, path: Path) -> np.ndarray:
     if tuple(values[12:]) != _LAST_ROW:
         row = " ".join(tokens[12:])
         raise DeviceSetError(f"{label} Matrix last row is '{row}', expected '0 0 0 1'", path)
-    return np.array(values).reshape(4, 4)
+    return check_affine(np.array(values).reshape(4, 4), f"{label} Matrix", path, DeviceSetError)
 
 
 def _is_float(token: str) -> bool:
@@ -450,6 +462,14 @@ def _read_volume_reconstruction(element: ET.Element, path: Path) -> VolumeRecons
         attributes.fail("OutputSpacing", "is required but absent")
     if any(value <= 0 for value in spacing_mm):
         attributes.fail("OutputSpacing", f"must be 3 positive numbers, got {element.get('OutputSpacing')!r}")
+    check_spacing_mm(spacing_mm, "VolumeReconstruction OutputSpacing", path, DeviceSetError)
+    output_origin_mm = attributes.numbers("OutputOrigin", 3, default=(0.0, 0.0, 0.0))
+    check_coordinates_mm(output_origin_mm, "VolumeReconstruction OutputOrigin", path, DeviceSetError)
+    output_extent = attributes.numbers("OutputExtent", 6, int)
+    if output_extent is not None:
+        sizes = [output_extent[1] - output_extent[0] + 1, output_extent[3] - output_extent[2] + 1,
+                 output_extent[5] - output_extent[4] + 1]  # fmt: skip
+        check_size(sizes, "VolumeReconstruction OutputExtent", path, DeviceSetError, bytes_per_element=3)
     compounding_mode = _compounding_mode(attributes)
     importance_mask = element.get("ImportanceMaskFilename")
     if compounding_mode == "IMPORTANCEMASK" and not importance_mask:
@@ -457,8 +477,8 @@ def _read_volume_reconstruction(element: ET.Element, path: Path) -> VolumeRecons
     fill_holes = attributes.switch("FillHoles", "ON", "OFF", default=False)
     return VolumeReconstructionConfig(
         output_spacing_mm=spacing_mm,
-        output_origin_mm=attributes.numbers("OutputOrigin", 3, default=(0.0, 0.0, 0.0)),
-        output_extent=attributes.numbers("OutputExtent", 6, int),
+        output_origin_mm=output_origin_mm,
+        output_extent=output_extent,
         reference_coordinate_frame=element.get("ReferenceCoordinateFrame"),
         image_coordinate_frame=element.get("ImageCoordinateFrame"),
         clip_rectangle_origin_px=attributes.numbers("ClipRectangleOrigin", 2, int, default=(0, 0)),
@@ -521,7 +541,7 @@ def _read_hole_filling_element(element: ET.Element, path: Path) -> HoleFillingEl
     for required in _HOLE_FILLING_REQUIRED[kind]:
         if element.get(required) is None:
             attributes.fail(required, f"is required for Type {kind}")
-    return HoleFillingElement(
+    element_read = HoleFillingElement(
         type=kind,
         size=attributes.number("Size", int),
         stdev=attributes.number("Stdev"),
@@ -529,6 +549,22 @@ def _read_hole_filling_element(element: ET.Element, path: Path) -> HoleFillingEl
         stick_length_limit=attributes.number("StickLengthLimit", int),
         number_of_sticks_to_use=attributes.number("NumberOfSticksToUse", int),
     )
+    # kernels and sticks are voxel counts: beyond these no reconstruction uses them, and a
+    # kernel of n voxels costs n^3 work per hole
+    for name, value, low, high in (
+        ("Size", element_read.size, 1, MAX_KERNEL_SIZE),
+        ("StickLengthLimit", element_read.stick_length_limit, 1, MAX_KERNEL_SIZE),
+        ("NumberOfSticksToUse", element_read.number_of_sticks_to_use, 1, 13),
+    ):
+        if value is not None:
+            check_int_range(value, low, high, f"HoleFillingElement {name}", path, DeviceSetError)
+    for name, value, low, high in (
+        ("Stdev", element_read.stdev, 1e-3, float(MAX_KERNEL_SIZE)),
+        ("MinimumKnownVoxelsRatio", element_read.minimum_known_voxels_ratio, 0.0, 1.0),
+    ):
+        if value is not None and not low <= value <= high:
+            attributes.fail(name, f"is {value:g}, outside {low:g}..{high:g}")
+    return element_read
 
 
 def _summarize_device(element: ET.Element) -> DeviceSummary:
@@ -590,10 +626,15 @@ class _Attributes:
         if raw is None:
             return default
         what = _count_phrase(count, "integer" if kind is int else "number")
+        tokens = raw.split()
+        if len(tokens) != count:
+            self.fail(name, f"must be {what}, got {raw[:60]!r}")
         try:
-            values = tuple(kind(token) for token in raw.split())
+            values = tuple(kind(token) for token in tokens)
         except ValueError:
-            self.fail(name, f"must be {what}, got {raw!r}")
+            self.fail(name, f"must be {what}, got {raw[:60]!r}")
+        if kind is int and any(abs(v) > _MAX_INT_ATTRIBUTE for v in values):
+            self.fail(name, f"holds an integer beyond {_MAX_INT_ATTRIBUTE:g}, got {raw[:60]!r}")
         if len(values) != count:
             self.fail(name, f"must be {what}, got {raw!r}")
         if not all(math.isfinite(v) for v in values):

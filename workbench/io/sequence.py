@@ -46,6 +46,7 @@ from workbench.errors import FrameError, SequenceFileError
 from workbench.frames import Transform, TransformRepository, is_transform_name, split_transform_name
 from workbench.io import _seq_metaio, _seq_nrrd
 from workbench.io.paths import require_regular_file
+from workbench.validation import MAX_COORDINATE_MM
 from workbench.io._seq_common import (
     ParsedHeader,
     PixelLayout,
@@ -697,6 +698,12 @@ def _check_transform_values(name: str, matrices: np.ndarray, ok: np.ndarray, ind
     if k is not None:
         row = " ".join(map(format_float, checked[k, 3]))
         raise _transform_error(name, where[k], f"last row is {row}, not 0 0 0 1", path)
+    translations = np.abs(checked[:, :3, 3]).max(axis=1, initial=0.0)
+    k = _first(translations > MAX_COORDINATE_MM)
+    if k is not None:
+        raise _transform_error(
+            name, where[k], f"translation {translations[k]:.3g} mm is farther than {MAX_COORDINATE_MM / 1000:g} m", path
+        )
     if _has_pixel_frame(name):
         return
     rotations = checked[:, :3, :3]

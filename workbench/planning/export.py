@@ -14,7 +14,12 @@ A trajectory that fails a check is marked BLOCKED with its reasons in every file
 (``safety.status`` "blocked", ``safety.reasons`` and every check in ``safety.checks``; the plan's
 worst status in ``status``), the markups (each control point's ``description`` starts with
 ``BLOCKED:``), the CSV (``safety_status``, ``safety_reasons``) and the report (a red banner at the top
-and on the trajectory).
+and on the trajectory). Likewise a trajectory whose structures were not all checked is INCOMPLETE
+(never "ok", :data:`workbench.planning.safety.STATUS_ORDER`) and every file names what was not checked
+and why: ``plan.json`` (``safety.structures_checked``, ``safety.structures_not_checked`` per
+trajectory, ``structures_not_checked`` for the plan), the markups (``INCOMPLETE: not checked: ...``),
+the CSV (``safety_reasons``, ``structures_not_checked``) and the report (a banner and a table of the
+structure groups per trajectory).
 
 :func:`write_plan_bundle` checks a plan's trajectories and writes all of these (plus the HTML
 report) into one folder; every caller that exports a plan goes through it.
@@ -40,9 +45,11 @@ from jsonschema.exceptions import best_match
 from workbench._atomic import atomic_write_text
 from workbench.errors import PlanError, WorkbenchError
 from workbench.frames import Transform
+from workbench.io.json_io import read_json_limited
 from workbench.io.markups import control_points_lps, read_markups_json
 from workbench.planning.model import NeedleSpec, Plan, Provenance, RegistrationSummary, Trajectory
 from workbench.planning.safety import STATUS_ORDER, SafetyReport, SafetyThresholds
+from workbench.validation import check_affine, check_coordinates_mm
 
 __all__ = [
     "PLAN_BUNDLE_FILES",
@@ -58,6 +65,7 @@ __all__ = [
     "points_from_markups",
     "read_plan_document",
     "read_registration_transform",
+    "structures_not_checked",
     "trajectories_from_markups",
     "write_csv",
     "write_markups",
@@ -67,7 +75,9 @@ __all__ = [
 ]
 
 PLAN_FORMAT = "workbench-plan"
-PLAN_SCHEMA_VERSION = 1
+#: 2: status "incomplete", and the structures checked / not checked of every safety report. Version 1
+#: files are still read.
+PLAN_SCHEMA_VERSION = 2
 SLICER_MARKUPS_SCHEMA_URL = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
 )
@@ -125,7 +135,8 @@ def _trajectory_to_dict(plan: Plan, trajectory: Trajectory, safety: SafetyReport
 
 
 def plan_status(plan: Plan, safety: Mapping[str, SafetyReport] | None) -> str:
-    """The worst safety status over the plan's trajectories; ``"not checked"`` if any has no report."""
+    """The worst safety status over the plan's trajectories (ok < incomplete < warning < blocked);
+    ``"not checked"`` if any has no report."""
     reports = [(safety or {}).get(t.name) for t in plan.trajectories]
     if any(r is None for r in reports):
         return "not checked"
@@ -168,8 +179,26 @@ def plan_to_dict(
             "needle_margin_mm": thresholds.needle_margin_mm,
             "skin_tolerance_mm": thresholds.skin_tolerance_mm,
         },
+        "structures_not_checked": structures_not_checked(plan, safety),
         "trajectories": [_trajectory_to_dict(plan, t, (safety or {}).get(t.name)) for t in plan.trajectories],
     }
+
+
+def structures_not_checked(plan: Plan, safety: Mapping[str, SafetyReport] | None) -> list[dict]:
+    """Every structure group a trajectory's checks did not cover: ``{"trajectory", "name", "reason", "detail"}``.
+
+    A trajectory without a safety report lists every group (reason ``"unknown"``, "no safety report").
+    """
+    from workbench.planning.safety import STRUCTURE_GROUPS
+
+    rows = []
+    for t in plan.trajectories:
+        report = (safety or {}).get(t.name)
+        if report is None:
+            rows += [{"trajectory": t.name, "name": g, "reason": "unknown", "detail": "no safety report"} for g in STRUCTURE_GROUPS]
+            continue
+        rows += [{"trajectory": t.name, **item.to_dict()} for item in report.unchecked_structures.values()]
+    return rows
 
 
 def _trajectory_from_dict(document: dict) -> Trajectory:
@@ -228,21 +257,27 @@ def write_plan_json(
 def read_plan_document(path: str | Path) -> dict:
     """The schema-valid ``plan.json`` document of ``path`` (stored safety reports included)."""
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanError("no such plan file", path) from None
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"plan is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})", path) from None
-    except UnicodeDecodeError:
-        raise PlanError("plan is not a UTF-8 text file", path) from None
+    if not path.exists():
+        raise PlanError("no such plan file", path)
+    document = read_json_limited(path, error=PlanError, what="plan")  # size, depth, digits, overflow bounded
     if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT:
         raise PlanError(f"not a workbench plan (no \"format\": \"{PLAN_FORMAT}\")", path)
     version = document.get("schema_version")
     if isinstance(version, int) and version > PLAN_SCHEMA_VERSION:
         raise PlanError(f"plan is schema version {version}; this workbench reads up to {PLAN_SCHEMA_VERSION}", path)
     _check_schema(document, path)
+    _check_physical(document, path)
     return document
+
+
+def _check_physical(document: dict, path: Path) -> None:
+    """Points within 10 m and a rigid ReferenceToMri (orthonormal to 1e-4): what the schema allows but no plan holds."""
+    for index, trajectory in enumerate(document.get("trajectories", [])):
+        for key in ("target_lps_mm", "entry_lps_mm"):
+            check_coordinates_mm(trajectory.get(key, ()), f"trajectories[{index}].{key}", path, PlanError)
+    registration = document.get("registration")
+    if isinstance(registration, dict):
+        check_affine(registration.get("ReferenceToMri"), "registration.ReferenceToMri", path, PlanError, rigid=True)
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -258,12 +293,13 @@ def _control_point(label: str, point_lps_mm, description: str = "") -> dict:
 
 
 def _status_note(safety: SafetyReport | None) -> str:
-    """``"BLOCKED: reason; reason"`` for a blocked path, ``"warning: ..."``, ``"not checked"`` or ``""`` when ok."""
+    """``"BLOCKED: reason; reason"`` for a blocked path, ``"warning: ..."``, ``"INCOMPLETE: not checked: ..."``,
+    ``"safety not checked"`` or ``""`` when ok (every structure checked, no finding)."""
     if safety is None:
         return "safety not checked"
     if safety.status == "ok":
         return ""
-    label = "BLOCKED" if safety.status == "blocked" else safety.status
+    label = safety.status.upper() if safety.status in ("blocked", "incomplete") else safety.status
     return f"{label}: {'; '.join(safety.reasons)}"
 
 
@@ -420,6 +456,7 @@ CSV_COLUMNS = (
     "safety_status",
     "min_clearance_mm",
     "safety_reasons",
+    "structures_not_checked",
 )
 
 
@@ -444,6 +481,9 @@ def _csv_row(plan: Plan, trajectory: Trajectory, safety: SafetyReport | None) ->
         "" if safety is None else safety.status,
         "" if safety is None or safety.min_clearance_mm is None else f"{safety.min_clearance_mm:.2f}",
         "" if safety is None else "; ".join(safety.reasons),
+        "all (no safety report)" if safety is None else "; ".join(
+            f"{item.name} ({item.reason})" for item in safety.unchecked_structures.values()
+        ),
     ]
 
 
@@ -487,7 +527,7 @@ class PlanBundle:
 
     @property
     def status(self) -> str:
-        """The worst status over the trajectories."""
+        """The worst status over the trajectories (ok < incomplete < warning < blocked)."""
         return max((r.status for r in self.safety.values()), key=STATUS_ORDER.index, default="ok")
 
     @property
