@@ -426,3 +426,37 @@ def test_formats_are_guessed_from_the_source(tmp_path):
     assert _guess_format(tmp_path / "b.nii.gz", None, task="total") == "totalsegmentator"
     assert _guess_format(tmp_path / "c.dcm", None) == "table"  # not DICOM: the table importer says what is wrong
     assert _guess_format(first_mr, None) == "table"  # an MR image, not a SEG
+
+
+# -- notebook 01's import form ------------------------------------------------------------------------
+
+
+def test_the_import_form_attaches_a_seg_nrrd_to_the_open_case_and_reports_errors(small_case, tmp_path):
+    from types import SimpleNamespace
+
+    from workbench.widgets.loader import LabelImportForm
+    from workbench.widgets.session import CaseSession
+
+    layers = np.zeros((20, 20, 20, 1), np.uint8)
+    layers[5:10, 5:10, 5:10, 0] = 1
+    layers[12:14, 5:10, 5:10, 0] = 2
+    source = _write_seg_nrrd(tmp_path / "spine.seg.nrrd", layers, [{"name": "vertebra_L5"}, {"name": "disc_L5", "value": 2}])
+    loader = SimpleNamespace(session=None)
+    form = LabelImportForm(loader)
+    form.source.value = str(source)
+    assert form.run() is None and "open a case first" in form.status.value
+
+    session = CaseSession(small_case)
+    loader.session = session
+    assert session.label_map is None
+    form.table.value = str(tmp_path / "no_such.csv")
+    assert form.run() is None and "--table goes with a label image" in form.status.value  # refused, nothing attached
+    assert session.attachment_path("label_map") is None and not (small_case / "labels").exists()
+    form.table.value = ""
+    summary = form.run()
+    assert {e["name"]: e["voxels"] for e in summary["labels"]} == {"unlabelled": 8000 - 125 - 50, "vertebra_L5": 125, "disc_L5": 50}
+    assert "label map imported: 2 structures, 125 bone voxels" in form.status.value
+    # the session sees the new map at once, with its names and positions
+    label_map = session.label_map
+    assert label_map.values_at_level("L5") and int(label_map.bone_mask().sum()) == 125
+    np.testing.assert_allclose(_centroid_lps(label_map, label_map.mask(["DISC"])), [7.0, 7.0, 12.5], atol=1e-9)

@@ -32,7 +32,8 @@ PAIRS_MISSING = "place 3 landmark pairs to register (3 more: the same named poin
 
 #: What each notebook must print on a fresh case (the guidance lines), besides running without error.
 GUIDANCE = {
-    "01_load_case.ipynb": ["landmarks     to do  place 3 landmark pairs to register", "targets       to do  place at least one target"],
+    "01_load_case.ipynb": ["landmarks     to do  place 3 landmark pairs to register", "targets       to do  place at least one target",
+                           "no label map yet:"],
     "02_landmarks_targets.ipynb": ["no target yet: place at least one target on the MRI (notebook 02)", "save status: saved"],
     "03_register_sweep.ipynb": [f"paired-point fit: {PAIRS_MISSING}", f"refinement starts from the landmark fit: {PAIRS_MISSING}",
                                 "frame plane and fused view: no registration yet: place 3 landmark pairs to register",

@@ -67,6 +67,7 @@ __all__ = [
     "TPTBOX_VERTEBRA_LEVELS",
     "import_label_map",
     "is_synthetic_case",
+    "label_map_summary",
     "read_case_label_map",
     "read_label_map_file",
 ]
@@ -680,21 +681,32 @@ def register_cli(subparsers) -> None:
     q.set_defaults(func=_handle_import)
 
 
-def _handle_import(args) -> int:
+def label_map_summary(path: str | os.PathLike) -> dict:
+    """What an imported label map holds: its files, each value's name and voxel count, the bone voxels.
+
+    Returns
+    -------
+    dict
+        ``{"label_map": str, "table": str, "labels": [{"value", "name", "voxels"}, ...], "bone_voxels": int}``
+        (what ``workbench labels import`` prints as JSON).
+    """
     from workbench.io.label_table import sidecar_path
 
-    import json
-    import sys
-
-    path = import_label_map(args.case_dir, args.source, table=args.table, fmt=args.fmt, task=args.task)
     label_map = read_label_map_file(path)
     counts = np.bincount(label_map.array.ravel().astype(np.int64), minlength=max(label_map.names) + 1)
-    summary = {
+    return {
         "label_map": str(path),
         "table": str(sidecar_path(path)),
         "labels": [{"value": v, "name": n, "voxels": int(counts[v])} for v, n in sorted(label_map.names.items())],
         "bone_voxels": int(label_map.bone_mask().sum()),
     }
-    json.dump(summary, sys.stdout)
+
+
+def _handle_import(args) -> int:
+    import json
+    import sys
+
+    path = import_label_map(args.case_dir, args.source, table=args.table, fmt=args.fmt, task=args.task)
+    json.dump(label_map_summary(path), sys.stdout)
     sys.stdout.write("\n")
     return 0

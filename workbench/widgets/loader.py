@@ -1,7 +1,9 @@
 """Case loader: pick a case bundle, a DICOM folder or a volume file; series table; MPR viewer.
 
 The chooser is a path box plus a drop-down of what is in the folder typed (no extra dependency).
-What can be opened, without UI: :func:`open_path`.
+What can be opened, without UI: :func:`open_path`. A segmentation is imported into the open case
+with :class:`LabelImportForm` (logic: :func:`import_segmentation`, i.e.
+:func:`workbench.case.labels.import_label_map`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from workbench.widgets.session import CaseSession, WidgetError
 
-__all__ = ["CaseLoader", "NewCaseForm", "create_new_case", "open_path", "volume_rows"]
+__all__ = ["CaseLoader", "LabelImportForm", "NewCaseForm", "create_new_case", "import_segmentation", "open_path", "volume_rows"]
 
 _VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -244,3 +246,99 @@ class NewCaseForm:
         if self.on_created is not None:
             self.on_created(folder)
         return folder
+
+
+def import_segmentation(session: CaseSession, source, fmt=None, table=None, task=None) -> dict:
+    """Import a segmentation as the case's label map (:func:`workbench.case.labels.import_label_map`), from form values.
+
+    Empty strings and ``"auto"`` count as not given. The session is refreshed: its ``case`` is
+    re-read and its label map is read anew on next use.
+
+    Returns
+    -------
+    dict
+        :func:`workbench.case.labels.label_map_summary` of the imported map (names, voxel counts).
+
+    Raises
+    ------
+    WorkbenchError
+        From the import (the message names the file and the problem; nothing is attached), or
+        :class:`WidgetError` when no source is given.
+    """
+    from workbench.case import load_case
+    from workbench.case.labels import import_label_map, label_map_summary
+
+    if not str(source or "").strip():
+        raise WidgetError("give the segmentation: a label image, .seg.nrrd, DICOM SEG, TotalSegmentator or TPTBox output")
+    fmt = None if str(fmt or "").strip() in ("", "auto") else str(fmt).strip()
+    path = import_label_map(
+        session.folder,
+        Path(str(source).strip()).expanduser(),
+        table=Path(str(table).strip()).expanduser() if str(table or "").strip() else None,
+        fmt=fmt,
+        task=_given(task),
+    )
+    session.case = load_case(session.folder, verify_digests=False)
+    session._labels = session._label_map = None  # read the new map on next use
+    return label_map_summary(path)
+
+
+class LabelImportForm:
+    """An "import a segmentation" form for the case open in a loader: source, format, table, task -> label map.
+
+    Parameters
+    ----------
+    loader : CaseLoader or any object with a ``session`` attribute (CaseSession or None)
+        The case the label map goes to is ``loader.session`` when **Import** is pressed.
+
+    Attributes
+    ----------
+    widget : ipywidgets.VBox (class ``wb-label-import``; status line ``wb-label-import-status``)
+    summary : dict or None
+        The last import's :func:`workbench.case.labels.label_map_summary`.
+    """
+
+    def __init__(self, loader):
+        import ipywidgets as W
+
+        from workbench.case.labels import IMPORT_FORMAT_HELP, TOTALSEGMENTATOR_TASKS
+
+        wide = W.Layout(width="640px")
+        style = {"description_width": "90px"}
+        self.loader = loader
+        self.summary = None
+        self.source = W.Text(placeholder="label image, .seg.nrrd, DICOM SEG file, TotalSegmentator folder/file, TPTBox mask",
+                             description="segmentation", layout=wide, style=style)
+        formats = [("auto (from the source)", "auto")] + [(f"{k}: {v[:60]}", k) for k, v in IMPORT_FORMAT_HELP.items()]
+        self.format = W.Dropdown(options=formats, value="auto", description="format", layout=wide, style=style)
+        self.table = W.Text(placeholder="label table (JSON, CSV, ITK-SNAP, Slicer .ctbl); default <file>.labels.json",
+                            description="table", layout=wide, style=style)
+        self.task = W.Dropdown(options=[("(none)", "")] + [(t, t) for t in TOTALSEGMENTATOR_TASKS], value="",
+                               description="TS task", layout=wide, style=style)
+        self.import_button = W.Button(description="Import", icon="download", button_style="primary")
+        self.status = W.HTML(html.escape("give a segmentation of this case's MRI, then Import: names must be in the "
+                                         "label vocabulary (or declared foreign names); it is put on the MRI grid"))
+        self.status.add_class("wb-label-import-status")
+        self.import_button.on_click(lambda _b: self.run())
+        self.widget = W.VBox([self.source, self.format, self.table, self.task, self.import_button, self.status])
+        self.widget.add_class("wb-label-import")
+
+    def run(self):
+        """Import from the boxes into the loader's case; returns the summary, or None (the status line says why)."""
+        from workbench.errors import WorkbenchError
+
+        session = getattr(self.loader, "session", None)
+        if session is None:
+            self.status.value = "<span style='color:#c00'>open a case first (a case folder with case.json)</span>"
+            return None
+        try:
+            summary = import_segmentation(session, self.source.value, self.format.value, self.table.value, self.task.value)
+        except WorkbenchError as exc:
+            self.status.value = f"<span style='color:#c00'>{html.escape(str(exc))}</span>"
+            return None
+        self.summary = summary
+        named = [f"{e['name']} ({e['voxels']})" for e in summary["labels"] if e["name"] != "unlabelled"]
+        self.status.value = html.escape(
+            f"label map imported: {len(named)} structures, {summary['bone_voxels']} bone voxels: " + ", ".join(named[:12])
+            + (" ..." if len(named) > 12 else ""))
+        return summary
