@@ -34,7 +34,9 @@ Sub-commands
     Import a segmentation as the case's label map, with its label table (sidecar ``.labels.json``).
 ``workbench tune --method PIPELINE --cases N --trials T [--workers W | --scheduler tcp://HOST:PORT] [--storage URL] [--study NAME] [--json]``
     Tune a registration pipeline: an Optuna study scored on simulated cases by Dask workers, resumable (docs/tuning.md).
-``workbench bench reconstruct|demo-case|registration|tune|ui [--json]``
+``workbench segment CASE_DIR [--out FILE]``
+    Segment the case MRI (vertebrae by level, canal, nerve roots, body) from its named landmarks; attach the label map.
+``workbench bench reconstruct|demo-case|registration|segment|tune|ui [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 
 Every sub-command imports what it needs when it runs, so ``workbench --help`` is fast.
@@ -305,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.registration.bone_detect import register_cli as register_detect_bone
 
     register_detect_bone(sub)
+    from workbench.segmentation.cli import register as register_segment
+    from workbench.segmentation.cli import register_bench as register_segment_bench
+
+    register_segment(sub)
+    register_segment_bench(bench_sub)
     from workbench.tuning.cli import register as register_tune, register_bench as register_tune_bench
 
     register_tune(sub)
