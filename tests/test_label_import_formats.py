@@ -164,7 +164,7 @@ def test_a_single_layer_seg_nrrd_written_by_simpleitk_imports_with_segment_names
     seg = read_seg_nrrd(source)
     assert [(s.name, s.label_value, s.layer, s.extent_ijk) for s in seg.segments] == [
         ("vertebra_L4", 1, 0, (10, 29, 8, 19, 4, 15)), ("spinal_canal", 2, 0, None)]
-    assert [int(m.sum()) for m in seg.masks] == [12 * 12 * 20, 8 * 12 * 20]
+    assert seg.voxel_counts == (12 * 12 * 20, 8 * 12 * 20) and int(seg.mask(1)[20:28, 8:20, 10:30].sum()) == 8 * 12 * 20
 
     assert _guess_format(source, None) == "slicer-seg"
     label_map = read_label_map_file(import_label_map(small_case, source))
@@ -222,6 +222,50 @@ def test_seg_nrrd_bad_input_exits_2_and_attaches_nothing(small_case, tmp_path, c
     plain = tmp_path / "plain.seg.nrrd"
     sitk.WriteImage(_image(one[..., 0]), str(plain))
     _expect_refused(small_case, ["--from", str(plain)], "not a 3D Slicer segmentation (no Segment<N>_Name in its header)", capsys)
+
+
+CROP = SHARED_DATA / "spine-crops-tptbox-mri-ct" / "sample_mri"
+
+
+def _crop_seg_nrrd(path: Path, layers_kji: list[np.ndarray], segments: list[tuple[str, int, int]]) -> Path:
+    """A multi-layer .seg.nrrd on the real T2w crop's grid, written by SimpleITK (layers as components)."""
+    t2w = sitk.ReadImage(str(CROP / "sub-mri_label-6_T2w.nii.gz"))
+    image = sitk.Compose([sitk.GetImageFromArray(layer.astype(np.uint8)) for layer in layers_kji])
+    image.CopyInformation(t2w)
+    for n, (name, value, layer) in enumerate(segments):
+        image.SetMetaData(f"Segment{n}_Name", name)
+        image.SetMetaData(f"Segment{n}_LabelValue", str(value))
+        image.SetMetaData(f"Segment{n}_Layer", str(layer))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_the_real_tptbox_crop_as_a_layered_seg_nrrd_imports_voxel_for_voxel(tmp_path, capsys):
+    """Vertebrae, discs and the canal/cord of the real MRI crop in three layers: every voxel keeps its structure."""
+    vert = sitk.GetArrayFromImage(sitk.ReadImage(str(CROP / "sub-mri_seg-vert_label-6_msk.nii.gz")))
+    subreg = sitk.GetArrayFromImage(sitk.ReadImage(str(CROP / "sub-mri_seg-subreg_label-6_msk.nii.gz")))
+    vertebrae = np.where(np.isin(vert, [5, 6, 7]), vert, 0)
+    discs = np.where(np.isin(vert, [105, 106]), vert - 100, 0)
+    canal = np.select([subreg == 60, subreg == 61], [1, 2], 0)
+    segments = [("vertebrae_C5", 5, 0), ("vertebra_C6", 6, 0), ("vertebra_C7", 7, 0), ("disc_C5", 5, 1), ("disc_C6", 6, 1),
+                ("spinal_cord", 1, 2), ("spinal_canal", 2, 2)]
+    source = _crop_seg_nrrd(tmp_path / "crop.seg.nrrd", [vertebrae, discs, canal], segments)
+    case_dir = new_case(tmp_path / "case", mri=CROP / "sub-mri_label-6_T2w.nii.gz")
+    label_map = read_label_map_file(import_label_map(case_dir, source))
+    assert _counts_by_name(label_map) == {
+        "unlabelled": vert.size - 4449 - 15754 - 12443 - 3829 - 4768 - 345 - 4137, "vertebra_C5": 4449, "vertebra_C6": 15754,
+        "vertebra_C7": 12443, "disc_C5": 3829, "disc_C6": 4768, "spinal_cord": 345, "spinal_canal": 4137}
+    for level, value in (("C5", 5), ("C6", 6), ("C7", 7)):
+        mask = np.isin(label_map.array, label_map.values_of(["VERTEBRA"])) & np.isin(label_map.array, label_map.values_at_level(level))
+        assert np.array_equal(mask, vert == value), level  # same grid: voxel for voxel
+    # the spinous processes (sub-region 42) drawn as a fourth layer overlap the vertebrae: refused, with the count
+    spinous = (subreg == 42).astype(np.uint8)
+    overlap = _crop_seg_nrrd(tmp_path / "overlap.seg.nrrd", [vertebrae, discs, canal, spinous],
+                             segments + [("spinous_process", 1, 3)])
+    shared_c5 = int(((subreg == 42) & (vert == 5)).sum())  # the first shared voxel (in k, j, i order) is C5's
+    assert shared_c5 == 531
+    _expect_refused(case_dir, ["--from", str(overlap)], "overlapping layers: segment 'spinous_process' (Segment7, layer 3, "
+                    f"value 1) and segment 'vertebrae_C5' (Segment0, layer 0, value 5) share {shared_c5} voxels", capsys)
 
 
 # -- DICOM SEG (highdicom) from the real MRI series -------------------------------------------------

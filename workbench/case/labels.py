@@ -403,14 +403,17 @@ def _segment_name(source: Path, what: str, candidates: list[str]) -> str:
 
 
 def _from_seg_nrrd(source: Path) -> tuple[sitk.Image, dict[int, str]]:
+    import SimpleITK as sitk
+
     from workbench.io.seg_nrrd import read_seg_nrrd
 
     seg = read_seg_nrrd(source)
-    masks = [
-        (source, mask, _segment_name(source, segment.describe(), [segment.name]))
-        for segment, mask in zip(seg.segments, seg.masks)
-    ]
-    return _combine(masks, seg.reference)
+    names = [_segment_name(source, segment.describe(), [segment.name]) for segment in seg.segments]
+    ordered = sorted(set(names), key=_name_order)
+    value_of = {name: value for value, name in enumerate(ordered, start=1)}
+    image = sitk.GetImageFromArray(seg.label_image([value_of[name] for name in names]))
+    image.CopyInformation(seg.reference)
+    return image, {0: _UNLABELLED, **{value: name for name, value in value_of.items()}}
 
 
 def _from_dicom_seg(source: Path) -> tuple[sitk.Image, dict[int, str]]:

@@ -1,4 +1,4 @@
-"""3D Slicer segmentation files (``.seg.nrrd``): segments with their names, as boolean masks.
+"""3D Slicer segmentation files (``.seg.nrrd``): segments with their names, and where they are.
 
 A ``.seg.nrrd`` is a NRRD label image whose header names the segments::
 
@@ -16,12 +16,15 @@ and is only reported here: the voxels come from the image. Missing ``LabelValue`
 missing ``Layer`` means 0, as in Slicer.
 
 :func:`read_seg_nrrd` reads such a file into a :class:`SlicerSegmentation`: the 3D geometry
-(SimpleITK image, LPS mm; SimpleITK converts a ``right-anterior-superior`` header) and one mask
-per segment. It refuses, naming the file and the segment: no ``Segment<N>_Name`` in the header,
-a malformed value, a layer outside the file, two segments with the same layer and value, a value
-in the image that no segment names, an empty segment, and voxels that belong to segments of two
-layers (the workbench's label maps hold one structure per voxel). Names are returned as written;
-translating them into the vocabulary is the importer's job (:mod:`workbench.case.labels`).
+(SimpleITK image, LPS mm; SimpleITK converts a ``right-anterior-superior`` header), the layers,
+and per segment its voxel count, mask (:meth:`SlicerSegmentation.mask`) or one label image of
+all segments (:meth:`SlicerSegmentation.label_image`, one lookup per layer: no mask per segment
+is held, so a segmentation of a hundred structures costs the layers' memory only). It refuses,
+naming the file and the segment: no ``Segment<N>_Name`` in the header, a malformed value, a
+layer outside the file, two segments with the same layer and value, a value in the image that no
+segment names, an empty segment, and voxels that belong to segments of two layers (the
+workbench's label maps hold one structure per voxel). Names are returned as written; translating
+them into the vocabulary is the importer's job (:mod:`workbench.case.labels`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -77,24 +81,53 @@ class SlicerSegment:
 
 @dataclass(frozen=True)
 class SlicerSegmentation:
-    """A ``.seg.nrrd`` read: geometry, segments and their masks.
+    """A ``.seg.nrrd`` read: geometry, layers and segments.
 
     Attributes
     ----------
     path : Path
     reference : SimpleITK.Image
-        3D scalar image carrying the geometry (origin, spacing, direction in LPS mm); its
-        voxels are those of layer 0.
+        3D image carrying the geometry (origin, spacing, direction in LPS mm).
+    layers : (K, J, I, L) int array
+        The file's voxels, one 3D layer per index of the last axis (L = 1 for a 3D file).
     segments : tuple of SlicerSegment
-        In header order (``Segment0`` first).
-    masks : tuple of (K, J, I) bool arrays
-        ``masks[n]`` is where ``segments[n]`` is; no voxel is in two masks.
+        In header order (``Segment0`` first); checked disjoint and not empty.
+    voxel_counts : tuple of int
+        Voxels of each segment.
     """
 
     path: Path
     reference: sitk.Image
+    layers: np.ndarray
     segments: tuple[SlicerSegment, ...]
-    masks: tuple[np.ndarray, ...]
+    voxel_counts: tuple[int, ...]
+
+    def mask(self, number: int) -> np.ndarray:
+        """(K, J, I) bool: where ``segments[number]`` is."""
+        segment = self.segments[number]
+        return self.layers[..., segment.layer] == segment.label_value
+
+    def label_image(self, values: Sequence[int]) -> np.ndarray:
+        """(K, J, I) labels: ``values[n]`` where ``segments[n]`` is, 0 elsewhere (segments are disjoint).
+
+        Parameters
+        ----------
+        values : sequence of int, one per segment
+            Output value of each segment (several segments may share one).
+        """
+        dtype = np.uint8 if max(values, default=0) < 256 else np.uint16 if max(values) < 65536 else np.int32
+        out = np.zeros(self.layers.shape[:3], dtype)
+        for layer in range(self.layers.shape[-1]):
+            entries = [(s.label_value, v) for s, v in zip(self.segments, values) if s.layer == layer]
+            if not entries:
+                continue
+            lookup = np.zeros(int(self.layers[..., layer].max()) + 1, dtype)
+            for label_value, value in entries:
+                if label_value < lookup.size:
+                    lookup[label_value] = value
+            layer_values = lookup[self.layers[..., layer]]
+            out = np.maximum(out, layer_values)  # disjoint: at most one layer is non-zero per voxel
+        return out
 
 
 def is_seg_nrrd(path: str | os.PathLike) -> bool:
@@ -153,7 +186,7 @@ def read_seg_nrrd(path: str | os.PathLike) -> SlicerSegmentation:
     Returns
     -------
     SlicerSegmentation
-        Geometry in LPS mm and (K, J, I) bool masks, one per segment, disjoint.
+        Geometry in LPS mm, the layers, and the segments (disjoint, none empty).
 
     Raises
     ------
@@ -204,19 +237,22 @@ def read_seg_nrrd(path: str | os.PathLike) -> SlicerSegmentation:
             raise LabelMapError(
                 f"{path}: layer {layer} holds label values no segment names: " + ", ".join(map(str, unnamed[:10]))
             )
-    masks = []
-    owner = np.full(layers.shape[:3], -1, np.int32)
-    for number, segment in enumerate(segments):
-        mask = layers[..., segment.layer] == segment.label_value
-        if not mask.any():
+    counts = []
+    for segment in segments:
+        count = int(np.count_nonzero(layers[..., segment.layer] == segment.label_value))
+        if count == 0:
             raise LabelMapError(f"{path}: {segment.describe()} is empty (no voxel)")
-        taken = mask & (owner >= 0)
-        if taken.any():
-            other = segments[int(owner[taken].flat[0])]
+        counts.append(count)
+    if n_layers > 1:
+        named = np.zeros(layers.shape[:3], np.uint8)
+        for layer in range(n_layers):
+            named += layers[..., layer] != 0  # every non-zero value is a segment's (checked above)
+        if (named > 1).any():
+            voxel = tuple(np.argwhere(named > 1)[0])
+            first, second = [s for s in segments if layers[voxel + (s.layer,)] == s.label_value][:2]
+            both = (layers[..., first.layer] == first.label_value) & (layers[..., second.layer] == second.label_value)
             raise LabelMapError(
-                f"{path}: overlapping layers: {segment.describe()} and {other.describe()} share "
-                f"{int(taken.sum())} voxels; a label map holds one structure per voxel"
+                f"{path}: overlapping layers: {second.describe()} and {first.describe()} share "
+                f"{int(both.sum())} voxels; a label map holds one structure per voxel"
             )
-        owner[mask] = number
-        masks.append(mask)
-    return SlicerSegmentation(path, reference, tuple(segments), tuple(masks))
+    return SlicerSegmentation(path, reference, layers, tuple(segments), tuple(counts))
