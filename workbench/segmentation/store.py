@@ -45,12 +45,17 @@ def write_label_map(label_map: LabelMap, path: str | os.PathLike) -> tuple[Path,
 
 
 def attach_label_map(
-    case_dir: str | os.PathLike, label_map: LabelMap, description: str, provenance: dict | None = None
+    case_dir: str | os.PathLike,
+    label_map: LabelMap,
+    description: str,
+    provenance: dict | None = None,
+    check_grid: bool = True,
 ) -> Path:
     """Make ``label_map`` the case's ``label_map`` attachment (replacing any earlier one); return its path.
 
     Files are staged beside their destinations, moved into place, then ``case.json`` is saved;
     if anything fails the previous files are put back and ``case.json`` is unchanged.
+    ``check_grid=False`` skips reading the MRI to compare grids (the editor's later autosaves).
 
     Raises
     ------
@@ -70,7 +75,7 @@ def attach_label_map(
     case = load_case(case_dir, verify_digests=False)
     if case.mri is None:
         raise CaseBundleError("the case has no MRI to attach a label map to", case_dir)
-    mri = load_volume(case_dir / case.mri.path).image
+    mri = load_volume(case_dir / case.mri.path).image if check_grid else label_map.image
     image = label_map.image
     if image.GetSize() != mri.GetSize() or not np.allclose(image.GetOrigin(), mri.GetOrigin(), atol=1e-3) or not np.allclose(
         image.GetSpacing(), mri.GetSpacing(), atol=1e-4
