@@ -278,8 +278,13 @@ def _series():
     return sorted(datasets, key=lambda d: float(d.ImagePositionPatient[0]))
 
 
-def _dicom_seg(path: Path, datasets, mask_srcj: np.ndarray, segments: list[tuple[str, object]]) -> Path:
-    """A BINARY SEG of ``datasets`` (slices sorted by position); ``mask_srcj`` (slice, row, column) holds 1..n."""
+def _dicom_seg(path: Path, datasets, mask_srcj: np.ndarray, segments: list[tuple[str, object]], kind: str = "BINARY",
+               pixels: np.ndarray | None = None) -> Path:
+    """A SEG of ``datasets`` (slices sorted by position); ``mask_srcj`` (slice, row, column) holds 1..n.
+
+    ``kind`` BINARY (one frame per segment and position) or LABELMAP (pixel values are segment numbers);
+    ``pixels`` (slice, row, column, segment) bool overrides the BINARY frames (to make them overlap).
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -290,7 +295,8 @@ def _dicom_seg(path: Path, datasets, mask_srcj: np.ndarray, segments: list[tuple
         )
         for n, (label, property_type) in enumerate(segments, start=1)
     ]
-    pixels = np.stack([mask_srcj == n for n in range(1, len(segments) + 1)], axis=-1)
+    if pixels is None:
+        pixels = mask_srcj if kind == "LABELMAP" else np.stack([mask_srcj == n for n in range(1, len(segments) + 1)], axis=-1)
     with warnings.catch_warnings():  # highdicom doubts the series' PatientName "HFS" (one component)
         warnings.simplefilter("ignore", UserWarning)
         seg = hd.seg.Segmentation(
@@ -347,6 +353,25 @@ def test_a_dicom_seg_of_the_real_series_lands_on_the_voxels_its_frames_name(dico
     print("vertebra box centroid LPS mm:", np.round(_positions_lps(datasets, mask == 1).mean(axis=0), 3))
 
 
+def test_a_labelmap_dicom_seg_imports_each_segment_number(dicom_case, tmp_path):
+    import shutil
+
+    from pydicom.sr.codedict import codes
+
+    case_dir = tmp_path / "case"
+    shutil.copytree(dicom_case, case_dir)
+    datasets = _series()
+    mask = np.zeros((len(datasets), datasets[0].Rows, datasets[0].Columns), np.uint8)
+    mask[15, 100:120, 80:110] = 1  # one frame only: 600 pixels
+    mask[16:18, 100:110, 80:90] = 2  # 200 pixels
+    source = _dicom_seg(tmp_path / "lm.dcm", datasets, mask, [("vertebrae_L3", codes.SCT.Bone), ("spinal_canal", codes.SCT.Bone)],
+                        kind="LABELMAP")
+    label_map = read_label_map_file(import_label_map(case_dir, source))
+    assert _counts_by_name(label_map)["vertebra_L3"] == 600 and _counts_by_name(label_map)["spinal_canal"] == 200
+    canal = label_map.values_of(["SPINAL_CANAL"])[0]
+    assert np.all(label_map.values_at(_positions_lps(datasets, mask == 2)) == canal)
+
+
 def test_dicom_seg_bad_input_exits_2_and_attaches_nothing(dicom_case, tmp_path, capsys):
     import shutil
 
@@ -367,6 +392,12 @@ def test_dicom_seg_bad_input_exits_2_and_attaches_nothing(dicom_case, tmp_path, 
     _expect_refused(case_dir, ["--from", str(far)], "does not overlap the case MRI", capsys)
     _expect_refused(case_dir, ["--from", str(sorted(DICOM_SERIES.glob("*.dcm"))[0]), "--format", "dicom-seg"],
                     "not a DICOM SEG (Modality MR)", capsys)
+    both = np.stack([mask == 1, np.zeros_like(mask, bool)], axis=-1)
+    both[10, 105:115, 85:95, 1] = True  # 100 pixels, 5 rows x 5 columns of them inside segment 1's box
+    overlapping = _dicom_seg(tmp_path / "overlap.dcm", datasets, mask, [("vertebra_L4", codes.SCT.Bone), ("spinal_canal", codes.SCT.Bone)],
+                             pixels=both)
+    _expect_refused(case_dir, ["--from", str(overlapping)], "segment 2 'spinal_canal' (type 'Bone') and segment 1 'vertebra_L4' "
+                    "(type 'Bone') overlap in 25 voxels", capsys)
 
 
 # -- TotalSegmentator multi-label file with its task ----------------------------------------------------

@@ -128,7 +128,7 @@ def read_dicom_seg(path: str | os.PathLike) -> DicomSegmentation:
     Parameters
     ----------
     path : str or path-like
-        A DICOM Segmentation (BINARY or LABELMAP) file.
+        A DICOM Segmentation (BINARY, or LABELMAP whose pixel values are segment numbers) file.
 
     Returns
     -------
@@ -163,18 +163,24 @@ def read_dicom_seg(path: str | os.PathLike) -> DicomSegmentation:
     for item in seg.SegmentSequence:
         meaning, code = _code(item, "SegmentedPropertyTypeCodeSequence")
         segments.append(DicomSegment(int(item.SegmentNumber), str(getattr(item, "SegmentLabel", "")).strip(), meaning, code))
-    segments.sort(key=lambda s: s.number)
+    segments = sorted((s for s in segments if s.number != 0), key=lambda s: s.number)  # 0: a LABELMAP's background
     if not segments:
         raise LabelMapError(f"{path}: the SEG describes no segment")
+    labelmap = str(seg.SegmentationType) == "LABELMAP"  # one frame per position, pixel values are segment numbers
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            volume = seg.get_volume(combine_segments=False, allow_missing_positions=True,
-                                    segment_numbers=[s.number for s in segments])
+            if labelmap:
+                volume = seg.get_volume(combine_segments=True, relabel=False, allow_missing_positions=True)
+            else:
+                volume = seg.get_volume(combine_segments=False, allow_missing_positions=True,
+                                        segment_numbers=[s.number for s in segments])
     except Exception as exc:  # noqa: BLE001 - highdicom raises ValueError/RuntimeError on irregular frames
         raise LabelMapError(f"{path}: the SEG's frames do not form one volume ({exc})") from None
-    array = np.asarray(volume.array)  # (slices, rows, columns, segments)
-    if array.ndim == 3:
+    array = np.asarray(volume.array)  # (slices, rows, columns, segments), or (slices, rows, columns) of numbers
+    if labelmap:
+        array = np.stack([array == s.number for s in segments], axis=-1)
+    elif array.ndim == 3:
         array = array[..., np.newaxis]
     reference = _geometry(np.asarray(volume.affine, float), array.shape[:3], path)
     masks = []
