@@ -163,3 +163,21 @@ def test_a_label_map_off_the_mri_grid_is_not_attached(case_with_labels):
     with pytest.raises(SegmentationError, match="grid"):
         attach_label_map(case_with_labels, LabelMap(_image(spacing=(2.0, 1.0, 1.0)), TABLE), "wrong grid")
     assert (case_with_labels / "case.json").read_bytes() == before
+
+
+def test_the_widget_paints_where_the_slice_is_clicked_and_saves(case_with_labels):
+    from workbench.widgets.segment_editor import SegmentEditor
+    from workbench.widgets.session import CaseSession
+
+    editor = SegmentEditor(CaseSession(case_with_labels), orientation="axial", structure="csf")
+    editor.radius.value = 4.0
+    height, width = editor.view.model.shape_px
+    stroke = editor.click_pixel(width / 2, height / 2)
+    assert stroke.changed == pytest.approx(_sphere_voxels(4.0, (1, 1, 1)), rel=0.06)
+    assert editor.model.saves == 1 and "1 saves" in editor.status.value
+    reloaded = read_case_label_map(load_case(case_with_labels), case_with_labels)
+    assert np.array_equal(reloaded.array, editor.model.values)
+    editor.tool.value = "erase"
+    assert editor.click_pixel(width / 2, height / 2).changed == stroke.changed
+    editor.undo_button.click()
+    assert editor.model.count("csf") == stroke.changed
