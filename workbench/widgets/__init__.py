@@ -5,7 +5,7 @@ Models (no ipywidgets, no pyvista; tests drive them without a kernel):
 :class:`UsFramePickModel`, :class:`LandmarkFitModel`.
 
 Controllers (thin ipywidgets/ipympl/pyvista wrappers, imported on first use):
-:class:`CaseLoader`, :class:`NewCaseForm`, :class:`SliceView`, :class:`UsLandmarkPicker`,
+:class:`CaseLoader`, :class:`NewCaseForm`, :class:`LabelImportForm`, :class:`SliceView`, :class:`UsLandmarkPicker`,
 :class:`StylusLandmarkPanel`, :class:`LandmarkEditor`, :class:`SweepScrubber`,
 :class:`RegistrationPanel`, :class:`FusedView`, :class:`PlanPanel`, :class:`Scene3D`,
 :class:`TuningPanel`. Notebooks: docs/notebooks.md.
@@ -31,6 +31,7 @@ _EXPORTS = {
     "LandmarkEditor": "workbench.widgets.editor",
     "CaseLoader": "workbench.widgets.loader",
     "NewCaseForm": "workbench.widgets.loader",
+    "LabelImportForm": "workbench.widgets.loader",
     "UsFramePickModel": "workbench.widgets.us_landmarks",
     "LandmarkFitModel": "workbench.widgets.us_landmarks",
     "UsLandmarkPicker": "workbench.widgets.us_landmarks",
