@@ -266,7 +266,7 @@ def test_the_case_targets_are_planned_and_a_blocked_one_says_blocked_and_why_in_
     (plan,) = summary["plans"]
     assert (plan["plan_id"], plan["source"], plan["status"]) == ("BODY-targets", "case targets", "blocked")
     statuses = {t["name"]: t["status"] for t in plan["trajectories"]}
-    assert statuses == {"L4 right": "warning", "L5 right": "blocked", "far target": "blocked"}
+    assert statuses == {"L4 right": "incomplete", "L5 right": "blocked", "far target": "blocked"}  # no label map: never ok
     assert [line.split(":")[0] for line in summary["blocked"]] == ["BODY-targets / L5 right", "BODY-targets / far target"]
     folder = tmp_path / "out" / "BODY-targets"
     assert sorted(p.name for p in folder.iterdir()) == ["plan.csv", "plan.json", "plan.mrk.json", "report.html"]  # no registration
@@ -301,7 +301,7 @@ def test_the_case_targets_are_planned_and_a_blocked_one_says_blocked_and_why_in_
     import csv
 
     rows = {r["name"]: r for r in csv.DictReader((folder / "plan.csv").open())}
-    assert [rows[n]["safety_status"] for n in ("L4 right", "L5 right", "far target")] == ["warning", "blocked", "blocked"]
+    assert [rows[n]["safety_status"] for n in ("L4 right", "L5 right", "far target")] == ["incomplete", "blocked", "blocked"]
     assert f"path through air {air_mm:.1f} mm" in rows["L5 right"]["safety_reasons"]
 
     # report.html: a red BLOCKED banner at the top listing both, one on each blocked trajectory, registration missing

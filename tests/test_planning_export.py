@@ -59,7 +59,7 @@ def test_plan_json_round_trips_and_carries_derived_values(tmp_path):
     plan = _plan()
     path = write_plan_json(plan, tmp_path / "plan.json", thresholds=SafetyThresholds())
     document = json.loads(path.read_text())
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     derived = document["trajectories"][0]["derived"]
     assert derived["insertion_depth_mm"] == pytest.approx(np.hypot(28.0, 6.0))
     assert derived["remaining_needle_mm"] == pytest.approx(50.0 - np.hypot(28.0, 6.0))
@@ -74,7 +74,7 @@ def test_plan_json_round_trips_and_carries_derived_values(tmp_path):
         (lambda d: d.update(plan_id="bad id!"), "plan schema at plan_id"),
         (lambda d: d["trajectories"][0].update(target_lps_mm=[1, 2]), "plan schema at trajectories/0/target_lps_mm"),
         (lambda d: d.update(extra=1), "Additional properties are not allowed"),
-        (lambda d: d.update(schema_version=9), "schema version 9; this workbench reads up to 1"),
+        (lambda d: d.update(schema_version=9), "schema version 9; this workbench reads up to 2"),
         (lambda d: d.update(format="other"), "not a workbench plan"),
         (lambda d: d["trajectories"][0]["needle"].update(gauge="19G"), "unknown needle gauge '19G'"),
         (lambda d: d["registration"].update(ReferenceToMri=[1.0] * 16), "last row must be 0 0 0 1"),
@@ -175,7 +175,7 @@ def test_csv_has_one_row_per_trajectory_with_units_in_the_columns(tmp_path):
     path = write_csv(_plan(), tmp_path / "plan.csv")
     rows = list(csv.DictReader(path.open()))
     assert tuple(rows[0]) == CSV_COLUMNS
-    texts = {"name", "structure", "needle_gauge", "drugs", "approach", "safety_status", "safety_reasons"}
+    texts = {"name", "structure", "needle_gauge", "drugs", "approach", "safety_status", "safety_reasons", "structures_not_checked"}
     assert all(re.search(r"_(mm|deg|ml)$", c) for c in CSV_COLUMNS if c not in texts)
     assert [r["name"] for r in rows] == ["L4 right", "L5 right"]
     assert float(rows[0]["insertion_depth_mm"]) == pytest.approx(np.hypot(28.0, 6.0), abs=0.01)
@@ -195,7 +195,7 @@ def test_report_embeds_five_views_per_trajectory_and_the_status():
     plan = _plan()
     text = render_report(plan, mri, us=mri, safety={"L4 right": check_trajectory(plan.trajectories[0], None)})
     assert text.count("data:image/png;base64,") == 10
-    assert "Fused US/MRI, 50 % blend" in text and "Safety: WARNING" in text and "Safety: NOT CHECKED" in text
+    assert "Fused US/MRI, 50 % blend" in text and "Safety: INCOMPLETE" in text and "Safety: NOT CHECKED" in text
     assert "@media print" in text
     assert "<script" not in text and "http" not in text  # self-contained
 

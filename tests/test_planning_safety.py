@@ -21,20 +21,28 @@ ENTRY = (30.0, 50.0, 30.0)  # 40 mm straight posterior of the target
 NEEDLE = NeedleSpec(90.0, "22G")
 RADIUS_MM = 0.718 / 2
 HALF_DIAGONAL_MM = math.sqrt(3) / 2
+#: The map reaches this far anterior of P 0, mm, so the zone searched around a path to P 10 (up to
+#: 11.2 mm for the aorta/IVC) lies inside it and every structure group counts as checked.
+ANTERIOR_MM = 20
 
 
 def _label_map(**boxes) -> LabelMap:
-    """Soft tissue for P < 50, air behind; ``boxes``: label name -> (lo_lps, hi_lps) inclusive voxel boxes."""
-    labels = np.full((SIZE, SIZE, SIZE), Label.SOFT_TISSUE, dtype=np.uint8)  # [k=S, j=P, i=L]
-    labels[:, SKIN_P_MM:, :] = Label.AIR
+    """Soft tissue for P < 50, air behind; ``boxes``: label name -> (lo_lps, hi_lps) inclusive voxel boxes.
+
+    1 mm voxels, LPS = index except P = j - ANTERIOR_MM (the map spans P -20 .. 59).
+    """
+    labels = np.full((SIZE, SIZE + ANTERIOR_MM, SIZE), Label.SOFT_TISSUE, dtype=np.uint8)  # [k=S, j=P+20, i=L]
+    labels[:, ANTERIOR_MM + SKIN_P_MM :, :] = Label.AIR
     for name, (lo, hi) in boxes.items():
-        labels[lo[2] : hi[2] + 1, lo[1] : hi[1] + 1, lo[0] : hi[0] + 1] = Label[name]
-    return LabelMap(labels, WORKBENCH_TABLE, np.eye(4))
+        labels[lo[2] : hi[2] + 1, ANTERIOR_MM + lo[1] : ANTERIOR_MM + hi[1] + 1, lo[0] : hi[0] + 1] = Label[name]
+    mri_voxel_to_mri = np.eye(4)
+    mri_voxel_to_mri[1, 3] = -ANTERIOR_MM
+    return LabelMap(labels, WORKBENCH_TABLE, mri_voxel_to_mri)
 
 
 def check_trajectory(trajectory, label_map, thresholds=None):
     """check_trajectory with the label map's body (every label but AIR) standing in for the MRI's."""
-    body = None if label_map is None else BodyMask.from_label_map(label_map, np.zeros(3), np.full(3, SIZE - 1.0))
+    body = None if label_map is None else BodyMask.from_label_map(label_map, np.array([0.0, -ANTERIOR_MM, 0.0]), np.full(3, SIZE - 1.0))
     return _check_trajectory(trajectory, label_map, thresholds, body)
 
 
@@ -93,7 +101,10 @@ def test_needle_length_margin_warns_and_too_short_blocks():
 
 def test_without_a_label_map_or_mri_only_the_needle_is_checked_and_it_says_so():
     report = check_trajectory(_trajectory(), None)
-    assert report.status == "warning"
+    assert report.status == "incomplete"  # no finding, nothing but the needle checked: never "ok"
+    assert report.checked_structures == () and set(report.unchecked_structures) == {
+        "nerve root", "radicular artery", "dura/CSF", "aorta/IVC", "disc", "kidney", "bone", "skin/body"
+    }
     assert report.reasons == (
         "not checked: target inside the MRI (no MRI given)",
         "not checked: entry inside the MRI (no MRI given)",
@@ -144,12 +155,13 @@ def test_skin_normal_of_a_flat_back_points_posterior():
 
 def test_safer_entries_rank_a_clear_path_above_the_one_through_an_artery():
     label_map = _label_map(RADICULAR_ARTERY=((28, 28, 28), (32, 32, 32)))
-    body = BodyMask.from_label_map(label_map, np.zeros(3), np.full(3, SIZE - 1.0))
+    body = BodyMask.from_label_map(label_map, np.array([0.0, -ANTERIOR_MM, 0.0]), np.full(3, SIZE - 1.0))
     suggestions = suggest_entries(_trajectory(), label_map, ring_radii_mm=(0.0, 15.0), directions=8, body=body)
     assert len(suggestions) == 9
     # without the body the MRI checks cannot run: no suggestion may then read "ok"
     unchecked = suggest_entries(_trajectory(), label_map, ring_radii_mm=(0.0, 15.0), directions=8)
-    assert {s.safety.status for s in unchecked} == {"warning", "blocked"}
+    assert "ok" not in {s.safety.status for s in unchecked} and "incomplete" in {s.safety.status for s in unchecked}
+    assert all(s.safety.unchecked_structures["skin/body"].reason == "unknown" for s in unchecked)
     assert any(r.startswith("not checked") for r in unchecked[0].safety.reasons)
     best, original = suggestions[0], next(s for s in suggestions if s.angle_change_deg < 1e-6)
     assert best.safety.status == "ok"
@@ -162,13 +174,15 @@ def test_safer_entries_rank_a_clear_path_above_the_one_through_an_artery():
 def test_checks_read_label_values_through_the_label_maps_table():
     """The same anatomy in another encoding (a foreign segmentation's table) gives the same reports."""
     workbench = _label_map(LAMINA=((25, 20, 25), (35, 24, 35)), RADICULAR_ARTERY=((33, 30, 30), (33, 30, 30)))
-    table = {200: "AIR", 3: "SOFT_TISSUE", 77: "LAMINA", 78: "RADICULAR_ARTERY"}
+    # the foreign table names every critical class (a segmentation that looked for them), most with no voxel here
+    others = ("NERVE_ROOT", "DURA", "AORTA", "DISC", "KIDNEY")
+    table = {200: "AIR", 3: "SOFT_TISSUE", 77: "LAMINA", 78: "RADICULAR_ARTERY", **{90 + i: name for i, name in enumerate(others)}}
     foreign_values = np.select(
         [workbench.array == Label.AIR, workbench.array == Label.SOFT_TISSUE, workbench.array == Label.LAMINA],
         [200, 3, 77],
         78,
     ).astype(np.uint8)
-    foreign = LabelMap(foreign_values, table, np.eye(4))
+    foreign = LabelMap(foreign_values, table, workbench.mri_voxel_to_mri)
     assert check_trajectory(_trajectory(), foreign) == check_trajectory(_trajectory(), workbench)
     assert check_trajectory(_trajectory(), foreign).bone_crossed == "lamina"
     assert skin_normal_at(foreign, ENTRY) == skin_normal_at(workbench, ENTRY)

@@ -6,8 +6,9 @@
     (attachments of role ``plan``), plus with ``--expert`` the expert plans of a synthetic case's
     ``ground_truth.json``. For each plan writes ``OUT_DIR/<plan_id>/``: ``plan.json``,
     ``plan.mrk.json``, ``plan.csv``, ``report.html`` and, with a registration,
-    ``registration.tfm`` and ``registration.h5``. Prints a JSON summary: per plan its status,
-    files and trajectories (status and reasons), the blocked trajectories, the registration
+    ``registration.tfm`` and ``registration.h5``. Prints a JSON summary: per plan its status
+    (ok < incomplete < warning < blocked), files and trajectories (status, reasons, the structure
+    groups checked and those not checked with why), the blocked trajectories, the registration
     used (or ``"missing"``) and the targets that could not be planned ("no entry placed").
 ``workbench plan --check PLAN_JSON [CASE_DIR | --labels LABELS] [--strict]``
     Validates the plan and re-runs the safety checks (the MRI checks with CASE_DIR's MRI; structures
@@ -116,7 +117,14 @@ def _plan_summary(plan, source: str, reports, files: list[Path]) -> dict:
         "status": plan_status(plan, reports),
         "files": [str(f) for f in files],
         "trajectories": [
-            {"name": t.name, "status": reports[t.name].status, "reasons": list(reports[t.name].reasons)} for t in plan.trajectories
+            {
+                "name": t.name,
+                "status": reports[t.name].status,
+                "reasons": list(reports[t.name].reasons),
+                "structures_checked": list(reports[t.name].checked_structures),
+                "structures_not_checked": {n: c.detail for n, c in reports[t.name].unchecked_structures.items()},
+            }
+            for t in plan.trajectories
         ],
     }
 

@@ -28,7 +28,9 @@ half-maximum edge of the skin in the image (tests/test_planning_mri_checks.py).
 - path through air: the length of the path entry -> target outside the body, beyond the skin tolerance.
 
 The needle length check is :mod:`workbench.planning.safety`'s. A check that cannot run (no MRI, the
-entry outside the image, no body found) is reported ``"not checked"`` with the reason, never ``"ok"``.
+entry outside the image, no body found) is reported ``"not checked"`` with the reason, one that ran on
+part of the path only (the rest outside the MRI) ``"incomplete"``: never ``"ok"``. In a safety report
+both make the status at best "incomplete" (:data:`workbench.planning.safety.STATUS_ORDER`).
 Thresholds and defaults: docs/planning.md.
 """
 
@@ -62,8 +64,9 @@ DEFAULT_SKIN_TOLERANCE_MM = 5.0
 BODY_SMOOTHING_MM = 1.0
 #: Radius of the ball of the morphological closing of the body mask, mm.
 BODY_CLOSING_MM = 5.0
-#: Outcomes of one check, best first.
-CHECK_STATUSES = ("ok", "warning", "blocked", "not checked")
+#: Outcomes of one check: the report levels best first ("incomplete": ran on part of what it checks),
+#: then "not checked" (could not run; a report counts it as "incomplete").
+CHECK_STATUSES = ("ok", "incomplete", "warning", "blocked", "not checked")
 
 CHECK_TARGET_IN_MRI = "target inside the MRI"
 CHECK_ENTRY_IN_MRI = "entry inside the MRI"
@@ -80,7 +83,7 @@ class CheckResult:
     ----------
     name : str
         E.g. ``"entry on the skin"``.
-    status : {"ok", "warning", "blocked", "not checked"}
+    status : {"ok", "incomplete", "warning", "blocked", "not checked"}
     detail : str
         One line a physician reads (with the measured value), or why the check could not run.
     value_mm : float or None
@@ -274,7 +277,15 @@ def mri_not_checked(why: str) -> tuple[CheckResult, ...]:
 
 
 def _covers(label_map, points_mri: np.ndarray) -> bool:
-    return label_map is not None and bool(np.all(label_map.values_at(points_mri) >= 0))
+    """The label map covers the points and knows where the body ends (its table names AIR).
+
+    An imported segmentation's value 0 is "unlabelled", not air: its map cannot stand in for the body.
+    """
+    from workbench.anatomy import Label
+
+    if label_map is None or not label_map.values_of([Label.AIR]):
+        return False
+    return bool(np.all(label_map.values_at(points_mri) >= 0))
 
 
 def check_path(
@@ -296,9 +307,9 @@ def check_path(
         Largest distance from the entry to the body surface still "on the skin", and the longest
         path outside the body that is tolerated, mm.
     label_map : workbench.anatomy.LabelMap, optional
-        Only for an entry outside the MRI: where the label map covers the whole path, the entry
-        outside the MRI is a warning instead of blocked, and the skin and air checks use the label
-        map's body (every label but AIR). A target outside the MRI is always blocked.
+        Only for an entry outside the MRI: where the label map covers the whole path and its table
+        names AIR, the entry outside the MRI is a warning instead of blocked, and the skin and air
+        checks use the label map's body (every label but AIR). A target outside the MRI is always blocked.
 
     Returns
     -------
@@ -373,6 +384,6 @@ def _air_check(entry_mri: np.ndarray, target_mri: np.ndarray, body: BodyMask, to
     if air_mm > tolerance_mm:
         detail = f"path through air {air_mm:.1f} mm{_on(body)} (outside the body; tolerance {tolerance_mm:g} mm){beyond}"
         return CheckResult(CHECK_PATH_THROUGH_AIR, "blocked", detail, air_mm)
-    status = "warning" if unknown_mm > 0 else "ok"
+    status = "incomplete" if unknown_mm > 0 else "ok"
     detail = f"path through air {air_mm:.1f} mm{_on(body)} (<= {tolerance_mm:g} mm){beyond}"
     return CheckResult(CHECK_PATH_THROUGH_AIR, status, detail, air_mm)

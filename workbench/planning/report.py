@@ -3,8 +3,10 @@
 Per trajectory: the fused ultrasound/MRI view at 50 % blend in the plane of the needle (skin at
 the top, as on ultrasound) with the target and the path drawn, the same plane of the MRI alone,
 axial, coronal and sagittal MRI slices through the target (radiological view), the numbers and
-the safety status with every check. A blocked trajectory gets a red BLOCKED banner with its reasons,
-on its section and in one banner at the top of the report; a plan without a registration says so
+the safety status with every check, and every structure group checked or not checked (and why). A
+blocked trajectory gets a red BLOCKED banner with its reasons, on its section and in one banner at the
+top of the report; a trajectory whose structures were not all checked gets an INCOMPLETE banner
+(never "ok"), on its section and at the top, naming them; a plan without a registration says so
 at the top and shows no ultrasound. Images are resampled from volumes in the ``Mri`` frame (LPS mm); see
 docs/frames.md and docs/planning.md.
 """
@@ -183,6 +185,18 @@ def _safety_html(safety: SafetyReport | None) -> str:
     banner = ""
     if safety.status == "blocked":
         banner = _banner("blocked", "BLOCKED — do not use this trajectory", list(safety.reasons))
+    missing = safety.unchecked_structures
+    if missing:
+        banner += _banner(
+            "incomplete", f"INCOMPLETE — {len(missing)} structure group(s) not checked: do not read the status as safe",
+            [f"{name}: {item.detail}" for name, item in missing.items()],
+        )
+    coverage = "".join(
+        f'<tr><td>{html.escape(item.name)}</td><td class="{"ok" if item.checked else "not-checked"}">'
+        f'{"CHECKED" if item.checked else "NOT CHECKED (" + html.escape(str(item.reason)) + ")"}</td>'
+        f"<td>{html.escape(item.detail)}</td></tr>"
+        for item in safety.structures
+    )
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in safety.reasons) or "<li>no finding</li>"
     checks = "".join(
         f'<tr><td>{html.escape(c.name)}</td><td class="{c.status.replace(" ", "-")}">{html.escape(c.status.upper())}</td>'
@@ -197,6 +211,7 @@ def _safety_html(safety: SafetyReport | None) -> str:
         f'{banner}<p class="status {safety.status}">Safety: {safety.status.upper()}</p><ul>{reasons}</ul>'
         + (f"<table><tr><th>Check</th><th>Result</th><th>Detail</th></tr>{checks}</table>" if checks else "")
         + (f"<table><tr><th>Structure</th><th>Clearance</th></tr>{clearances}</table>" if clearances else "")
+        + (f"<table><tr><th>Structure group</th><th>Checked</th><th>Detail</th></tr>{coverage}</table>" if coverage else "")
     )
 
 
@@ -232,10 +247,12 @@ figure img { width: 240px; height: 240px; image-rendering: auto; }
 figcaption { font-size: 9pt; }
 .status { font-weight: bold; font-size: 12pt; }
 .ok { color: #0a6b16; } .warning { color: #a86400; } .blocked { color: #b00000; } .not-checked { color: #a86400; }
+.incomplete { color: #5a3d99; }
 .banner { border: 3px solid; padding: 4px 10px; margin: 0.5em 0; font-weight: bold; }
 .banner p { font-size: 14pt; margin: 0.2em 0; }
 .banner.blocked { color: #fff; background: #b00000; border-color: #700000; }
 .banner.warning { color: #111; background: #ffd27a; border-color: #a86400; }
+.banner.incomplete { color: #111; background: #e4dcf5; border-color: #5a3d99; }
 @media print { section.trajectory { page-break-after: always; } body { margin: 0; } }
 """
 
@@ -272,6 +289,12 @@ def render_report(
     if blocked:
         lines = [f"{name}: {'; '.join(r.reasons)}" for name, r in blocked]
         top += _banner("blocked", f"BLOCKED — {len(blocked)} of {len(reports)} trajectories failed a safety check", lines)
+    incomplete = [(name, r) for name, r in reports.items() if r is not None and r.unchecked_structures]
+    if incomplete:
+        lines = [f"{name}: not checked: {', '.join(f'{g} ({c.reason})' for g, c in r.unchecked_structures.items())}"
+                 for name, r in incomplete]
+        top += _banner("incomplete", f"INCOMPLETE — {len(incomplete)} of {len(reports)} trajectories were not checked "
+                                     "against every structure", lines)
     unchecked = [name for name, r in reports.items() if r is None]
     if unchecked:
         top += _banner("warning", "Safety NOT CHECKED", [f"{name}: no safety report" for name in unchecked])
