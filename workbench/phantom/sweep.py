@@ -22,6 +22,14 @@ Per frame the sequence holds ``ProbeToTracker = inv(TrackerToMri) @ ProbeToMri``
 
 Frames can be simulated from a *procedure-time* label map (posture change), while
 ``ReferenceToMri`` stays the MRI-time truth. See docs/frames.md and docs/ultrasound-simulation.md.
+
+Error sources of a real acquisition (off by default; ranges and references in
+:mod:`workbench.phantom.error_model`): ``latency_s`` (each frame carries the poses read that much
+before its image), ``field_distortion`` (a smooth distortion of the measured positions in
+``Tracker``), ``reference_drift_mm`` (the reference sensor slides over the patient during the
+sweep; ``ReferenceToMri`` stays the truth at the drift's zero) and ``imaging`` (keyword arguments
+of :class:`~workbench.phantom.ultrasound.UltrasoundSimulator`: speed of sound per tissue,
+elevational beam width, reverberation, bone dropout).
 """
 
 from __future__ import annotations
@@ -249,7 +257,14 @@ class SweepPoses:
 
 
 def plan_sweep(
-    anatomy: SkinAnatomy, spec: SweepSpec, *, reference_to_mri: Transform, tracker_to_mri: Transform
+    anatomy: SkinAnatomy,
+    spec: SweepSpec,
+    *,
+    reference_to_mri: Transform,
+    tracker_to_mri: Transform,
+    latency_s: float = 0.0,
+    field_distortion=None,
+    reference_drift_mm=None,
 ) -> SweepPoses:
     """Plan the probe path over the skin and the tracker's readings of it.
 
@@ -263,6 +278,14 @@ def plan_sweep(
     tracker_to_mri : Transform
         ``TrackerToMri``, rigid: the field generator relative to the patient at rest (breathing
         moves it about this pose).
+    latency_s : float
+        Tracker-to-video latency, s: the readings of frame i are the poses at ``t_i - latency_s``
+        (``probe_to_mri`` stays the pose at ``t_i``, where the image is taken).
+    field_distortion : FieldDistortion, optional
+        Smooth distortion of the measured positions (:class:`workbench.phantom.error_model.FieldDistortion`).
+    reference_drift_mm : (2, 3) float array, optional
+        Translation (LPS mm) of the reference sensor over the patient at the first and at the
+        last frame, linear in between; the readings follow it, ``reference_to_mri`` does not.
 
     Returns
     -------
@@ -276,10 +299,27 @@ def plan_sweep(
     transducer_to_mri = _transducer_path(anatomy, spec, timestamps_s)
     probe_to_mri = transducer_to_mri @ spec.probe.probe_to_transducer().matrix
     tracker_path = _breathing(spec, timestamps_s) @ tracker_to_mri.matrix
-    mri_to_tracker = _rigid_inverse(tracker_path)
+    read_probe_to_mri, read_tracker_path = probe_to_mri, tracker_path
+    if latency_s:
+        _require_number("latency_s", latency_s, minimum=None)
+        read_s = timestamps_s - latency_s
+        read_probe_to_mri = _transducer_path(anatomy, spec, read_s) @ spec.probe.probe_to_transducer().matrix
+        read_tracker_path = _breathing(spec, read_s) @ tracker_to_mri.matrix
+    mri_to_tracker = _rigid_inverse(read_tracker_path)
+    read_reference_to_mri = reference_to_mri.matrix
+    if reference_drift_mm is not None:
+        drift = np.asarray(reference_drift_mm, dtype=float)
+        if drift.shape != (2, 3) or not np.all(np.isfinite(drift)):
+            raise PhantomError(f"reference_drift_mm must be (2, 3) finite numbers, got shape {drift.shape}")
+        fraction = np.linspace(0.0, 1.0, len(timestamps_s))[:, None]
+        read_reference_to_mri = np.tile(reference_to_mri.matrix, (len(timestamps_s), 1, 1))
+        read_reference_to_mri[:, :3, 3] += drift[0] + fraction * (drift[1] - drift[0])
     tracker_rng = np.random.default_rng([spec.seed, _STREAM_TRACKER])
-    probe_to_tracker = _with_tracker_noise(mri_to_tracker @ probe_to_mri, spec, tracker_rng)
-    reference_to_tracker = _with_tracker_noise(mri_to_tracker @ reference_to_mri.matrix, spec, tracker_rng)
+    probe_to_tracker = _with_tracker_noise(mri_to_tracker @ read_probe_to_mri, spec, tracker_rng)
+    reference_to_tracker = _with_tracker_noise(mri_to_tracker @ read_reference_to_mri, spec, tracker_rng)
+    if field_distortion is not None:
+        probe_to_tracker = field_distortion.apply(probe_to_tracker)
+        reference_to_tracker = field_distortion.apply(reference_to_tracker)
     drops_rng = np.random.default_rng([spec.seed, _STREAM_DROPS])
     return SweepPoses(
         timestamps_s=timestamps_s,
@@ -587,6 +627,10 @@ def simulate_sweep(
     procedure_labels: sitk.Image | None = None,
     muscle_fat_fraction: float = 0.0,
     progress: ProgressCallback | None = None,
+    latency_s: float = 0.0,
+    field_distortion=None,
+    reference_drift_mm=None,
+    imaging: dict | None = None,
 ) -> SimulatedSweep:
     """Simulate a tracked freehand sweep: poses, tracker readings and B-mode frames.
 
@@ -605,14 +649,28 @@ def simulate_sweep(
         0..1; raises muscle echogenicity (see :class:`~workbench.phantom.ultrasound.UltrasoundSimulator`).
     progress : callable (frames_done, frames_total), optional
         Called after each frame.
+    latency_s, field_distortion, reference_drift_mm
+        Tracking errors, see :func:`plan_sweep`.
+    imaging : dict, optional
+        Image error sources: keyword arguments of :class:`~workbench.phantom.ultrasound.UltrasoundSimulator`
+        (``tissue_speeds``, ``speed_scale``, ``elevation_fwhm_mm``, ``reverberation_gain``,
+        ``bone_dropout``; e.g. :meth:`workbench.phantom.error_model.ErrorDraw.imaging`).
 
     Returns
     -------
     SimulatedSweep
     """
-    poses = plan_sweep(anatomy, spec, reference_to_mri=reference_to_mri, tracker_to_mri=tracker_to_mri)
+    poses = plan_sweep(
+        anatomy,
+        spec,
+        reference_to_mri=reference_to_mri,
+        tracker_to_mri=tracker_to_mri,
+        latency_s=latency_s,
+        field_distortion=field_distortion,
+        reference_drift_mm=reference_drift_mm,
+    )
     labels = anatomy.labels if procedure_labels is None else procedure_labels
-    simulator = UltrasoundSimulator(labels, spec.probe, muscle_fat_fraction=muscle_fat_fraction)
+    simulator = UltrasoundSimulator(labels, spec.probe, muscle_fat_fraction=muscle_fat_fraction, **(imaging or {}))
     true_image_to_mri = poses.probe_to_mri @ spec.probe.image_to_probe().matrix
     count = len(poses.timestamps_s)
     images = np.empty((count, spec.probe.height_px, spec.probe.width_px), dtype=np.uint8)

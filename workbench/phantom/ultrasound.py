@@ -21,9 +21,16 @@ tissue classes give acoustic impedance, attenuation and backscatter (``labels.TI
 
 Geometry is exact: line samples sit at known ``Image`` pixel positions, labels are looked up at
 ``image_to_lps`` of those positions, and the frame's pixel ``(column, row)`` shows what lies at
-``image_to_lps @ (column, row, 0)``. The speed of sound is taken as 1540 m/s everywhere (no
+``image_to_lps @ (column, row, 0)``. By default the speed of sound is 1540 m/s everywhere (no
 refraction or speed-of-sound displacement), and the incidence angle is measured in the image
 plane only. See docs/ultrasound-simulation.md and docs/frames.md.
+
+Error sources (off by default; :mod:`workbench.phantom.error_model` documents ranges and sources):
+``tissue_speeds`` draws an echo from true path length ``s`` at the depth the scanner's 1540 m/s
+gives, ``integral_0^s 1540 / c(s') ds'``, with ``c`` each tissue's speed (``TISSUE``) times
+``speed_scale``; ``elevation_fwhm_mm`` sums three planes across the beam; ``reverberation_gain``
+repeats superficial echoes at two and three times their depth; ``bone_dropout`` removes the bone
+echo on patches of the surface.
 """
 
 from __future__ import annotations
@@ -447,21 +454,25 @@ class _AcousticTables:
     backscatter: np.ndarray
     is_bone: np.ndarray
     known: np.ndarray
+    speed_m_s: np.ndarray
 
 
 def _acoustic_tables(muscle_fat_fraction: float) -> _AcousticTables:
     impedance = np.zeros(_LABEL_TABLE_SIZE)
     attenuation = np.zeros(_LABEL_TABLE_SIZE)
     backscatter = np.zeros(_LABEL_TABLE_SIZE)
+    speed = np.full(_LABEL_TABLE_SIZE, SPEED_OF_SOUND_MM_US * 1000.0)
     known = np.zeros(_LABEL_TABLE_SIZE, dtype=bool)
     for label, tissue in TISSUE.items():
         impedance[label] = tissue.impedance_mrayl
+        speed[label] = tissue.speed_m_s
         attenuation[label] = tissue.attenuation_db_cm_mhz
         backscatter[label] = tissue.backscatter
         known[label] = True
     for label in _MUSCLE_LABELS:
         backscatter[label] += muscle_fat_fraction * (FATTY_MUSCLE_BACKSCATTER - backscatter[label])
-    return _AcousticTables(impedance, attenuation, backscatter, _label_mask(BONE_LABELS), known)
+    speed[Label.AIR] = SPEED_OF_SOUND_MM_US * 1000.0  # coupling gel, and outside the label map
+    return _AcousticTables(impedance, attenuation, backscatter, _label_mask(BONE_LABELS), known, speed)
 
 
 def _label_mask(labels) -> np.ndarray:
@@ -562,6 +573,18 @@ class UltrasoundSimulator:
     probe : ProbeModel
     muscle_fat_fraction : float
         Fatty infiltration of the muscles, 0..1 (rises with age); raises their echogenicity.
+    tissue_speeds : bool
+        Each tissue's own speed of sound (times ``speed_scale``) instead of the scanner's
+        1540 m/s: echoes are drawn at the depth 1540 m/s gives them (module docstring).
+    speed_scale : float
+        Factor on every tissue speed (with ``tissue_speeds``).
+    elevation_fwhm_mm : float
+        Elevational beam width (FWHM across the image plane), mm; 0 images one plane.
+    reverberation_gain : float
+        Amplitude of the first multiple of echoes shallower than ``REVERBERATION_MAX_DEPTH_MM``
+        (mm; :mod:`workbench.phantom.error_model`), relative to the echo; 0: none.
+    bone_dropout : BoneDropout, optional
+        Patches of bone surface without echo (:class:`workbench.phantom.error_model.BoneDropout`).
 
     Raises
     ------
@@ -571,7 +594,30 @@ class UltrasoundSimulator:
         If ``muscle_fat_fraction`` is outside 0..1.
     """
 
-    def __init__(self, labels_image: sitk.Image, probe: ProbeModel, *, muscle_fat_fraction: float = 0.0):
+    def __init__(
+        self,
+        labels_image: sitk.Image,
+        probe: ProbeModel,
+        *,
+        muscle_fat_fraction: float = 0.0,
+        tissue_speeds: bool = False,
+        speed_scale: float = 1.0,
+        elevation_fwhm_mm: float = 0.0,
+        reverberation_gain: float = 0.0,
+        bone_dropout=None,
+    ):
+        for name, value in (
+            ("speed_scale", speed_scale), ("elevation_fwhm_mm", elevation_fwhm_mm), ("reverberation_gain", reverberation_gain)
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise PhantomError(f"{name} must be a non-negative number, got {value!r}")
+        if speed_scale <= 0:
+            raise PhantomError(f"speed_scale must be positive, got {speed_scale!r}")
+        self._tissue_speeds = bool(tissue_speeds)
+        self._speed_scale = float(speed_scale)
+        self._elevation_fwhm_mm = float(elevation_fwhm_mm)
+        self._reverberation_gain = float(reverberation_gain)
+        self._bone_dropout = bone_dropout
         if not isinstance(muscle_fat_fraction, (int, float)) or not 0.0 <= muscle_fat_fraction <= 1.0:
             raise PhantomError(f"muscle_fat_fraction must be in [0, 1], got {muscle_fat_fraction!r}")
         if not isinstance(probe, ProbeModel):
@@ -613,14 +659,91 @@ class UltrasoundSimulator:
             Row 0 nearest the transducer, column 0 on the unmarked side; 0 outside the fan.
         """
         _check_image_to_lps(image_to_lps)
-        points_lps = _apply_affine(image_to_lps.matrix, self._geometry.samples_px)
-        specular, diffuse = self._echo_sources(self._labels.lookup(points_lps), points_lps)
+        if self._elevation_fwhm_mm > 0:
+            specular, diffuse = self._elevation_sum(image_to_lps.matrix)
+        else:
+            specular, diffuse = self._echo_sources(*self._line_samples(image_to_lps.matrix))
+        if self._reverberation_gain > 0:
+            specular = self._reverberated(specular)
         if noise:
             envelope = self._psf.noisy_envelope(specular, diffuse, np.random.default_rng(rng))
         else:
             envelope = self._psf.mean_envelope(specular, diffuse)
         grey = self._log_compress(envelope)
         return self._scan_convert(grey)
+
+    def _line_samples(
+        self, image_to_lps: np.ndarray, elevation_px: float = 0.0, true_depths_mm: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(L, S) labels and (L, S, 3) LPS positions of what each line sample shows.
+
+        Without tissue speeds, the sample at depth d shows what lies at d. With them, it shows
+        what lies at the true path length s whose apparent depth (1540 m/s) is d
+        (``true_depths_mm`` (L, S), mm, if known; else from the labels of this plane).
+        """
+        samples_px = self._geometry.samples_px
+        if elevation_px:
+            samples_px = samples_px + np.array([0.0, 0.0, elevation_px])
+        if not self._tissue_speeds:
+            points_lps = _apply_affine(image_to_lps, samples_px)
+            return self._labels.lookup(points_lps), points_lps
+        if true_depths_mm is None:
+            true_depths_mm = self._true_depths_mm(self._labels.lookup(_apply_affine(image_to_lps, samples_px)))
+        depths_mm = self._geometry.depths_mm
+        starts_lps = _apply_affine(image_to_lps, samples_px[:, 0])  # (L, 3)
+        along_lps = (_apply_affine(image_to_lps, samples_px[:, -1]) - starts_lps) / depths_mm[-1]  # per mm of depth
+        points_lps = starts_lps[:, None, :] + along_lps[:, None, :] * true_depths_mm[..., None]
+        return self._labels.lookup(points_lps), points_lps
+
+    def _true_depths_mm(self, labels: np.ndarray) -> np.ndarray:
+        """(L, S) true path length (mm) of the echo each line sample shows, from the labels at the true depths."""
+        depths_mm = self._geometry.depths_mm
+        step_mm = self._geometry.axial_step_mm
+        speeds = self._tables.speed_m_s[labels] * self._speed_scale
+        before_tissue = np.cumsum(labels != Label.AIR, axis=1) == 0
+        speeds[before_tissue] = SPEED_OF_SOUND_MM_US * 1000.0  # coupling gel
+        apparent_mm = np.zeros_like(speeds)
+        apparent_mm[:, 1:] = np.cumsum(step_mm * (SPEED_OF_SOUND_MM_US * 1000.0) / speeds[:, :-1], axis=1)
+        true_mm = np.empty_like(apparent_mm)
+        for line, apparent in enumerate(apparent_mm):
+            true_mm[line] = np.interp(depths_mm, apparent, depths_mm)
+        # Beyond the last true sample: continue at the last tissue's speed.
+        last = apparent_mm[:, -1:]
+        beyond = depths_mm[None, :] > last
+        extrapolated = depths_mm[-1] + (depths_mm[None, :] - last) * speeds[:, -1:] / (SPEED_OF_SOUND_MM_US * 1000.0)
+        return np.where(beyond, extrapolated, true_mm)
+
+    def _elevation_sum(self, image_to_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Echoes of a beam ``elevation_fwhm_mm`` thick: planes at 0 and +-FWHM/2, weights 1/2 and 1/4.
+
+        Specular echoes add with the weights (coherently), diffuse ones in power.
+        """
+        offset_px = self._elevation_fwhm_mm / 2.0 / self.probe.pixel_spacing_mm
+        specular_sum, power_sum = 0.0, 0.0
+        true_depths_mm = None
+        if self._tissue_speeds:  # the speeds along the central plane's lines serve the whole beam
+            samples_lps = _apply_affine(image_to_lps, self._geometry.samples_px)
+            true_depths_mm = self._true_depths_mm(self._labels.lookup(samples_lps))
+        for offset, weight in ((-offset_px, 0.25), (0.0, 0.5), (offset_px, 0.25)):
+            specular, diffuse = self._echo_sources(*self._line_samples(image_to_lps, offset, true_depths_mm))
+            specular_sum = specular_sum + weight * specular
+            power_sum = power_sum + weight * diffuse**2
+        return specular_sum, np.sqrt(power_sum)
+
+    def _reverberated(self, specular: np.ndarray) -> np.ndarray:
+        """Specular echoes plus their multiples: echoes shallower than the reverberation depth
+        repeat at 2x (gain g) and 3x (g^2) their depth."""
+        from workbench.phantom.error_model import REVERBERATION_MAX_DEPTH_MM
+
+        count = specular.shape[1]
+        shallow = min(int(REVERBERATION_MAX_DEPTH_MM / self._geometry.axial_step_mm), count)
+        result = specular.copy()
+        for order, gain in ((2, self._reverberation_gain), (3, self._reverberation_gain**2)):
+            sources = np.arange(shallow)
+            targets = sources * order
+            keep = targets < count
+            result[:, targets[keep]] += gain * specular[:, sources[keep]]
+        return result
 
     def _echo_sources(self, labels: np.ndarray, points_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(L, S) specular echo and diffuse echo amplitudes, both attenuated, from (L, S) labels."""
@@ -642,6 +765,12 @@ class UltrasoundSimulator:
         beyond = np.cumsum(log_transmission + log_attenuation, axis=1)
         reaching = np.exp(beyond - log_transmission - log_attenuation)  # up to the sample's front face
         specular = reaching * reflection * self._incidence_factor(impedance)
+        if self._bone_dropout is not None:
+            from workbench.phantom.error_model import BONE_DROPOUT_GAIN
+
+            surface = np.nonzero(enters_bone)
+            invisible = self._bone_dropout.invisible(points_lps[surface])
+            specular[surface[0][invisible], surface[1][invisible]] *= BONE_DROPOUT_GAIN
         backscatter = tables.backscatter[labels]
         backscatter[before_tissue] = 0.0
         for label_mask, texture in self._textures:
