@@ -150,8 +150,10 @@ class PlanModel:
         -------
         dict
             ``depth_mm``, ``remaining_needle_mm``, ``angle_to_axial_deg``, ``angle_to_sagittal_deg``,
-            ``angle_to_coronal_deg``, ``angle_to_skin_normal_deg``, ``status``, ``reasons``,
-            ``min_clearance_mm``, ``bone_crossed``, ``needle`` (label).
+            ``angle_to_coronal_deg``, ``angle_to_skin_normal_deg``, ``status`` (ok < incomplete <
+            warning < blocked), ``reasons``, ``structures_checked`` (names),
+            ``structures_not_checked`` (name -> why), ``min_clearance_mm``, ``bone_crossed``,
+            ``needle`` (label).
         """
         from workbench.planning.model import derive_geometry
         from workbench.planning.safety import check_trajectory
@@ -167,6 +169,8 @@ class PlanModel:
             "angle_to_skin_normal_deg": geometry.angle_to_skin_normal_deg,
             "status": safety.status,
             "reasons": list(safety.reasons),
+            "structures_checked": list(safety.checked_structures),
+            "structures_not_checked": {name: item.detail for name, item in safety.unchecked_structures.items()},
             "min_clearance_mm": safety.min_clearance_mm,
             "bone_crossed": safety.bone_crossed,
             "needle": trajectory.needle.label,
@@ -212,6 +216,24 @@ class PlanModel:
         return list(bundle.files)
 
 
+def export_href(path: Path) -> str:
+    """The link to an exported file from the notebook page that wrote it.
+
+    JupyterLab opens a path relative to the notebook. A Voila page (the teaching app) serves
+    files only through ``voila/files/`` (the allow-list of :mod:`workbench.teach`), so there the
+    link goes through it: a plain relative link answered 403.
+    """
+    from workbench.widgets.session import running_in_voila
+
+    try:
+        relative = os.path.relpath(path, Path.cwd())
+    except ValueError:
+        return str(path)
+    if running_in_voila() and not relative.startswith(".."):
+        return "../files/" + Path(relative).as_posix()  # from voila/render/<notebook> to voila/files/<path>
+    return relative
+
+
 class PlanPanel:
     """Choose target, entry and needle; live numbers and safety; safer entries; export with links.
 
@@ -246,14 +268,14 @@ class PlanPanel:
         self.links = W.HTML()
         self._custom_entry = None
         self._suggested = []
-        self.target.observe(lambda _c: self._on_target(), names="value")
-        self.entry.observe(lambda _c: self._entry_changed(), names="value")
-        self.needle.observe(lambda _c: self.update(), names="value")
-        self.suggest_button.on_click(lambda _b: self.suggest())
         self._listeners = []
         from workbench.widgets._ui import full_label
 
         full_label(self.suggest_button, self.export_button)
+        self.target.observe(lambda _c: self._on_target(), names="value")
+        self.entry.observe(lambda _c: self._entry_changed(), names="value")
+        self.needle.observe(lambda _c: self.update(), names="value")
+        self.suggest_button.on_click(lambda _b: self.suggest())
         self.suggestions.observe(self._on_suggestion, names="value")
         self.export_button.on_click(lambda _b: self.export())
         self.widget = W.VBox([self.target, self.entry, self.needle, self.numbers,
@@ -301,7 +323,7 @@ class PlanPanel:
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self.numbers.value = f"<span style='color:#c00'>{html.escape(str(exc))}</span>"
             return None
-        colour = {"ok": "#1a7f37", "warning": "#b58900", "blocked": "#c00"}[values["status"]]
+        colour = {"ok": "#1a7f37", "incomplete": "#5a3d99", "warning": "#b58900", "blocked": "#c00"}[values["status"]]
         skin = values["angle_to_skin_normal_deg"]
         clearance = values["min_clearance_mm"]
         rows = [
@@ -313,21 +335,28 @@ class PlanPanel:
             ("angle to skin normal", "n/a" if skin is None else f"{skin:.1f}°"),
             ("smallest clearance", "none near" if clearance is None else f"{clearance:.1f} mm"),
             ("safety", f"<b style='color:{colour}'>{values['status'].upper()}</b> " + html.escape("; ".join(values["reasons"]))),
+            ("structures checked", ", ".join(values["structures_checked"]) or "none"),
         ]
+        missing = values["structures_not_checked"]
+        if missing:  # never hidden: what was not checked is why the status is not "ok"
+            rows.append(("NOT checked", "<b style='color:#5a3d99'>" + html.escape(
+                "; ".join(f"{name}: {why}" for name, why in missing.items())) + "</b>"))
+        raw = ("safety", "NOT checked")
         self.numbers.value = "<table>" + "".join(
-            f"<tr><td style='padding-right:12px'>{k}</td><td>{v if k == 'safety' else html.escape(v)}</td></tr>" for k, v in rows
+            f"<tr><td style='padding-right:12px'>{k}</td><td>{v if k in raw else html.escape(v)}</td></tr>" for k, v in rows
         ) + "</table>"
         self.values = values
+        for callback in self._listeners:
+            callback()
         return values
 
     def suggest(self):
         """Fill the suggestion list (safest first); returns the suggestions."""
         self._suggested = self.model.suggest(self.current())[:8]
         self.suggestions.options = [("(keep)", -1)] + [
-        for callback in self._listeners:
-            callback()
             (f"#{i + 1}: {s.safety.status}, depth {s.trajectory.insertion_depth_mm:.0f} mm, "
-             f"turn {s.angle_change_deg:.0f}°, clearance {s.safety.min_clearance_mm or 0:.1f} mm", i)
+             f"turn {s.angle_change_deg:.0f}°, clearance {s.safety.min_clearance_mm or 0:.1f} mm"
+             + (f", not checked: {', '.join(s.safety.unchecked_structures)}" if s.safety.unchecked_structures else ""), i)
             for i, s in enumerate(self._suggested)
         ]
         return self._suggested
@@ -335,6 +364,7 @@ class PlanPanel:
     def _on_suggestion(self, change) -> None:
         if change["new"] is not None and change["new"] >= 0:
             self._custom_entry = np.asarray(self._suggested[change["new"]].trajectory.entry_lps_mm)
+            self.links.value = ""  # an earlier export was of another entry
             self.update()
 
     def export(self) -> list[Path]:
@@ -342,11 +372,7 @@ class PlanPanel:
         files = self.model.export(self.current(), self.out_dir)
         items = []
         for path in files:
-            self.links.value = ""  # an earlier export was of another entry
-            try:
-                href = os.path.relpath(path, Path.cwd())
-            except ValueError:
-                href = str(path)
+            href = export_href(path)
             items.append(f"<li><a href='{html.escape(href)}' target='_blank'>{html.escape(path.name)}</a> "
                          f"<small>{path.stat().st_size} bytes</small></li>")
         self.links.value = f"<p>Written to {html.escape(str(files[0].parent))}:</p><ul>{''.join(items)}</ul>"
