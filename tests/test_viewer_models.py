@@ -13,7 +13,8 @@ from workbench.widgets._ui import place_labels
 from workbench.widgets.slices import PRESETS, SliceModel, direction_letters, nice_scale_bar_mm
 
 
-def _image(direction=np.eye(3), spacing=(0.8, 1.2, 2.5), size_kji=(20, 30, 40), seed=1) -> sitk.Image:
+def _image(direction=None, spacing=(0.8, 1.2, 2.5), size_kji=(20, 30, 40), seed=1) -> sitk.Image:
+    direction = np.eye(3) if direction is None else direction
     rng = np.random.default_rng(seed)
     image = sitk.GetImageFromArray(rng.integers(0, 1000, size=size_kji).astype(np.float32))
     image.SetDirection(np.asarray(direction, dtype=float).ravel().tolist())

@@ -115,7 +115,8 @@ class PathViewModel:
 
         offsets = np.arange(-half_size_mm, half_size_mm, PIXEL_MM)
         rows, cols = np.meshgrid(offsets, offsets, indexing="ij")
-        points = np.asarray(centre_lps, float) + cols[..., None] * np.asarray(columns_lps, float) + rows[..., None] * np.asarray(rows_lps, float)
+        points = (np.asarray(centre_lps, float) + cols[..., None] * np.asarray(columns_lps, float)
+                  + rows[..., None] * np.asarray(rows_lps, float))
         ijk = (points.reshape(-1, 3) - self.mri_voxel_to_mri[:3, 3]) @ np.linalg.inv(self.mri_voxel_to_mri[:3, :3]).T
         values = map_coordinates(self.voxels, ijk[:, ::-1].T, order=1, mode="constant", cval=np.nan)
         return values.reshape(rows.shape).astype(np.float32)
@@ -128,7 +129,8 @@ class PathViewModel:
         return np.stack([relative @ np.asarray(columns_lps, float), relative @ np.asarray(rows_lps, float)], axis=1) / PIXEL_MM + n
 
     def _grey(self, values: np.ndarray) -> np.ndarray:
-        return np.repeat(window_to_uint8(np.nan_to_num(values, nan=self.level - self.window), self.window, self.level)[..., None], 3, axis=2)
+        grey = window_to_uint8(np.nan_to_num(values, nan=self.level - self.window), self.window, self.level)
+        return np.repeat(grey[..., None], 3, axis=2)
 
     @staticmethod
     def _letters(columns_lps, rows_lps) -> dict:
