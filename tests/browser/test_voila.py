@@ -24,13 +24,21 @@ def test_teaching_app_places_a_landmark_where_the_slice_is_clicked(teach, teach_
     assert not log.foreign(), f"the Voila page requested non-local URLs: {log.foreign()}"
 
 
-def test_teaching_app_lists_only_the_teaching_notebooks(teach, page_and_log):
+def test_teaching_app_home_page_says_what_to_do_and_links_the_three_steps(teach, teach_case, page_and_log, results_dir):
     page, log = page_and_log
     page.goto(teach.url("/"), wait_until="domcontentloaded")
-    page.wait_for_selector("text=02_landmarks_targets.ipynb")
-    listed = page.locator("body").inner_text()
-    assert "01_load_case" not in listed and "05_scene_3d" not in listed, listed
-    assert not log.foreign(), f"the Voila tree page requested non-local URLs: {log.foreign()}"
+    page.wait_for_selector("#wb-landing")
+    page.screenshot(path=str(results_dir / "voila-home.png"), full_page=True)
+    text = page.locator("body").inner_text()
+    assert "What to do" in text and teach_case.name in text, text
+    for step in ("1 · Landmarks and targets", "2 · Register to ultrasound", "3 · Plan the needle path"):
+        assert step in text, text
+    # a trainee sees no file names, paths or other notebooks
+    for hidden in ("01_load_case", "05_scene_3d", ".ipynb", str(teach_case.parent), ".cache", "/tmp/"):
+        assert hidden not in text, (hidden, text)
+    hrefs = page.eval_on_selector_all("table.wb-cases a", "links => links.map(a => a.getAttribute('href'))")
+    assert [h.split("/")[-1] for h in hrefs] == ["02_landmarks_targets.ipynb", "03_register_sweep.ipynb", "04_plan_export.ipynb"]
+    assert not log.foreign(), f"the Voila home page requested non-local URLs: {log.foreign()}"
 
 
 def test_teaching_app_shows_the_fused_view_of_the_registration_app(teach, page_and_log, results_dir):
