@@ -194,8 +194,9 @@ def test_report_embeds_five_views_per_trajectory_and_the_status():
     mri = VolumeSampler(volume, np.diag([1.0, 1.0, 1.0, 1.0]))
     plan = _plan()
     text = render_report(plan, mri, us=mri, safety={"L4 right": check_trajectory(plan.trajectories[0], None)})
-    assert text.count("data:image/png;base64,") == 10
-    assert "Fused US/MRI, 50 % blend" in text and "Safety: INCOMPLETE" in text and "Safety: NOT CHECKED" in text
+    # both targets lie outside the volume (x < 0) that stands in for the sweep: no fused image
+    assert text.count("data:image/png;base64,") == 8 and text.count("no sweep covers this target") == 2 * 2
+    assert "Fused US/MRI, 50 % blend" not in text and "Safety: INCOMPLETE" in text and "Safety: NOT CHECKED" in text
     assert "@media print" in text
     assert "<script" not in text and "http" not in text  # self-contained
 

@@ -169,6 +169,7 @@ def plan_to_dict(
             "tre_mm": registration.tre_mm,
             **({} if registration.registration_id is None else {"registration_id": registration.registration_id}),
             **({} if registration.quality_warning is None else {"quality_warning": registration.quality_warning}),
+            **({} if registration.quality_verdict is None else {"quality_verdict": registration.quality_verdict}),
         },
         "safety_thresholds": None
         if thresholds is None
@@ -234,6 +235,7 @@ def plan_from_dict(document: dict, path: Path | None = None) -> Plan:
                 tre_mm=registration["tre_mm"],
                 registration_id=registration.get("registration_id"),
                 quality_warning=registration.get("quality_warning"),
+                quality_verdict=registration.get("quality_verdict"),
             ),
         )
     except WorkbenchError as exc:

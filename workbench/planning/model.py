@@ -207,6 +207,7 @@ class RegistrationSummary:
     tre_mm: float | None = None
     registration_id: str | None = None
     quality_warning: str | None = None
+    quality_verdict: str | None = None  # the quality gate's "accepted" / "doubtful"; None: not assessed
 
     def __post_init__(self) -> None:
         if self.reference_to_mri.name != "ReferenceToMri":
@@ -250,6 +251,7 @@ def registration_summary(saved, target_names=None) -> RegistrationSummary:
         tre_mm=max(chosen) if chosen else None,
         registration_id=saved.registration_id,
         quality_warning=f"doubtful registration: {reasons}" if quality.get("verdict") == "doubtful" else None,
+        quality_verdict=quality.get("verdict"),
     )
 
 

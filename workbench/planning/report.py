@@ -1,7 +1,9 @@
 """A self-contained, printable HTML report of a plan (images embedded as base64 PNG).
 
 Per trajectory: the fused ultrasound/MRI view at 50 % blend in the plane of the needle (skin at
-the top, as on ultrasound) with the target and the path drawn, the same plane of the MRI alone,
+the top, as on ultrasound) with the target and the path drawn, where a sweep covers the target
+(:data:`COVERED_FRACTION` of the pixels within :data:`COVERED_RADIUS_MM` of it hold ultrasound;
+elsewhere the section says "no sweep covers this target" and shows no fused image), the same plane of the MRI alone,
 axial, coronal and sagittal MRI slices through the target (radiological view), the numbers and
 the safety status with every check, and every structure group checked or not checked (and why). A
 blocked trajectory gets a red BLOCKED banner with its reasons, on its section and in one banner at the
@@ -28,14 +30,22 @@ from workbench._atomic import atomic_write_text
 from workbench.planning.model import Plan, Trajectory
 from workbench.planning.safety import SafetyReport
 
-__all__ = ["VolumeSampler", "encode_png", "render_report", "write_report"]
+__all__ = ["VolumeSampler", "covers_target", "encode_png", "fused_grey", "render_report", "write_report"]
 
 #: Half the side of every view, mm, and its pixel size, mm.
 VIEW_HALF_SIZE_MM = 60.0
 VIEW_PIXEL_MM = 0.5
+#: Shown size of every view in the report, CSS pixels (1 mm = 360 / 120 = 3 px).
+VIEW_DISPLAY_PX = 360
+#: The fused view is shown when at least this fraction of the pixels within this radius of the
+#: target hold ultrasound (a sweep covers the target); else "no sweep covers this target".
+COVERED_RADIUS_MM = 5.0
+COVERED_FRACTION = 0.5
+#: Length of the scale bar drawn under each view, mm.
+SCALE_BAR_MM = 20.0
+_LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
 _PATH_COLOUR = np.array([0, 220, 255], dtype=float)
 _TARGET_COLOUR = np.array([255, 40, 40], dtype=float)
-_US_COLOUR = np.array([255, 190, 60], dtype=float)
 # (title, column direction, row direction) in LPS: radiological views, anterior / superior at the top.
 _ORTHOGONAL_VIEWS = (
     ("Axial MRI through the target", (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
@@ -121,20 +131,46 @@ def _draw(rgb: np.ndarray, trajectory: Trajectory, centre, columns, rows) -> Non
     angles = np.linspace(0.0, 2 * np.pi, 64)
     ring = _to_pixel(target, centre, columns, rows) + 8.0 * np.stack([np.sin(angles), np.cos(angles)], axis=1)
     for pixels, colour in ((path, _PATH_COLOUR), (ring, _TARGET_COLOUR)):
-        rc = np.rint(pixels).astype(int)
-        inside = np.all((rc >= 0) & (rc < rgb.shape[:2]), axis=1)
-        rgb[rc[inside, 0], rc[inside, 1]] = colour
+        for dr, dc in ((0, 0), (0, 1), (1, 0), (0, -1), (-1, 0)):  # 3 px wide, visible at print size
+            rc = np.rint(pixels).astype(int) + np.array([dr, dc])
+            inside = np.all((rc >= 0) & (rc < rgb.shape[:2]), axis=1)
+            rgb[rc[inside, 0], rc[inside, 1]] = colour
+
+
+def _covered(us: np.ndarray) -> np.ndarray:
+    """Pixels of a resampled ultrasound plane that hold ultrasound (finite, above 0)."""
+    return np.isfinite(us) & (np.nan_to_num(us) > 0)
+
+
+def covers_target(us_plane: np.ndarray) -> bool:
+    """Whether a sweep covers the target at the centre of a view: :data:`COVERED_FRACTION` of the
+    pixels within :data:`COVERED_RADIUS_MM` of the view's centre hold ultrasound."""
+    size = us_plane.shape[0]
+    offsets = (np.arange(size) - size / 2.0) * VIEW_PIXEL_MM
+    near = np.hypot(offsets[:, None], offsets[None, :]) <= COVERED_RADIUS_MM
+    return bool(_covered(us_plane)[near].mean() >= COVERED_FRACTION)
+
+
+def fused_grey(mri: np.ndarray, us: np.ndarray) -> np.ndarray:
+    """A 50/50 blend of the MRI's and the ultrasound's grey values (each windowed 0-255) where the
+    ultrasound covers a pixel, the MRI's grey elsewhere; (H, W) float 0-255."""
+    grey = _normalised(mri) * 255.0
+    return np.where(_covered(us), 0.5 * grey + 0.5 * _normalised(us) * 255.0, grey)
 
 
 def _image(mri: np.ndarray, us: np.ndarray | None, trajectory, centre, columns, rows) -> bytes:
-    grey = _normalised(mri)[..., None] * 255.0
+    grey = (_normalised(mri) * 255.0 if us is None else fused_grey(mri, us))[..., None]
     rgb = np.repeat(grey, 3, axis=2)
-    if us is not None:
-        covered = np.isfinite(us) & (np.nan_to_num(us) > 0)
-        blend = 0.5 * grey + 0.5 * _normalised(us)[..., None] * _US_COLOUR
-        rgb = np.where(covered[..., None], blend, rgb)
     _draw(rgb, trajectory, centre, columns, rows)
     return encode_png(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def _direction_letters(direction) -> str:
+    """Radiological letters of an LPS direction (the largest component, then the second when >= 0.3)."""
+    d = np.asarray(direction, dtype=float) / max(float(np.linalg.norm(direction)), 1e-12)
+    order = np.argsort(-np.abs(d))
+    letters = [_LETTERS[axis][0 if d[axis] >= 0 else 1] for axis in order[:2] if abs(d[axis]) >= 0.3 or axis == order[0]]
+    return "".join(letters)
 
 
 def _needle_plane(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
@@ -145,10 +181,24 @@ def _needle_plane(trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
     return columns / np.linalg.norm(columns), rows
 
 
-def _figure(title: str, png: bytes) -> str:
-    data = base64.b64encode(png).decode("ascii")
+def _figure(title: str, png: bytes | None, columns=None, rows=None) -> str:
+    """A labelled view: the image with orientation letters on its sides and a scale bar, and its caption.
+
+    ``png`` None: no image, the caption says why (e.g. no sweep covers the target).
+    """
     caption = html.escape(title)
-    return f'<figure><img alt="{caption}" src="data:image/png;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+    if png is None:
+        return f'<figure class="missing"><div class="no-image">{caption}</div><figcaption>{caption}</figcaption></figure>'
+    data = base64.b64encode(png).decode("ascii")
+    labels = ""
+    if columns is not None and rows is not None:
+        c, r = np.asarray(columns, float), np.asarray(rows, float)
+        for side, direction in (("left", -c), ("right", c), ("top", -r), ("bottom", r)):
+            labels += f'<span class="letter {side}">{_direction_letters(direction)}</span>'
+    bar_px = SCALE_BAR_MM / (2 * VIEW_HALF_SIZE_MM) * VIEW_DISPLAY_PX
+    labels += f'<span class="scale" style="width:{bar_px:.0f}px">{SCALE_BAR_MM:g} mm</span>'
+    return (f'<figure><div class="view"><img alt="{caption}" src="data:image/png;base64,{data}">{labels}</div>'
+            f"<figcaption>{caption}</figcaption></figure>")
 
 
 def _number_rows(plan: Plan, trajectory: Trajectory) -> list[tuple[str, str]]:
@@ -223,12 +273,18 @@ def _trajectory_section(plan, trajectory, mri: VolumeSampler, us: VolumeSampler 
     us_plane = None if us is None else us.plane(midpoint, columns, rows)
     figures = []
     if plan.registration is not None:  # without a registration nothing from the ultrasound is shown
-        fused_title = "Fused US/MRI, 50 % blend, needle plane" if us is not None else "Needle plane (no ultrasound volume to fuse)"
-        figures.append(_figure(fused_title, _image(mri_plane, us_plane, trajectory, midpoint, columns, rows)))
-    figures.append(_figure("MRI alone, needle plane", _image(mri_plane, None, trajectory, midpoint, columns, rows)))
+        if us is None:
+            figures.append(_figure("Needle plane: no fused view (no ultrasound volume to fuse)", None))
+        elif not covers_target(us.plane(target, columns, rows)):
+            figures.append(_figure("No fused view: no sweep covers this target", None))
+        else:
+            figures.append(_figure("Fused US/MRI, 50 % blend, needle plane (MRI alone outside the sweep)",
+                                   _image(mri_plane, us_plane, trajectory, midpoint, columns, rows), columns, rows))
+    figures.append(_figure("MRI alone, needle plane (skin at the top)",
+                           _image(mri_plane, None, trajectory, midpoint, columns, rows), columns, rows))
     for title, cols, rws in _ORTHOGONAL_VIEWS:
         c, r = np.array(cols), np.array(rws)
-        figures.append(_figure(title, _image(mri.plane(target, c, r), None, trajectory, target, c, r)))
+        figures.append(_figure(f"{title}, path projected", _image(mri.plane(target, c, r), None, trajectory, target, c, r), c, r))
     numbers = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _number_rows(plan, trajectory))
     return (
         f'<section class="trajectory"><h2>{html.escape(trajectory.name)}</h2>'
@@ -242,9 +298,18 @@ body { font-family: sans-serif; margin: 1.5em; color: #111; }
 table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { border: 1px solid #999; padding: 2px 6px; text-align: left; font-size: 10pt; }
 .figures { display: flex; flex-wrap: wrap; gap: 8px; }
-figure { margin: 0; width: 240px; }
-figure img { width: 240px; height: 240px; image-rendering: auto; }
-figcaption { font-size: 9pt; }
+figure { margin: 0; width: 360px; }
+figure .view { position: relative; width: 360px; height: 360px; }
+figure img { width: 360px; height: 360px; image-rendering: auto; display: block; }
+figure .letter, figure .scale { position: absolute; color: #ffe066; font: bold 13pt sans-serif; text-shadow: 0 0 3px #000, 0 0 2px #000; }
+figure .letter.left { left: 4px; top: 50%; transform: translateY(-50%); }
+figure .letter.right { right: 4px; top: 50%; transform: translateY(-50%); }
+figure .letter.top { top: 2px; left: 50%; transform: translateX(-50%); }
+figure .letter.bottom { bottom: 2px; left: 50%; transform: translateX(-50%); }
+figure .scale { right: 10px; bottom: 8px; border-top: 3px solid #fff; color: #fff; font-size: 9pt; text-align: center; padding-top: 1px; }
+figure .no-image { width: 358px; height: 358px; border: 1px dashed #a86400; color: #a86400; display: flex; align-items: center;
+  justify-content: center; text-align: center; font-size: 12pt; background: #fbf6ec; }
+figcaption { font-size: 10pt; font-weight: bold; margin-top: 2px; }
 .status { font-weight: bold; font-size: 12pt; }
 .ok { color: #0a6b16; } .warning { color: #a86400; } .blocked { color: #b00000; } .not-checked { color: #a86400; }
 .incomplete { color: #5a3d99; }
@@ -255,6 +320,13 @@ figcaption { font-size: 9pt; }
 .banner.incomplete { color: #111; background: #e4dcf5; border-color: #5a3d99; }
 @media print { section.trajectory { page-break-after: always; } body { margin: 0; } }
 """
+
+
+def _quality_text(registration) -> str:
+    verdict = getattr(registration, "quality_verdict", None)
+    if verdict is None:
+        return "quality gate: not assessed (a landmark fit or a transform given by hand)"
+    return f"quality gate: {verdict}"
 
 
 def render_report(
@@ -269,8 +341,9 @@ def render_report(
     reg_text = "MISSING: the case has no registration" if registration is None else (
         f"{registration.method}"
         + ("" if registration.registration_id is None else f" (saved registration {registration.registration_id})")
-        + f"; FRE {'—' if registration.fre_mm is None else f'{registration.fre_mm:.2f}'} mm; "
-        f"largest predicted TRE {'—' if registration.tre_mm is None else f'{registration.tre_mm:.2f}'} mm"
+        + f"; FRE {'not known' if registration.fre_mm is None else f'{registration.fre_mm:.2f} mm'}; "
+        f"largest predicted TRE {'not known' if registration.tre_mm is None else f'{registration.tre_mm:.2f} mm'}; "
+        + _quality_text(registration)
         + ("" if registration.quality_warning is None else f"; WARNING: {registration.quality_warning}")
     )
     header = (
@@ -281,7 +354,8 @@ def render_report(
         f"<tr><th>MRI digest</th><td>{html.escape(p.mri_digest or '—')}</td></tr>"
         f"<tr><th>Registration</th><td>{html.escape(reg_text)}</td></tr></table>"
         "<p>Views: radiological (patient left on the image right); needle-plane views have the skin at the top. "
-        "Cyan: needle path; red ring: target.</p>"
+        "Cyan: needle path (projected onto the axial, coronal and sagittal slices); red ring: target. "
+        "Letters: patient directions (R/L, A/P, S/I) on each side of the image.</p>"
     )
     reports = {t.name: (safety or {}).get(t.name) for t in plan.trajectories}
     blocked = [(name, r) for name, r in reports.items() if r is not None and r.status == "blocked"]

@@ -74,9 +74,11 @@ class PlanModel:
         """
         from workbench.planning.model import RegistrationSummary, registration_summary
 
-        if self.given_reference_to_mri is not None:
-            return RegistrationSummary("given to the plan panel (not saved in the case)", self.given_reference_to_mri)
         saved = self.registration
+        if self.given_reference_to_mri is not None and not (
+            saved is not None and np.allclose(saved.reference_to_mri.matrix, self.given_reference_to_mri.matrix, atol=1e-9)
+        ):  # the case's own registration handed over (notebook 04) keeps its FRE, TRE and quality verdict
+            return RegistrationSummary("given to the plan panel (not saved in the case)", self.given_reference_to_mri)
         if saved is None:
             return None
         names = {t.name for t in trajectories}
