@@ -80,6 +80,10 @@ def test_04_plan_export(run_env, tmp_path):
     texts, work = _execute(NOTEBOOKS / "04_plan_export.ipynb", tmp_path, run_env)
     out = "".join(texts)
     assert re.search(r"now: (ok|warning), depth", out)
+    # the path is drawn on the needle plane and the axial MRI, and the fused view is real or says why not
+    assert re.search(r"path drawn: MRI, needle plane: path [\d.]+ mm, skin at the top; MRI, axial through the target: "
+                     r"path projected .*; Fused US/MRI, 50 % blend: (frame \d+, target [\d.]+ mm off its plane|no sweep covers this target)",
+                     out)
     # The panel opens on the first target with its expert entry (ground_truth.json), then takes the best
     # safer entry; the printed depth is from the ground-truth target to that entry, which plan.json records.
     (plan_json,) = (work / "exports").rglob("plan.json")
@@ -114,5 +118,8 @@ def test_05_scene_3d(run_env, tmp_path):
 
 def test_06_registration_tuning(run_env, tmp_path):
     out = "".join(_execute(NOTEBOOKS / "06_registration_tuning.ipynb", tmp_path, run_env)[0])
-    tre = [float(v) for v in re.findall(r"median TRE ([\d.]+) mm", out)]
-    assert len(tre) == 4 and min(tre) < 3.0
+    assert _number(r"study \S+: (\d+) trials", out) == 4
+    # ICP on ideal simulated cases (an upper bound): the best trial and the held-out runs stay sub-3 mm
+    assert _number(r"best trial: median TRE ([\d.]+) mm", out) < 1.5
+    held_out = [float(v) for v in re.findall(r"held-out (?:default|best): median TRE ([\d.]+) mm", out)]
+    assert len(held_out) == 2 and max(held_out) < 3.0

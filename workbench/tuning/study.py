@@ -443,3 +443,52 @@ def _report(study, name, storage, method, case_set, added, elapsed_s, task_s) ->
         study=name, storage=storage, method=method, n_trials=_completed(study), best_params=params, best_value=value,
         best_figures=attrs, added=added, case_set=case_set.as_dict(), elapsed_s=elapsed_s, task_s=task_s,
     )
+
+
+def evaluate_settings(method: str, settings: dict[str, dict], case_set: CaseSet, client) -> dict[str, dict]:
+    """Figures (:func:`~workbench.tuning.cases.figures`) of named parameter settings on ``case_set``, as Dask tasks.
+
+    Parameters
+    ----------
+    settings : dict of str to dict
+        Label -> parameter values (``{}``: the method's defaults).
+    client : distributed.Client
+    """
+    description = case_set.as_dict()
+    case_futures = [client.submit(simulate_case, description, i, pure=False) for i in range(case_set.cases)]
+    submitted = {
+        label: [
+            client.submit(evaluate_start, method, values, description, c, s, case_futures[c], pure=False)
+            for c, s in case_set.tasks()
+        ]
+        for label, values in settings.items()
+    }
+    return {label: figures(client.gather(futures)) for label, futures in submitted.items()}
+
+
+def compare_held_out(method: str, best_params: dict, case_set: CaseSet, cases: int | None = None, *,
+                     workers: int = 1, scheduler: str | None = None, client=None) -> dict:
+    """The best setting vs the defaults on held-out cases (never the tuned ones: :meth:`CaseSet.held_out`).
+
+    Returns
+    -------
+    dict
+        ``{"held_out": case set dict, "default": figures, "best": figures, "best_params": ...}``;
+        figures as :func:`~workbench.tuning.cases.figures`, with ``"objective"`` added.
+    """
+    held_out = case_set.held_out(cases)
+    tuned_seeds = {spec["seed"] for spec in case_set.case_specs()}
+    assert not tuned_seeds & {spec["seed"] for spec in held_out.case_specs()}
+    own = client is None
+    if own:
+        client, cluster = open_client(workers, scheduler)
+    try:
+        result = evaluate_settings(method, {"default": {}, "best": dict(best_params)}, held_out, client)
+    finally:
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    for fig in result.values():
+        fig["objective"] = objective_value(fig)
+    return {"held_out": held_out.as_dict(), "best_params": dict(best_params), **result}

@@ -1,218 +1,213 @@
-"""Registration tuning: a parameter grid run over simulated cases, table and plots of TRE, success, time.
+"""Registration tuning panel: a thin ipywidgets controller over :mod:`workbench.tuning`.
 
-:func:`run_grid` (no UI) runs bone-surface ICP through the registration pipeline
-(:func:`workbench.registration.pipeline.run_registration_pipeline`, as the demo and the benchmark do)
-for every combination of the chosen :class:`~workbench.registration.params.IcpParameters` values
-from random misalignments of the ground-truth ``ReferenceToMri`` of simulated cases, and measures
-the TRE at the nerve-root targets (mean distance, mm), success (TRE < 3 mm, as
-``workbench bench registration``) and run time. Simulated cases: the demo case (cached) and, on
-request, cases from :func:`workbench.registration.bench.simulate_registration_case` (about a
-minute each). :class:`TuningPanel` is the ipywidgets controller.
+Pick a pipeline (the methods of ``workbench bench registration``), tick the parameters to tune and
+type their ranges (the search space and its declared ranges come from the registration parameter
+dataclasses, :func:`workbench.tuning.space.method_parameters`), set trials and cases, and run an
+Optuna study whose trials are scored on simulated cases by a Dask LocalCluster
+(:func:`workbench.tuning.study.run_study`), stored in an SQLite file so that a rerun resumes. A
+progress bar follows the completed trials. The plots are static PNGs
+(:mod:`workbench.tuning.plots` drawn by matplotlib's Agg canvas, shown in ``ipywidgets.Image``), so
+they render the same in JupyterLab and Voila: optimisation history, parameter importance, parallel
+coordinates, per-case TRE of the best trial, and the best setting against the default on held-out
+cases (:func:`workbench.tuning.study.compare_held_out`, never the tuned cases).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import html
-import itertools
-import time
-from typing import Callable
+from pathlib import Path
 
-import numpy as np
+from workbench.widgets.session import WidgetError
 
-from workbench.frames import Transform
-from workbench.widgets.session import CaseSession, WidgetError
+__all__ = ["TuningPanel", "PLOTS"]
 
-__all__ = ["TuningCase", "demo_tuning_case", "run_grid", "summarise", "TuningPanel", "DEFAULT_GRID"]
-
-#: Small default grid (4 settings): runs in about a minute on the demo case with 2 trials.
-DEFAULT_GRID = {"trim_fraction": (0.6, 0.8), "point_to_plane": (True, False)}
-
-
-@dataclasses.dataclass
-class TuningCase:
-    """What one tuning case needs: bone points (Reference, Mri), true ReferenceToMri, targets (Mri), all mm."""
-
-    name: str
-    us_points_reference: np.ndarray
-    mri_points: np.ndarray
-    reference_to_mri: Transform
-    targets_mri: np.ndarray
-
-
-def demo_tuning_case(session: CaseSession, sweep: int = 0, max_points: int = 4000) -> TuningCase:
-    """The demo case (synthetic, with ground truth) as a tuning case; US points subsampled to ``max_points``."""
-    from workbench.registration.surface import mri_bone_points, us_bone_points
-
-    truth = session.ground_truth()
-    if truth is None:
-        raise WidgetError("tuning needs a synthetic case with ground_truth.json", session.folder)
-    points = us_bone_points(session.sweep(sweep), session.case.sweeps[sweep].image_to_probe)
-    if len(points) > max_points:
-        points = points[np.linspace(0, len(points) - 1, max_points).astype(int)]
-    return TuningCase(
-        name=session.case.case_id,
-        us_points_reference=points,
-        mri_points=mri_bone_points(session.label_map),
-        reference_to_mri=truth.reference_to_mri,
-        targets_mri=truth.target_points_mri,
-    )
-
-
-def simulated_tuning_case(seed: int, bmi: float = 27.0) -> TuningCase:
-    """A freshly simulated case (:func:`workbench.registration.bench.simulate_registration_case`)."""
-    from workbench.registration.bench import simulate_registration_case
-
-    case = simulate_registration_case(seed, bmi)
-    return TuningCase(f"simulated seed {seed}", case.us_points_reference, case.mri_points, case.reference_to_mri,
-                      case.targets_mri)
-
-
-def run_grid(cases: list[TuningCase], grid: dict | None = None, trials: int = 2, seed: int = 0,
-             max_offset_mm: float = 10.0, max_rotation_deg: float = 8.0,
-             on_row: Callable[[dict, int, int], None] | None = None) -> list[dict]:
-    """Run ICP for every parameter combination, case and misalignment.
-
-    Parameters
-    ----------
-    cases : list of TuningCase
-    grid : dict of str to sequence
-        ``IcpParameters`` field -> values (default :data:`DEFAULT_GRID`).
-    trials : int
-        Random misalignments per case (the same ones for every setting).
-    max_offset_mm, max_rotation_deg : float
-        Size of the misalignments (uniform up to these, about the targets' centroid).
-    on_row : callable, optional
-        ``on_row(row, done, total)`` after each run.
-
-    Returns
-    -------
-    list of dict
-        One row per run: the setting's values, ``case``, ``trial``, ``offset_mm``, ``tre_mm``
-        (inf if the registration failed), ``success`` and ``time_s``.
-    """
-    from workbench.errors import RegistrationError
-    from workbench.registration.bench import SUCCESS_TRE_MM, random_misalignment
-    from workbench.registration.params import IcpParameters
-    from workbench.registration.pipeline import RegistrationInputs, RegistrationSettings, run_registration_pipeline
-
-    grid = dict(DEFAULT_GRID if grid is None else grid)
-    names = list(grid)
-    settings = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
-    rng = np.random.default_rng([seed, 11])
-    starts = []
-    for case in cases:
-        centre = case.reference_to_mri.inverse().apply_to_points(case.targets_mri.mean(axis=0))
-        for trial in range(trials):
-            motion, offset_mm, _ = random_misalignment(rng, centre, max_offset_mm, max_rotation_deg)
-            starts.append((case, trial, offset_mm, Transform(case.reference_to_mri.matrix @ motion, "Reference", "Mri")))
-    rows, total = [], len(settings) * len(starts)
-    for setting in settings:
-        icp = RegistrationSettings(("bone-icp",), icp=dataclasses.replace(IcpParameters(restart_offset_mm=0.0), **setting))
-        for case, trial, offset_mm, initial in starts:
-            start = time.perf_counter()
-            try:
-                inputs = RegistrationInputs(initial=initial, us_points_reference=case.us_points_reference, mri_points=case.mri_points)
-                result = run_registration_pipeline(inputs, icp)
-                truth_reference = case.reference_to_mri.inverse().apply_to_points(case.targets_mri)
-                tre_mm = float(np.linalg.norm(result.transform.apply_to_points(truth_reference) - case.targets_mri, axis=1).mean())
-            except RegistrationError:
-                tre_mm = float("inf")
-            row = {**setting, "case": case.name, "trial": trial, "offset_mm": float(offset_mm), "tre_mm": tre_mm,
-                   "success": bool(tre_mm < SUCCESS_TRE_MM), "time_s": time.perf_counter() - start}
-            rows.append(row)
-            if on_row is not None:
-                on_row(row, len(rows), total)
-    return rows
-
-
-def summarise(rows: list[dict], grid_names: list[str]) -> list[dict]:
-    """Per setting: median and 90th percentile TRE (mm), success rate, median time (s), runs."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[n] for n in grid_names), []).append(row)
-    out = []
-    for key, group in groups.items():
-        tre = np.array([r["tre_mm"] for r in group])
-        out.append({**dict(zip(grid_names, key)),
-                    "median_tre_mm": float(np.median(tre)), "p90_tre_mm": float(np.percentile(tre, 90)),
-                    "success_rate": float(np.mean([r["success"] for r in group])),
-                    "median_time_s": float(np.median([r["time_s"] for r in group])), "runs": len(group)})
-    return out
+#: The panel's plots, in display order: key -> title.
+PLOTS = {
+    "history": "optimisation history",
+    "importance": "parameter importance",
+    "parallel": "parallel coordinates",
+    "case_tre": "TRE per case of the best trial",
+    "held_out": "held-out cases: default vs best",
+}
 
 
 class TuningPanel:
-    """Grid values as text boxes, trials, a Run button with progress, the summary table and plots.
+    """Method, parameters and ranges, trials and cases, Run with a progress bar, plots and the held-out comparison.
 
     Parameters
     ----------
-    cases : list of TuningCase
+    method : str
+        Initial pipeline (``workbench.registration.bench.METHODS``).
+    storage : str or Path
+        SQLite file of the studies (a rerun with the same settings resumes the study).
+    trials, cases, starts : int
+        Completed trials to reach, simulated cases, starts per case.
+    spacing_mm : float
+        Voxel size of the simulated cases (2 mm: seconds per case; 1 mm as the benchmark).
+    workers : int
+        LocalCluster worker processes.
+    tuned : iterable of str, optional
+        Parameters ticked at start (default: the first two of the method).
 
     Attributes
     ----------
-    rows, summary : list of dict
-        Results of the last run.
+    report : StudyReport or None
+    comparison : dict or None
+        Of the last :meth:`compare_held_out`.
+    images : dict of str to ipywidgets.Image
+        The plots (:data:`PLOTS`), class ``wb-tuning-plot``.
     widget : ipywidgets.VBox (class ``wb-tuning-panel``)
     """
 
-    def __init__(self, cases: list[TuningCase], grid: dict | None = None, trials: int = 2):
+    def __init__(self, method: str = "bone-icp", storage: str | Path = "tuning.db", trials: int = 4, cases: int = 1,
+                 starts: int = 2, spacing_mm: float = 2.0, workers: int = 1, tuned=None):
         import ipywidgets as W
 
-        from workbench.widgets._ui import new_canvas
+        from workbench.registration.bench import METHODS
 
-        self.cases = cases
-        grid = dict(DEFAULT_GRID if grid is None else grid)
-        self.grid_boxes = {name: W.Text(value=", ".join(str(v) for v in values), description=name,
-                                        style={"description_width": "140px"}) for name, values in grid.items()}
-        self.trials = W.IntSlider(value=trials, min=1, max=10, description="trials/case")
-        self.run_button = W.Button(description="Run grid", icon="play", button_style="primary")
-        self.progress = W.IntProgress(value=0, min=0, max=1, description="runs")
-        self.table = W.HTML()
-        self.figure, self.canvas = new_canvas(9.0, 2.8)
-        self.axes = [self.figure.add_axes([0.06 + 0.33 * i, 0.3, 0.26, 0.6]) for i in range(3)]
-        self.rows, self.summary = [], []
-        self.run_button.on_click(lambda _b: self.run())
-        self.widget = W.VBox([W.HTML(f"<b>{len(cases)} case(s)</b>: " + html.escape(", ".join(c.name for c in cases))),
-                              *self.grid_boxes.values(), self.trials, W.HBox([self.run_button, self.progress]),
-                              self.table, self.canvas])
+        self.storage = f"sqlite:///{Path(storage).resolve()}" if not str(storage).startswith(("sqlite:", "postgresql")) else str(storage)
+        self.workers = workers
+        self.spacing_mm = spacing_mm
+        self.report = None
+        self.comparison = None
+        self.method = W.Dropdown(options=sorted(METHODS), value=method, description="pipeline")
+        self.trials = W.BoundedIntText(value=trials, min=1, max=500, description="trials")
+        self.cases = W.BoundedIntText(value=cases, min=1, max=50, description="cases")
+        self.starts = W.BoundedIntText(value=starts, min=1, max=20, description="starts/case")
+        self.held_out_cases = W.BoundedIntText(value=1, min=1, max=20, description="held-out")
+        self.parameter_box = W.VBox()
+        self.run_button = W.Button(description="Run study", icon="play", button_style="primary")
+        self.compare_button = W.Button(description="Compare on held-out cases", icon="balance-scale")
+        self.progress = W.IntProgress(value=0, min=0, max=trials, description="trials")
+        self.status = W.HTML()
+        self.status.add_class("wb-tuning-status")
+        self.images = {key: W.Image(format="png", layout=W.Layout(width="640px")) for key in PLOTS}
+        for image in self.images.values():
+            image.add_class("wb-tuning-plot")
+        self.rows: dict = {}
+        self._tuned = list(tuned) if tuned is not None else None
+        self.method.observe(lambda _change: self._build_rows(), names="value")
+        self.run_button.on_click(lambda _b: self._guarded(self.run))
+        self.compare_button.on_click(lambda _b: self._guarded(self.compare_held_out))
+        self._build_rows()
+        plots = W.VBox([W.VBox([W.HTML(f"<b>{html.escape(title)}</b>"), self.images[key]]) for key, title in PLOTS.items()])
+        self.widget = W.VBox([
+            W.HBox([self.method, self.trials]), W.HBox([self.cases, self.starts]),
+            W.HTML("<b>parameters</b> (tick to tune; range low .. high)"), self.parameter_box,
+            W.HBox([self.run_button, self.progress]), W.HBox([self.compare_button, self.held_out_cases]),
+            self.status, plots,
+        ])
         self.widget.add_class("wb-tuning-panel")
 
-    def grid(self) -> dict:
-        """The grid typed in the boxes (numbers, or True/False)."""
-        out = {}
-        for name, box in self.grid_boxes.items():
-            values = []
-            for text in (t.strip() for t in box.value.split(",") if t.strip()):
-                if text in ("True", "False"):
-                    values.append(text == "True")
-                else:
-                    try:
-                        values.append(int(text) if text.lstrip("-").isdigit() else float(text))
-                    except ValueError:
-                        raise WidgetError(f"{name}: {text!r} is not a number or True/False") from None
-            out[name] = tuple(values)
+    # -- parameters -------------------------------------------------------------------------------
+
+    def _build_rows(self) -> None:
+        import ipywidgets as W
+
+        from workbench.tuning.space import method_parameters
+
+        space = method_parameters(self.method.value)
+        ticked = set(self._tuned if self._tuned is not None else list(space)[:2])
+        self._tuned = None
+        self.rows = {}
+        for name, p in space.items():
+            check = W.Checkbox(value=name in ticked, description=name, indent=False, layout=W.Layout(width="300px"))
+            if p.kind == "bool":
+                self.rows[name] = (check, None, None)
+                continue
+            low = W.FloatText(value=p.low, layout=W.Layout(width="90px"))
+            high = W.FloatText(value=p.high, layout=W.Layout(width="90px"))
+            self.rows[name] = (check, low, high)
+        self.parameter_box.children = [W.HBox([w for w in row if w is not None]) for row in self.rows.values()]
+
+    def set_range(self, name: str, low: float | None = None, high: float | None = None, tune: bool = True) -> None:
+        """Tick (or untick) parameter ``name`` and set its range, as typing in the boxes does."""
+        if name not in self.rows:
+            raise WidgetError(f"{self.method.value} has no parameter {name!r}; choose from {', '.join(self.rows)}")
+        check, low_box, high_box = self.rows[name]
+        check.value = tune
+        if low is not None and low_box is not None:
+            low_box.value = low
+        if high is not None and high_box is not None:
+            high_box.value = high
+
+    def parameters(self) -> list[str]:
+        """The ticked parameters as ``"NAME=LOW:HIGH"`` (``"NAME"`` for a yes/no parameter)."""
+        out = []
+        for name, (check, low, high) in self.rows.items():
+            if check.value:
+                out.append(name if low is None else f"{name}={low.value!r}:{high.value!r}")
+        if not out:
+            raise WidgetError("tick at least one parameter to tune")
         return out
 
-    def run(self) -> list[dict]:
-        """Run the grid; fills the table and plots; returns the summary."""
-        from workbench.widgets._ui import table_html
+    def case_set(self):
+        """The tuned cases (:class:`~workbench.tuning.cases.CaseSet`)."""
+        from workbench.tuning.cases import CaseSet
 
-        grid = self.grid()
-        settings = int(np.prod([len(v) for v in grid.values()]))
-        self.progress.max = max(1, settings * len(self.cases) * self.trials.value)
+        return CaseSet(cases=self.cases.value, starts=self.starts.value, spacing_mm=self.spacing_mm)
+
+    def study_name(self) -> str:
+        """One study per method, parameter set and case set (so a rerun with the same choices resumes)."""
+        names = "+".join(sorted(p.split("=")[0].split(".", 1)[-1] for p in self.parameters()))
+        return f"{self.method.value}:{names}:c{self.cases.value}s{self.starts.value}"
+
+    # -- actions ------------------------------------------------------------------------------------
+
+    def _guarded(self, action) -> None:
+        from workbench.errors import WorkbenchError
+
+        try:
+            action()
+        except WorkbenchError as exc:
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+
+    def run(self):
+        """Run (or resume) the study up to the chosen trial count; updates the progress bar and the plots."""
+        from workbench.tuning.study import load_study, run_study
+
+        parameters = self.parameters()
+        self.progress.max = self.trials.value
         self.progress.value = 0
-        self.rows = run_grid(self.cases, grid, self.trials.value,
-                             on_row=lambda _r, done, _t: setattr(self.progress, "value", done))
-        self.summary = summarise(self.rows, list(grid))
-        self.table.value = table_html(self.summary)
-        labels = [", ".join(f"{n}={row[n]}" for n in grid) for row in self.summary]
-        x = np.arange(len(self.summary))
-        for axes, key, title in zip(self.axes, ("median_tre_mm", "success_rate", "median_time_s"),
-                                    ("median TRE (mm)", "success rate", "median time (s)")):
-            axes.clear()
-            axes.bar(x, [row[key] for row in self.summary], color="#4c78a8")
-            axes.set_title(title, fontsize=8)
-            axes.set_xticks(x, labels, rotation=30, ha="right", fontsize=6)
-            axes.tick_params(axis="y", labelsize=7)
-        self.canvas.draw()
-        return self.summary
+        self.status.value = "simulating the cases and starting the workers..."
+
+        def on_trial(done: int, total: int, record: dict) -> None:
+            self.progress.value = min(done, total)
+            self.status.value = html.escape(f"trial {record['number']}: objective {record['value']:.3f} ({done}/{total})")
+
+        self.report = run_study(self.method.value, self.case_set(), self.trials.value, parameters=parameters,
+                                storage=self.storage, study_name=self.study_name(), workers=self.workers, on_trial=on_trial)
+        self.progress.value = self.report.n_trials
+        best = self.report.best_figures
+        self.status.value = html.escape(
+            f"{self.report.n_trials} trials; best objective {self.report.best_value:.3f}: median TRE "
+            f"{best.get('median_tre_mm')} mm, success {best.get('success_rate', 0):.0%}"
+        )
+        self.draw(load_study(self.storage, self.report.study))
+        return self.report
+
+    def draw(self, study) -> None:
+        """Redraw the study's plots."""
+        from workbench.tuning import plots
+
+        self.images["history"].value = plots.history_png(study)
+        self.images["importance"].value = plots.importance_png(study)
+        self.images["parallel"].value = plots.parallel_png(study)
+        self.images["case_tre"].value = plots.case_tre_png(study)
+
+    def compare_held_out(self) -> dict:
+        """The best setting vs the defaults on held-out cases; fills the last plot."""
+        from workbench.tuning import plots
+        from workbench.tuning.study import compare_held_out
+
+        if self.report is None or not self.report.best_params:
+            raise WidgetError("run a study first: there is no best setting to compare yet")
+        self.status.value = "simulating held-out cases..."
+        self.comparison = compare_held_out(self.method.value, self.report.best_params, self.case_set(),
+                                           self.held_out_cases.value, workers=self.workers)
+        self.images["held_out"].value = plots.held_out_png(self.comparison)
+        default, best = self.comparison["default"], self.comparison["best"]
+        self.status.value = html.escape(
+            f"held-out: default median TRE {default['median_tre_mm']} mm vs best {best['median_tre_mm']} mm"
+        )
+        return self.comparison
