@@ -227,13 +227,14 @@ class LandmarkEditor:
         if self.model.save_error:
             self.status.value = f"<span style='color:#c00'>{html.escape(self.model.save_error)}</span>"
         elif what:
-            self.status.value = (f"{what}: saved {len(self.model.points)} points to "
-                                 f"{html.escape(str(self.session.folder / 'case.json'))} at {time.strftime('%H:%M:%S')}")
+            # the case's name, never its path: the teaching app shows this line to trainees
+            self.status.value = (f"{what}: saved {len(self.model.points)} points in case "
+                                 f"{html.escape(self.session.folder.name)} at {time.strftime('%H:%M:%S')}")
         elif not self.model.points:
             self.status.value = ("<span class='wb-guidance'>no points yet: choose a <i>kind</i> (landmark, target, entry) "
                                  "and a name, then click on the slice</span>")
         else:
-            self.status.value = f"{len(self.model.points)} points in {html.escape(str(self.session.folder))}"
+            self.status.value = f"{len(self.model.points)} points in case {html.escape(self.session.folder.name)}"
         self.view.redraw()
 
     def _draw_points(self, view: SliceView) -> None:
