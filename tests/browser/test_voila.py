@@ -21,6 +21,9 @@ def test_teaching_app_places_a_landmark_where_the_slice_is_clicked(teach, teach_
     check_click(page, teach_case, results_dir, "voila")
     check_not_blank(page.locator(".wb-slice-view").first, results_dir, "voila-slice-view")
     page.screenshot(path=str(results_dir / "voila-page.png"), full_page=True)
+    shown = page.locator("body").inner_text()
+    for hidden in (str(teach_case), "WORKBENCH_CASE", "CaseSession", "case folder:"):  # lab-only cells
+        assert hidden not in shown, f"a trainee sees developer text: {hidden!r}"
     assert not log.foreign(), f"the Voila page requested non-local URLs: {log.foreign()}"
 
 
