@@ -82,8 +82,8 @@ def test_04_plan_export(run_env, tmp_path):
     assert re.search(r"now: (ok|warning), depth", out)
     # the path is drawn on the needle plane and the axial MRI, and the fused view is real or says why not
     assert re.search(r"path drawn: MRI, needle plane: path [\d.]+ mm, skin at the top; MRI, axial through the target: "
-                     r"path projected .*; Fused US/MRI, 50 % blend: (frame \d+, target [\d.]+ mm off its plane|no sweep covers this target)",
-                     out)
+                     r"path projected .*; Fused US/MRI, 50 % blend: "
+                     r"(frame \d+, target [\d.]+ mm off its plane|no sweep covers this target)", out)
     # The panel opens on the first target with its expert entry (ground_truth.json), then takes the best
     # safer entry; the printed depth is from the ground-truth target to that entry, which plan.json records.
     (plan_json,) = (work / "exports").rglob("plan.json")

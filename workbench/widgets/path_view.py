@@ -300,6 +300,8 @@ class PathView:
     ----------
     model : PathViewModel
     widget : ipywidgets.VBox (class ``wb-path-view``)
+    views : list of dict
+        What is drawn: per view ``title``, ``caption``, ``has_image`` and the PNG pixels of entry and target.
     """
 
     def __init__(self, panel, fusion=None, width_px: int = 1050, height_px: int = 400):
@@ -316,6 +318,7 @@ class PathView:
                                      "red ring: target)</span>"), self.plot.widget, self.hook])
         self.widget.add_class("wb-path-view")
         self._drawn_key = None
+        self.views: list[dict] = []
         panel.on_update(self.refresh)
         self.refresh()
 
@@ -337,4 +340,5 @@ class PathView:
                              "target_lps": [round(float(v), 3) for v in trajectory.target_lps_mm],
                              "entry_lps": [round(float(v), 3) for v in trajectory.entry_lps_mm], "views": entries})
         self._drawn_key = key
+        self.views = entries
         return entries
