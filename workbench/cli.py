@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.teach import register as register_teach
 
     register_teach(sub)
+    from workbench.teaching.cli import register as register_teaching
+
+    register_teaching(sub)
     register_outcomes(sub)
     from workbench.case.labels import register_cli as register_labels
 

@@ -26,6 +26,7 @@ Neuroradiology 43 (2001) 409; Hasegawa et al., Spine 21 (1996) 1005; Crawford et
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from workbench.phantom._anatomy_geometry import (
     SpineCurve,
     VoxelGrid,
     rotation_from_euler_deg,
+    superellipse,
     tube,
 )
 from workbench.phantom.labels import PHANTOM_TABLE
@@ -53,6 +55,7 @@ __all__ = [
     "Phantom",
     "SpineParameters",
     "build_phantom",
+    "TRANSITIONAL_VARIANTS",
     "disc_degeneration_for_age",
     "fat_thickness_for_bmi",
     "muscle_fat_fraction_for_age",
@@ -68,7 +71,18 @@ _LIMITS = {  # parameter: (low, high, unit)
     "age_years": (18.0, 90.0, "years"),
     "scoliosis_deg": (-20.0, 20.0, "deg"),
     "spacing_mm": (0.25, 2.0, "mm"),
+    "foraminal_stenosis": (0.0, 1.0, "(grade)"),
 }
+#: Lumbosacral transitional vertebra variants (:attr:`SpineParameters.transitional`): none; L5
+#: fused to the sacrum (bone in the L5-S1 disc space, no L5-S1 facet joint spaces); S1 separated
+#: from the sacrum below by a rudimentary S1-S2 disc. Either makes counting levels up from the
+#: sacrum give the wrong level (Konin GP, Walz DM, "Lumbosacral transitional vertebrae:
+#: classification, imaging findings, and clinical relevance", AJNR 31 (2010) 1778-1786).
+TRANSITIONAL_VARIANTS = ("none", "sacralised-L5", "lumbarised-S1")
+#: Levels whose exiting-root foramina :attr:`SpineParameters.foraminal_stenosis` narrows (the targets').
+_STENOSIS_LEVELS = ("L3", "L4", "L5")
+#: Rudimentary S1-S2 disc of a lumbarised S1: height, mm, below the S1 body.
+_RUDIMENTARY_DISC_MM = 3.0
 _MAX_MOTION_ROTATION_DEG = 20.0
 _MAX_MOTION_TRANSLATION_MM = 20.0
 #: Fraction of the lordosis turned above the L3 region (the rest, 65 %, below it).
@@ -116,6 +130,15 @@ class SpineParameters:
         Rigid motion of a level about its body centre in LPS (see
         :func:`vertebra_motion_matrix`), e.g. the posture change between MRI and procedure.
         Discs follow their vertebrae; canal contents and soft tissues stay.
+    transitional : str
+        One of :data:`TRANSITIONAL_VARIANTS`: ``"none"``, ``"sacralised-L5"`` (the L5-S1 disc
+        space is bone, the L5-S1 facet joints fused) or ``"lumbarised-S1"`` (a 3 mm rudimentary
+        disc separates the S1 body from the sacrum). Level names stay anatomical (the true level).
+    foraminal_stenosis : float
+        Degenerative narrowing of the L3-L5 exiting-root foramina, 0 (none) .. 1 (severe): a
+        hypertrophic articular-process osteophyte of radius ``1.5 + 3 grade`` mm dorsal to the
+        root in the foramen, ``1.5 (1 - grade)`` mm clear of the root sleeve (touching it at 1;
+        it never replaces root, ganglion or artery voxels).
     """
 
     seed: int = 0
@@ -126,6 +149,8 @@ class SpineParameters:
     scoliosis_deg: float = 0.0
     spacing_mm: float = 0.5
     vertebra_motion: Mapping[str, tuple[Sequence[float], Sequence[float]]] = field(default_factory=dict)
+    transitional: str = "none"
+    foraminal_stenosis: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
@@ -136,6 +161,8 @@ class SpineParameters:
             if not isinstance(value, (int, float, np.number)) or not low <= float(value) <= high:
                 raise PhantomError(f"phantom {name} must be within {low:g}..{high:g} {unit}, not {value!r}")
         object.__setattr__(self, "vertebra_motion", _checked_motion(self.vertebra_motion, self.levels))
+        if self.transitional not in TRANSITIONAL_VARIANTS:
+            raise PhantomError(f"phantom transitional must be one of {', '.join(TRANSITIONAL_VARIANTS)}, not {self.transitional!r}")
 
 
 def _checked_levels(levels) -> tuple[str, ...]:
@@ -352,7 +379,7 @@ def build_phantom(params: SpineParameters) -> Phantom:
 
     canvas = Canvas(grid)
     _paint_soft_tissues(canvas, layout, back, fat_mm, aorta_radius_mm=10.0 * (1.0 + aorta_variation))
-    _paint_spine(canvas, layout, degeneration)
+    _paint_spine(canvas, layout, degeneration, params)
 
     landmarks = _landmarks(layout, back)
     targets, entries = _targets(layout, back)
@@ -447,13 +474,18 @@ def _paint_soft_tissues(
     )
 
 
-def _paint_spine(canvas: Canvas, layout: _Layout, degeneration: float) -> None:
-    """Discs; lumbar roots, ganglia and arteries; bone (which wins every overlap); the sacral
+def _paint_spine(canvas: Canvas, layout: _Layout, degeneration: float, params: SpineParameters) -> None:
+    """Discs; lumbar roots, ganglia and arteries; bone (which wins every overlap); the
+    anatomical variants of ``params`` (transitional vertebra, foraminal osteophytes); the sacral
     canal and foramina cut out of the sacrum with the S1 roots inside; facet joint spaces."""
     pairs = list(zip(layout.built[:-1], layout.built[1:]))
+    fused = ("L5", "S1") if params.transitional == "sacralised-L5" else None
     for upper, lower in pairs:
         vu, vl = layout.vertebrae[upper], layout.vertebrae[lower]
         mid, parts = bone.disc_parts(vu.pose, vu.dims, vl.pose, vl.dims, layout.disc_height_mm[upper], degeneration)
+        if (upper, lower) == fused:  # the whole disc space (annulus outline) is the fused L5 body
+            canvas.paint_part(mid, dataclasses.replace(parts[0], label=Label.VERTEBRAL_BODY), level=vu.index)
+            continue
         for part in parts:
             canvas.paint_part(mid, part)
     vertebrae = [layout.vertebrae[name] for name in layout.built]
@@ -464,6 +496,7 @@ def _paint_spine(canvas: Canvas, layout: _Layout, degeneration: float) -> None:
     for v in vertebrae:
         for part in _bone_parts(layout, v):
             canvas.paint_part(v.pose, part, level=v.index)
+    _paint_variants(canvas, layout, params)
     bone_labels = tuple(sorted(BONE_LABELS))
     if "S1" in layout.built:
         v = layout.vertebrae["S1"]
@@ -472,9 +505,49 @@ def _paint_spine(canvas: Canvas, layout: _Layout, degeneration: float) -> None:
         for part in _neural_parts(v):
             canvas.paint_part(v.pose, part, not_on=bone_labels)
     for upper, lower in pairs:
+        if (upper, lower) == fused:
+            continue
         vl = layout.vertebrae[lower]
         for joint in _joints(layout, upper, lower):
             canvas.paint_part(vl.pose, bone.facet_joint_space(joint.to_local(vl.base)), not_on=bone_labels)
+
+
+def _paint_variants(canvas: Canvas, layout: _Layout, params: SpineParameters) -> None:
+    """A lumbarised S1's rudimentary S1-S2 disc (only over S1 body and sacrum bone) and the
+    foraminal osteophytes of ``params.foraminal_stenosis`` (never over neural or arterial voxels).
+    Paints nothing for the defaults."""
+    if params.transitional == "lumbarised-S1" and "S1" in layout.built:
+        v = layout.vertebrae["S1"]
+        half_h, half_w, half_d = v.dims.body_height_mm / 2, v.dims.body_width_mm / 2 + 1.0, v.dims.body_depth_mm / 2 + 1.0
+        top, bottom = -half_h, -half_h - _RUDIMENTARY_DISC_MM
+        disc = Part(
+            "rudimentary S1-S2 disc",
+            Label.DISC_ANNULUS,
+            np.array([-half_w, -half_d, bottom]),
+            np.array([half_w, half_d, top]),
+            lambda u, v_, w: (w >= bottom) & (w <= top) & superellipse(u, v_, half_w, half_d, 2.5),
+        )
+        keep = tuple(label for label in Label if label not in (Label.VERTEBRAL_BODY, Label.SACRUM))
+        canvas.paint_part(v.pose, disc, not_on=keep)
+    grade = float(params.foraminal_stenosis)
+    if grade <= 0.0:
+        return
+    neural = (Label.NERVE_ROOT, Label.DORSAL_ROOT_GANGLION, Label.RADICULAR_ARTERY)
+    radius = 1.5 + 3.0 * grade
+    for name in (lvl for lvl in _STENOSIS_LEVELS if lvl in layout.built):
+        v = layout.vertebrae[name]
+        below = layout.vertebrae[_neighbours(name)[1]]
+        for _, side in _SIDES:
+            path = _root_path(v, side)
+            centre = (path[1] + path[2]) / 2 + np.array([0.0, v.dims.root_radius_mm + radius + 1.5 * (1.0 - grade), 0.0])
+            osteophyte = Part(
+                "foraminal osteophyte",
+                Label.ARTICULAR_PROCESS,
+                centre - radius,
+                centre + radius,
+                lambda u, v_, w, c=centre: (u - c[0]) ** 2 + (v_ - c[1]) ** 2 + (w - c[2]) ** 2 <= radius**2,
+            )
+            canvas.paint_part(v.pose, osteophyte, level=below.index, not_on=neural)
 
 
 def _joints(layout: _Layout, upper: str, lower: str) -> list[bone.FacetJoint]:

@@ -68,6 +68,11 @@ class DemoCaseSpec:
     sweep_speed_mm_s : float
         Probe speed along the spine (a steady freehand sweep is 10-30 mm/s); with the 25 frames/s
         of the simulator it sets the number of frames.
+    scoliosis_deg, transitional, foraminal_stenosis :
+        Anatomical variants, passed to :class:`~workbench.phantom.anatomy.SpineParameters`
+        (coronal L1-S1 angle in deg; ``"none"``/``"sacralised-L5"``/``"lumbarised-S1"``; 0..1).
+        At their defaults they are left out of :meth:`digest` and of ``ground_truth.json``, so
+        the cases generated before they existed keep their bytes and cache keys.
     """
 
     seed: int = 7
@@ -80,11 +85,26 @@ class DemoCaseSpec:
     sweeps: tuple[str, ...] = ("paramedian-sagittal-left", "transverse")
     sweep_speed_mm_s: float = 20.0
     case_id: str = field(default="DEMO-LUMBAR-001")
+    scoliosis_deg: float = 0.0
+    transitional: str = "none"
+    foraminal_stenosis: float = 0.0
+
+    def as_dict(self) -> dict:
+        """The spec as a JSON-able dict; the anatomical variants only where they differ from
+        their defaults (see the class docstring)."""
+        out = dataclasses.asdict(self)
+        for name, default in _VARIANT_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
+        return out
 
     def digest(self) -> str:
         """Short digest of the spec and the software version (the cache key)."""
-        text = json.dumps({**dataclasses.asdict(self), "software": __version__}, sort_keys=True)
+        text = json.dumps({**self.as_dict(), "software": __version__}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_VARIANT_DEFAULTS = {"scoliosis_deg": 0.0, "transitional": "none", "foraminal_stenosis": 0.0}
 
 
 DEFAULT_DEMO_CASE = DemoCaseSpec()
@@ -222,7 +242,14 @@ def generate_demo_case(
     out_dir = Path(out_dir)
     staging = _new_staging_folder(out_dir)
     try:
-        params = SpineParameters(seed=spec.seed, bmi=spec.bmi, age_years=spec.age_years)
+        params = SpineParameters(
+            seed=spec.seed,
+            bmi=spec.bmi,
+            age_years=spec.age_years,
+            scoliosis_deg=spec.scoliosis_deg,
+            transitional=spec.transitional,
+            foraminal_stenosis=spec.foraminal_stenosis,
+        )
         say(f"building the lumbar spine phantom (seed {spec.seed}, BMI {spec.bmi:g}, age {spec.age_years:g})")
         phantom = build_phantom(params)
         motion = _posture_motion(spec, tuple(phantom.vertebra_centres_lps))
@@ -298,7 +325,7 @@ def generate_demo_case(
         ground_truth = GroundTruth(
             reference_to_mri=reference_to_mri,
             tracker_to_mri=tracker_to_mri,
-            spec=dataclasses.asdict(spec),
+            spec=spec.as_dict(),
             vertebra_motion=dict(motion),
             landmarks_mri=dict(phantom.landmarks_lps),
             landmarks_mri_at_procedure=dict(procedure.landmarks_lps),

@@ -1,0 +1,153 @@
+"""The results store: SQLite and PostgreSQL through the packaged Alembic migrations, concurrent
+writers, pseudonyms only (issue 19)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from workbench.io.ground_truth import ExpertPlan
+from workbench.planning.model import NeedleSpec, Trajectory
+from workbench.teaching import TeachingError
+from workbench.teaching.score import score_trajectory
+from workbench.teaching.store import VERSION_TABLE, check_pseudonym, database_url, open_store, pseudonym
+
+TASK = "L4 left exiting nerve root, dorsal aspect"
+TARGETS = {
+    TASK: np.array([20.0, 10.0, 0.0]),
+    "L3 left exiting nerve root, dorsal aspect": np.array([20.0, 10.0, 35.0]),
+    "L4 right exiting nerve root, dorsal aspect": np.array([-20.0, 10.0, 0.0]),
+}
+EXPERT = ExpertPlan(TASK, TARGETS[TASK], np.array([35.0, 80.0, 0.0]), 71.6, 90.0, "22G", 6.0, "paramedian in-plane")
+
+
+def _score(entry_shift_mm: float = 0.0):
+    trajectory = Trajectory(
+        "L4 left", TASK, EXPERT.target_lps_mm, EXPERT.entry_lps_mm + [entry_shift_mm, 0.0, 0.0], NeedleSpec(90.0, "22G")
+    )
+    return score_trajectory(trajectory, TARGETS, EXPERT, case_id="LIB-001-01")
+
+
+def _submit_many(db: str, trainee: str, count: int) -> list[int]:
+    with open_store(db) as store:
+        return [store.submit(trainee, "S1", _score(float(i % 5)), f"{i:064x}") for i in range(count)]
+
+
+def test_sqlite_store_round_trip_and_csv(tmp_path):
+    db = tmp_path / "results.sqlite"
+    with open_store(db) as store:
+        first = store.submit("t01", "S1", _score(0.0), "a" * 64)
+        second = store.submit("t02", "S1", _score(15.0), "b" * 64)
+        rows = store.results()
+        csv_path = store.write_csv(tmp_path / "results.csv")
+    assert (first, second) == (1, 2)
+    assert [r["trainee"] for r in rows] == ["t01", "t02"]
+    assert rows[0]["score"] == pytest.approx(100.0) and rows[0]["passed"] is True
+    # 15 mm along x; the expert line runs along (-15, -70, 0): the part across it is 15 sin(angle)
+    cos_angle = 15.0 / np.hypot(15.0, 70.0)
+    assert rows[1]["offset_at_entry_mm"] == pytest.approx(15.0 * np.sqrt(1 - cos_angle**2), abs=0.01)
+    assert rows[1]["score"] < 60.0 and rows[1]["passed"] is False
+    assert rows[1]["metrics"]["z_scores"]["offset_at_entry_mm"] > 2.0
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("id,trainee,session,case_id,kind,submitted_utc")
+    assert len(lines) == 3 and ",t02,S1,LIB-001-01,plan," in lines[2]
+    # reopening runs the migrations again: nothing to do, nothing lost
+    with open_store(db) as store:
+        assert len(store.results()) == 2
+        assert store.results(session="other") == []
+    engine = sa.create_engine(database_url(db))
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar() == "0001_attempts"
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        columns = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(attempts)")}
+    engine.dispose()
+    # no DICOM identifying attribute and no free-text author/plan column
+    assert not columns & {"PatientName", "PatientID", "patient_name", "author", "plan_json", "title"}
+
+
+@pytest.mark.parametrize("bad", ["John Smith", "john@example.org", "", "a" * 40, "John.Smith", "t 01"])
+def test_trainee_must_be_a_pseudonym(tmp_path, bad):
+    with pytest.raises(TeachingError, match="not a pseudonym"):
+        check_pseudonym(bad)
+    with open_store(tmp_path / "r.sqlite") as store, pytest.raises(TeachingError):
+        store.submit(bad, "S1", _score(), "a" * 64)
+        assert store.results() == []
+
+
+def test_pseudonym_is_stable_and_accepted():
+    a, b = pseudonym("Jane Doe", "secret"), pseudonym(" jane doe ", "secret")
+    assert a == b and a.startswith("t-") and len(a) == 14 and check_pseudonym(a) == a
+    assert pseudonym("Jane Doe", "other") != a
+
+
+def test_only_plan_attempts_for_now(tmp_path):
+    with open_store(tmp_path / "r.sqlite") as store, pytest.raises(TeachingError, match="kind 'rehearsal'"):
+        store.submit("t01", "S1", _score(), "a" * 64, kind="rehearsal")
+
+
+def test_sqlite_concurrent_processes_lose_nothing(tmp_path):
+    db = str(tmp_path / "results.sqlite")  # first open happens inside the workers: the migration races too
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        ids = pool.starmap(_submit_many, [(db, f"t{n:02d}", 15) for n in range(4)])
+    with ThreadPoolExecutor(4) as executor:
+        ids += list(executor.map(lambda n: _submit_many(db, f"u{n:02d}", 10), range(4)))
+    flat = [i for chunk in ids for i in chunk]
+    with open_store(db) as store:
+        rows = store.results()
+    assert len(flat) == len(set(flat)) == 100
+    assert len(rows) == 100 and sorted(r["id"] for r in rows) == sorted(flat)
+    assert {r["trainee"] for r in rows} == {f"t{n:02d}" for n in range(4)} | {f"u{n:02d}" for n in range(4)}
+
+
+def test_unsupported_or_unreachable_database(tmp_path):
+    with pytest.raises(TeachingError, match="unsupported"):
+        open_store("mysql://x@localhost/db")
+    with pytest.raises(TeachingError, match="does not exist"):
+        open_store(tmp_path / "missing" / "r.sqlite")
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url):
+    """A fresh schema of the test server per test, dropped afterwards (the server may be shared)."""
+    schema = f"wb_teach_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    engine.dispose()
+
+
+def test_postgresql_store_with_concurrent_writers(postgres_schema_url):
+    barrier = threading.Barrier(6)
+
+    def worker(n: int) -> list[int]:
+        barrier.wait()  # every worker opens (and migrates) at the same moment
+        return _submit_many(postgres_schema_url, f"t{n:02d}", 12)
+
+    with ThreadPoolExecutor(6) as executor:
+        chunks = list(executor.map(worker, range(6)))
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        chunks += pool.starmap(_submit_many, [(postgres_schema_url, f"p{n:02d}", 10) for n in range(2)])
+    flat = [i for chunk in chunks for i in chunk]
+    with open_store(postgres_schema_url) as store:
+        rows = store.results()
+        csv_text = store.results_csv()
+    assert len(flat) == len(set(flat)) == 92 and len(rows) == 92
+    scores = sorted({round(r["score"], 1) for r in rows})
+    assert scores[-1] == pytest.approx(100.0) and scores[0] < 100.0
+    assert csv_text.count("\n") == 93
+    engine = sa.create_engine(postgres_schema_url)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar() == "0001_attempts"
+    engine.dispose()

@@ -1,0 +1,378 @@
+"""Score a trainee's plan against the expert's, anchored on expert records (docs/teaching.md).
+
+Geometry (all in the ``Mri`` frame, LPS mm; the expert line runs from the expert's skin entry
+``E`` through the target ``T``, unit direction ``d``):
+
+- ``angle_deviation_deg``: angle between the trainee's and the expert's needle directions;
+- ``offset_at_entry_mm`` / ``offset_at_target_mm``: perpendicular distance of the trainee's
+  entry / target from the expert line; ``offset_mm``, the larger of the two, is the headline
+  (as plan-vs-executed trajectory studies report it);
+- ``target_error_mm``: trainee target to expert target; ``depth_error_mm``: trainee insertion
+  depth minus the expert's (signed);
+- ``wrong_level`` / ``wrong_side``: the case's target nearest the trainee's target is at another
+  level / side than the task's;
+- safety (:func:`workbench.planning.safety.check_trajectory` on the case's label map and MRI
+  body mask) and needle choice (the shortest catalogue needle that reaches with the margin).
+
+Expert anchoring: :data:`EXPERT_RECORDS` synthetic expert plans are drawn around the expert
+plan with the variation of :data:`EXPERT_ENTRY_SD_MM` (per axis, in the plane across the needle:
+where experts put the entry on the skin) and :data:`EXPERT_TARGET_SD_MM` (per axis, where they put
+the tip); each metric of the trainee becomes a z-score against those records' mean and standard
+deviation and a percentile (share of expert records at or below it). A metric passes at
+``z <= PASS_Z``; its sub-score is 100 at or below the expert mean, 50 at the pass threshold and 0
+at twice it. The score is the weighted mean of the sub-scores (:data:`METRIC_WEIGHTS`), capped at
+:data:`WRONG_LEVEL_CAP` for a wrong level or side and :data:`BLOCKED_CAP` for a blocked path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workbench.teaching import TeachingError
+
+__all__ = [
+    "EXPERT_ENTRY_SD_MM",
+    "EXPERT_RECORDS",
+    "EXPERT_TARGET_SD_MM",
+    "METRIC_WEIGHTS",
+    "PASS_Z",
+    "PlanScore",
+    "expert_records",
+    "line_metrics",
+    "score_plan",
+    "score_trajectory",
+]
+
+#: Simulated expert variation, mm per axis: entry across the needle, and target.
+EXPERT_ENTRY_SD_MM = 2.0
+EXPERT_TARGET_SD_MM = 1.0
+EXPERT_RECORDS = 400
+#: A metric passes when its z-score against the expert records is at most this.
+PASS_Z = 2.0
+METRIC_WEIGHTS = {"angle_deviation_deg": 0.25, "offset_at_entry_mm": 0.15, "offset_at_target_mm": 0.4, "abs_depth_error_mm": 0.2}
+WRONG_LEVEL_CAP = 20.0
+BLOCKED_CAP = 30.0
+WARNING_PENALTY = 10.0
+
+
+def _perpendicular_mm(points: np.ndarray, entry: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    rel = np.atleast_2d(points) - entry
+    return np.linalg.norm(rel - (rel @ direction)[:, None] * direction, axis=1)
+
+
+def line_metrics(expert_entry, expert_target, entries, targets) -> dict[str, np.ndarray]:
+    """The geometric metrics of (N,) trajectories against the expert line.
+
+    Parameters
+    ----------
+    expert_entry, expert_target : (3,) float, LPS mm
+    entries, targets : (N, 3) or (3,) float, LPS mm
+
+    Returns
+    -------
+    dict of str to (N,) float
+        ``angle_deviation_deg``, ``offset_at_entry_mm``, ``offset_at_target_mm``, ``offset_mm``,
+        ``target_error_mm``, ``depth_error_mm``, ``abs_depth_error_mm``.
+    """
+    e, t = np.asarray(expert_entry, float), np.asarray(expert_target, float)
+    entries, targets = np.atleast_2d(np.asarray(entries, float)), np.atleast_2d(np.asarray(targets, float))
+    expert_depth = float(np.linalg.norm(t - e))
+    d = (t - e) / expert_depth
+    vectors = targets - entries
+    depths = np.linalg.norm(vectors, axis=1)
+    cosine = np.clip((vectors @ d) / depths, -1.0, 1.0)
+    at_entry = _perpendicular_mm(entries, e, d)
+    at_target = _perpendicular_mm(targets, e, d)
+    return {
+        "angle_deviation_deg": np.degrees(np.arccos(cosine)),
+        "offset_at_entry_mm": at_entry,
+        "offset_at_target_mm": at_target,
+        "offset_mm": np.maximum(at_entry, at_target),
+        "target_error_mm": np.linalg.norm(targets - t, axis=1),
+        "depth_error_mm": depths - expert_depth,
+        "abs_depth_error_mm": np.abs(depths - expert_depth),
+    }
+
+
+def expert_records(expert_entry, expert_target, n: int = EXPERT_RECORDS, seed: int = 0) -> dict[str, np.ndarray]:
+    """Metrics of ``n`` simulated expert plans around the expert's (see the module docstring).
+
+    The entry moves by N(0, EXPERT_ENTRY_SD_MM) along two axes across the expert direction; the
+    target by N(0, EXPERT_TARGET_SD_MM) along all three. Deterministic for a seed.
+    """
+    e, t = np.asarray(expert_entry, float), np.asarray(expert_target, float)
+    d = (t - e) / np.linalg.norm(t - e)
+    a = np.cross(d, [1.0, 0.0, 0.0] if abs(d[0]) < 0.9 else [0.0, 1.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(d, a)
+    rng = np.random.default_rng(seed)
+    across = rng.normal(0.0, EXPERT_ENTRY_SD_MM, (n, 2))
+    entries = e + across[:, :1] * a + across[:, 1:] * b
+    targets = t + rng.normal(0.0, EXPERT_TARGET_SD_MM, (n, 3))
+    return line_metrics(e, t, entries, targets)
+
+
+@dataclass(frozen=True)
+class PlanScore:
+    """The score of one trainee trajectory against the expert's (attributes as in the module docstring).
+
+    ``metrics`` holds the geometric metrics (mm, deg); ``z_scores``, ``percentiles`` and
+    ``sub_scores`` the expert-anchored figures per scored metric; ``findings`` one line each.
+    """
+
+    case_id: str
+    task: str
+    trajectory: str
+    score: float
+    passed: bool
+    wrong_level: bool
+    wrong_side: bool
+    metrics: dict
+    z_scores: dict
+    percentiles: dict
+    sub_scores: dict
+    safety_status: str
+    needle: dict
+    findings: list[str] = field(default_factory=list)
+    attempt_kind: str = "plan"
+    trainee_entry_lps_mm: tuple = ()
+    trainee_target_lps_mm: tuple = ()
+    expert_entry_lps_mm: tuple = ()
+    expert_target_lps_mm: tuple = ()
+
+    def to_dict(self) -> dict:
+        m = self.metrics
+        return {
+            "case_id": self.case_id,
+            "task": self.task,
+            "trajectory": self.trajectory,
+            "attempt_kind": self.attempt_kind,
+            "score": self.score,
+            "passed": self.passed,
+            "angle_deviation_deg": m["angle_deviation_deg"],
+            "offset_at_entry_mm": m["offset_at_entry_mm"],
+            "offset_at_target_mm": m["offset_at_target_mm"],
+            "offset_mm": m["offset_mm"],
+            "target_error_mm": m["target_error_mm"],
+            "depth_error_mm": m["depth_error_mm"],
+            "wrong_level": self.wrong_level,
+            "wrong_side": self.wrong_side,
+            "safety_status": self.safety_status,
+            "needle": self.needle,
+            "z_scores": self.z_scores,
+            "percentiles": self.percentiles,
+            "sub_scores": self.sub_scores,
+            "thresholds": {"pass_z": PASS_Z, "weights": METRIC_WEIGHTS, "expert_entry_sd_mm": EXPERT_ENTRY_SD_MM,
+                           "expert_target_sd_mm": EXPERT_TARGET_SD_MM, "expert_records": EXPERT_RECORDS},
+            "findings": list(self.findings),
+            "trainee_entry_lps_mm": list(self.trainee_entry_lps_mm),
+            "trainee_target_lps_mm": list(self.trainee_target_lps_mm),
+            "expert_entry_lps_mm": list(self.expert_entry_lps_mm),
+            "expert_target_lps_mm": list(self.expert_target_lps_mm),
+        }
+
+
+def _level_side(name: str) -> tuple[str, str]:
+    words = name.split()
+    return (words[0], words[1]) if len(words) >= 2 else (name, "")
+
+
+def _sub_score(z: float) -> float:
+    return float(np.clip(100.0 - 50.0 * max(z, 0.0) / PASS_Z, 0.0, 100.0))
+
+
+def _seed_for(case_id: str, task: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{case_id}|{task}".encode()).digest()[:4], "big")
+
+
+def score_trajectory(
+    trajectory,
+    targets_mri: dict[str, np.ndarray],
+    expert,
+    *,
+    case_id: str,
+    safety=None,
+) -> PlanScore:
+    """Score one :class:`~workbench.planning.model.Trajectory` against an
+    :class:`~workbench.io.ground_truth.ExpertPlan` (the task).
+
+    Parameters
+    ----------
+    trajectory : Trajectory
+        The trainee's, LPS mm.
+    targets_mri : dict of str to (3,) float
+        Every target of the case (for the wrong-level/side check), LPS mm.
+    expert : ExpertPlan
+    case_id : str
+    safety : SafetyReport, optional
+        The trainee trajectory's safety report; without one the safety status is "not checked".
+    """
+    from workbench.equipment import NEEDLE_MARGIN_MM, shortest_needle
+
+    e, t = np.asarray(expert.entry_lps_mm, float), np.asarray(expert.target_lps_mm, float)
+    entry, target = np.asarray(trajectory.entry_lps_mm, float), np.asarray(trajectory.target_lps_mm, float)
+    metrics = {k: float(v[0]) for k, v in line_metrics(e, t, entry, target).items()}
+    records = expert_records(e, t, seed=_seed_for(case_id, expert.target))
+    z_scores, percentiles, subs = {}, {}, {}
+    for name in METRIC_WEIGHTS:
+        values = records[name]
+        sd = float(values.std(ddof=1)) or 1e-9
+        z = (metrics[name] - float(values.mean())) / sd
+        z_scores[name] = round(z, 3)
+        percentiles[name] = round(100.0 * float(np.mean(values <= metrics[name])), 1)
+        subs[name] = round(_sub_score(z), 1)
+    score = sum(METRIC_WEIGHTS[k] * subs[k] for k in METRIC_WEIGHTS) / sum(METRIC_WEIGHTS.values())
+    findings = [
+        f"{name.replace('_', ' ')}: {metrics[name]:.1f} (expert z {z_scores[name]:+.1f}) is beyond the pass threshold (z <= {PASS_Z:g})"
+        for name in METRIC_WEIGHTS
+        if z_scores[name] > PASS_Z
+    ]
+    passed = not findings
+
+    nearest = min(targets_mri, key=lambda k: float(np.linalg.norm(np.asarray(targets_mri[k]) - target)))
+    (task_level, task_side), (hit_level, hit_side) = _level_side(expert.target), _level_side(nearest)
+    wrong_level, wrong_side = hit_level != task_level, hit_side != task_side
+    if wrong_level:
+        findings.append(f"wrong level: the target is at {hit_level} ({nearest}); the task is {task_level}")
+    if wrong_side:
+        findings.append(f"wrong side: the target is on the {hit_side}; the task is on the {task_side}")
+    if wrong_level or wrong_side:
+        score, passed = min(score, WRONG_LEVEL_CAP), False
+
+    status = "not checked" if safety is None else safety.status
+    if safety is not None and safety.status == "blocked":
+        score, passed = min(score, BLOCKED_CAP), False
+        findings += [f"safety blocked: {reason}" for reason in safety.reasons]
+    elif safety is not None and safety.status == "warning":
+        score = max(score - WARNING_PENALTY, 0.0)
+        findings += [f"safety warning: {reason}" for reason in safety.reasons]
+
+    depth = float(np.linalg.norm(target - entry))
+    needed = shortest_needle(depth, NEEDLE_MARGIN_MM)
+    needle = {
+        "length_mm": float(trajectory.needle.length_mm),
+        "gauge": trajectory.needle.gauge,
+        "recommended_length_mm": float(needed.length_mm),
+        "expert_length_mm": float(expert.needle_length_mm),
+        "margin_mm": round(float(trajectory.needle.length_mm) - depth, 1),
+    }
+    if trajectory.needle.length_mm < depth + NEEDLE_MARGIN_MM:
+        findings.append(
+            f"needle too short: {trajectory.needle.length_mm:g} mm for a {depth:.0f} mm path "
+            f"(keep {NEEDLE_MARGIN_MM:g} mm outside the skin; take {needed.length_mm:g} mm)"
+        )
+        passed = False
+    elif trajectory.needle.length_mm > needed.length_mm:
+        findings.append(f"needle longer than needed: {trajectory.needle.length_mm:g} mm where {needed.length_mm:g} mm reaches")
+    return PlanScore(
+        case_id=case_id,
+        task=expert.target,
+        trajectory=trajectory.name,
+        score=round(float(score), 1),
+        passed=bool(passed),
+        wrong_level=bool(wrong_level),
+        wrong_side=bool(wrong_side),
+        metrics={k: round(v, 2) for k, v in metrics.items()},
+        z_scores=z_scores,
+        percentiles=percentiles,
+        sub_scores=subs,
+        safety_status=status,
+        needle=needle,
+        findings=findings,
+        trainee_entry_lps_mm=tuple(map(float, entry)),
+        trainee_target_lps_mm=tuple(map(float, target)),
+        expert_entry_lps_mm=tuple(map(float, e)),
+        expert_target_lps_mm=tuple(map(float, t)),
+    )
+
+
+def _pick_trajectory(plan, expert, path: Path):
+    if not plan.trajectories:
+        raise TeachingError("the plan has no trajectory to score", path)
+    same = [t for t in plan.trajectories if t.structure == expert.target]
+    if len(plan.trajectories) == 1:
+        return plan.trajectories[0]
+    if same:
+        return same[0]
+    target = np.asarray(expert.target_lps_mm, float)
+    return min(plan.trajectories, key=lambda t: float(np.linalg.norm(np.asarray(t.target_lps_mm) - target)))
+
+
+def score_plan(case_dir: str | Path, plan_path: str | Path, task: str | None = None, *, check_safety: bool = True) -> PlanScore:
+    """Score the ``plan.json`` at ``plan_path`` for the case at ``case_dir``.
+
+    Parameters
+    ----------
+    case_dir : str or Path
+        A case with a ``ground_truth.json`` (expert plans): a library case or a demo case.
+    plan_path : str or Path
+        The trainee's ``plan.json`` (schema: workbench/schemas/plan.schema.json).
+    task : str, optional
+        The expert target to score against; default: the library's task for the case
+        (``library.json`` beside it), else the target the plan's trajectory names, else the
+        expert target nearest the plan's first target.
+    check_safety : bool
+        Run the safety checks on the case's label map and MRI (a few seconds).
+
+    Raises
+    ------
+    TeachingError
+        The case has no expert plans, the plan has no trajectory, or the task is unknown.
+    """
+    from workbench.io.ground_truth import read_ground_truth
+    from workbench.planning.export import load_plan
+    from workbench.teaching.library import library_case_for
+
+    case_dir, plan_path = Path(case_dir), Path(plan_path)
+    truth_path = case_dir / "ground_truth.json"
+    if not truth_path.is_file():
+        raise TeachingError("the case has no ground_truth.json with expert plans to score against", case_dir)
+    ground_truth = read_ground_truth(truth_path)
+    experts = {p.target: p for p in ground_truth.expert_plans}
+    if not experts:
+        raise TeachingError("the case's ground_truth.json has no expert plans", truth_path)
+    plan = load_plan(plan_path)
+    if not plan.trajectories:
+        raise TeachingError("the plan has no trajectory to score", plan_path)
+    if task is None:
+        entry = library_case_for(case_dir)
+        task = entry.task if entry is not None else None
+    if task is None:
+        named = [t.structure for t in plan.trajectories if t.structure in experts]
+        if named:
+            task = named[0]
+        else:
+            first = np.asarray(plan.trajectories[0].target_lps_mm, float)
+            task = min(experts, key=lambda k: float(np.linalg.norm(np.asarray(experts[k].target_lps_mm) - first)))
+    if task not in experts:
+        raise TeachingError(f"no expert plan for task {task!r}; the case has: {', '.join(sorted(experts))}", case_dir)
+    expert = experts[task]
+    trajectory = _pick_trajectory(plan, expert, plan_path)
+    safety = _safety(case_dir, trajectory) if check_safety else None
+    case_id = case_dir.resolve().name
+    try:
+        from workbench.case import load_case
+
+        case_id = load_case(case_dir, verify_digests=False).case_id
+    except Exception:  # noqa: BLE001 - the folder name is a fine fallback for a score
+        pass
+    return score_trajectory(trajectory, dict(ground_truth.targets_mri), expert, case_id=case_id, safety=safety)
+
+
+def _safety(case_dir: Path, trajectory):
+    from workbench.case import load_case
+    from workbench.case.labels import read_case_label_map
+    from workbench.io.volume import load_volume
+    from workbench.planning.mri_checks import BodyMask
+    from workbench.planning.safety import check_trajectory
+
+    case = load_case(case_dir, verify_digests=False)
+    label_map = read_case_label_map(case, case_dir)
+    body = BodyMask.from_volume(load_volume(case_dir / case.mri.path)) if case.mri is not None else None
+    return check_trajectory(trajectory, label_map, body=body)
+
+
