@@ -61,6 +61,7 @@ import hmac
 import os
 import re
 import secrets
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -468,12 +469,22 @@ def anonymize_folder(
     written: list[Path] = []
     for number, (path, _, _, _) in enumerate(order, start=1):
         dataset = read_dicom_file(path)
-        deidentifier.apply(dataset)
         target = out_dir / f"IM{number:05d}.dcm"
-        with atomic_open(target, "wb") as fh:
-            dataset.save_as(fh, enforce_file_format=True)
+        try:  # pydicom decodes elements lazily: a corrupt one fails here, as one of these
+            deidentifier.apply(dataset)
+            with atomic_open(target, "wb") as fh:
+                dataset.save_as(fh, enforce_file_format=True)
+        except _CORRUPT_ELEMENT_ERRORS as exc:
+            problem = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise DicomError(f"cannot de-identify: a corrupt element ({problem})", path) from None
         written.append(target)
     return AnonymizationReport(case_id, tuple(written), tuple(skipped), len(deidentifier.replaced_uids), tuple(sorted(chosen)))
+
+
+#: what pydicom raises on a corrupt element (unknown VR, odd byte count, bad value) when it decodes it
+_CORRUPT_ELEMENT_ERRORS = (
+    ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, OverflowError, struct.error
+)
 
 
 def _check_folders(in_dir: Path, out_dir: Path) -> None:

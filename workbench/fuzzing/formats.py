@@ -286,8 +286,10 @@ def _reconstruction_bases(shared: Path, workdir: Path) -> list[Base]:
 
 def _mutate_reconstruction(base: Base, rng: np.random.Generator) -> dict[str, bytes]:
     text = base.files["config.xml"].decode("utf-8")
-    start = text.index("<VolumeReconstruction")
-    end = text.index("</VolumeReconstruction>") + len("</VolumeReconstruction>")
+    match = re.search(r"<VolumeReconstruction\b.*?(?:/>|</VolumeReconstruction>)", text, re.DOTALL)
+    if match is None:
+        raise RuntimeError(f"{base.name} has no VolumeReconstruction element")
+    start, end = match.span()
     element = text[start:end]
     numbers = {
         "a": pick(rng, HOSTILE_NUMBERS[:12] + ("100000", "2000", "7", "255", "256", "1000000")),
@@ -439,8 +441,18 @@ def _run_dicom(folder: Path, main: str):
     from workbench.anonymize import anonymize_folder
     from workbench.io.volume import load_volume
 
-    loaded = load_volume(folder / main)
-    anonymize_folder(folder / main, folder / "out", case_id="FUZZ-1", salt=b"fuzz")
+    refusals = []
+    loaded = None
+    try:
+        loaded = load_volume(folder / main)
+    except WorkbenchError as exc:
+        refusals.append(exc)
+    try:  # the anonymiser reads every file on its own: it must refuse or succeed cleanly too
+        anonymize_folder(folder / main, folder / "out", case_id="FUZZ-1", salt=b"fuzz")
+    except WorkbenchError as exc:
+        refusals.append(exc)
+    if loaded is None:
+        raise refusals[0]
     return loaded
 
 

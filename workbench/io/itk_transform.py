@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.io._crash_guard import run_isolated
 from workbench.io.paths import require_regular_file
+from workbench.validation import check_affine
 
 __all__ = ["ItkTransformEntry", "read_tfm_text", "describe_transform"]
 
@@ -122,29 +124,49 @@ def _finish_entry(fields: dict[str, object], path: Path) -> ItkTransformEntry:
     )
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def _read_with_simpleitk(path: Path) -> list[ItkTransformEntry]:
+    """Read an HDF5 transform file with SimpleITK, in a forked child: a corrupt file can crash HDF5."""
+    with open(path, "rb") as fh:
+        if fh.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+            raise WorkbenchError(
+                f"not an ITK transform file (neither '{_TEXT_MAGIC} ...' text nor HDF5)", path
+            )
+    raw = run_isolated(_sitk_entries, str(path), path=path, what="SimpleITK cannot read this transform file")
+    entries = []
+    for type_name, parameters, fixed in raw:
+        entry = ItkTransformEntry(
+            type_name=type_name,
+            parameters=np.asarray(parameters, dtype=float),
+            fixed_parameters=np.asarray(fixed, dtype=float),
+        )
+        if not (np.all(np.isfinite(entry.parameters)) and np.all(np.isfinite(entry.fixed_parameters))):
+            raise WorkbenchError(f"transform {type_name} holds NaN or infinity", path)
+        entries.append(entry)
+    return entries
+
+
+def _sitk_entries(filename: str) -> list[tuple[str, tuple, tuple]]:
+    """(type name, parameters, fixed parameters) of every transform SimpleITK reads from ``filename``."""
     import SimpleITK as sitk
 
     try:
-        transform = sitk.ReadTransform(str(path))
+        transform = sitk.ReadTransform(filename)
     except RuntimeError as exc:
         missing = re.search(r'Could not create an instance of "([^"]+)"', str(exc))
-        problem = (
+        raise WorkbenchError(
             f"transform type {missing.group(1)} is not supported by SimpleITK"
             if missing
             else "SimpleITK cannot read this transform file"
-        )
-        raise WorkbenchError(problem, path) from None
+        ) from None
     composite = sitk.CompositeTransform(transform)
     entries = []
     for i in range(composite.GetNumberOfTransforms()):
         t = composite.GetNthTransform(i)
         entries.append(
-            ItkTransformEntry(
-                type_name=f"{t.GetName()}_double_{t.GetDimension()}_{t.GetDimension()}",
-                parameters=np.asarray(t.GetParameters(), dtype=float),
-                fixed_parameters=np.asarray(t.GetFixedParameters(), dtype=float),
-            )
+            (f"{t.GetName()}_double_{t.GetDimension()}_{t.GetDimension()}", tuple(t.GetParameters()), tuple(t.GetFixedParameters()))
         )
     return entries
 
@@ -164,6 +186,7 @@ def describe_transform(path: str | Path) -> dict:
         }
         matrix = entry.matrix_4x4()
         if matrix is not None:
+            check_affine(matrix, f"transform {entry.type_name}", path)  # finite, within 10 m, not singular
             item["matrix_4x4"] = [float(v) for v in matrix.ravel()]
         described.append(item)
     return {

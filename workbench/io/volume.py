@@ -29,7 +29,9 @@ import SimpleITK as sitk
 
 from workbench.errors import VolumeError
 from workbench.io.loaded_volume import LoadedVolume, compute_source_digest
+from workbench.io.image_header import check_image_header
 from workbench.io.paths import detached_data_file, require_regular_file
+from workbench.validation import check_image_geometry
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -132,10 +134,15 @@ def describe_volume(path: str | os.PathLike) -> dict[str, Any]:
         Missing, unsupported or unreadable file.
     """
     path = _checked_file(path)
+    suffix = volume_suffix(path)
+    if suffix is not None:
+        check_image_header(path, suffix)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     with _sitk_errors(path, "cannot read"):
         reader.ReadImageInformation()
+    if suffix is not None:
+        _check_geometry(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection(), path)
     return {
         "kind": "volume",
         "path": str(path),
@@ -218,8 +225,16 @@ def _checked_file(path: str | os.PathLike) -> Path:
 def _read_image(path: Path) -> sitk.Image:
     _require_suffix(path)
     _checked_file(path)
+    check_image_header(path, volume_suffix(path))  # before ITK, which trusts headers to the point of crashing
     with _sitk_errors(path, "cannot read"):
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
+    _check_geometry(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection(), path)
+    return image
+
+
+def _check_geometry(size, spacing, origin, direction, path: Path) -> None:
+    """Spacing 1e-3..100 mm, origin within 10 m, orthonormal directions (:mod:`workbench.validation`)."""
+    check_image_geometry(size, spacing, origin, direction, path, VolumeError, what="volume")
 
 
 def _require_suffix(path: Path) -> None:

@@ -429,7 +429,8 @@ def read_registration_transform(path: str | Path) -> Transform:
     transforms = describe_transform(path)["transforms"]
     if len(transforms) != 1 or "matrix_4x4" not in transforms[0]:
         raise PlanError("expected exactly one affine transform in the file", path)
-    mri_to_reference = Transform.from_name("MriToReference", np.reshape(transforms[0]["matrix_4x4"], (4, 4)))
+    matrix = check_affine(transforms[0]["matrix_4x4"], "MriToReference", path, PlanError, rigid=True)  # a registration is rigid
+    mri_to_reference = Transform.from_name("MriToReference", matrix)
     return mri_to_reference.inverse()
 
 
