@@ -228,3 +228,29 @@ def test_changing_the_target_drops_the_previous_suggestion_and_links(demo, tmp_p
     if len(panel.entry.options) > 1:
         panel.entry.value = panel.entry.options[0]
         assert panel.suggestions.value == -1 and panel._custom_entry is None
+
+
+def test_registration_metric_plot_is_a_png_of_its_full_size_with_the_trace(demo):
+    import io
+
+    from PIL import Image
+
+    from workbench.widgets._plots import png_size
+    from workbench.widgets.registration import RegistrationPanel
+
+    session, _ = demo
+    panel = RegistrationPanel(session)
+    assert png_size(panel.plot.widget.value) == (560, 300)  # drawn (empty axes) before any run
+    assert panel.plot.widget.layout.width == "560px" and panel.plot.widget.layout.height == "300px"
+    trace = np.array([4.0, 3.1, 2.6, 2.4, 2.35])
+    panel._on_progress(0.5, trace, "stage 2 of 3")
+    png = panel.plot.widget.value
+    assert png_size(png) == (560, 300)
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    blue = (rgb[..., 2] > 120) & (rgb[..., 2] - rgb[..., 0] > 60)
+    assert blue.sum() > 100  # the trace (matplotlib blue) is drawn
+    # its points lie where the data are: the first (highest) point is left of and above the last
+    rows, cols = np.nonzero(blue)
+    assert rows[np.argmin(cols)] < rows[np.argmax(cols)]
+    with pytest.raises(ValueError):
+        png_size(b"GIF89a")
