@@ -59,9 +59,11 @@ Sources (``SOURCE_NAMES``), their parameters, ranges and references
     Ultrasound 9 (1981) 365-375): echoes are the weighted sum of three planes at 0 and
     +-FWHM/2, so bone just beside the plane shows in it.
 ``reverberation``
-    Multiple reflections between the transducer and strong superficial interfaces: each echo
-    in the first :data:`REVERBERATION_MAX_DEPTH_MM` repeats at twice (and three times) its depth
-    with ``reverberation_gain`` (and its square) of its amplitude (realistic 0.3).
+    Multiple reflections between the transducer face and strong superficial interfaces: an echo
+    of reflection ``r`` at depth ``d`` in the first :data:`REVERBERATION_MAX_DEPTH_MM` repeats at
+    ``2d`` with ``m = g |r| T`` of its amplitude and at ``3d`` with ``m^2`` (``g`` =
+    ``reverberation_gain``, the face's reflection, realistic 0.3; ``T`` the two-way
+    transmission down to ``d``): shallow bone reverberates into its shadow, fascia hardly.
 ``bone_visibility``
     Parts of the bone surface give no echo (oblique facets, gas, thick soft tissue): the bone
     echo is weakened 20-fold on ``bone_dropout_fraction`` of the surface in smooth patches of
@@ -307,15 +309,15 @@ class ErrorSources:
             speed_scale=uniform(_S_SPEED, self.speed_scale_range),
             latency_s=uniform(_S_LAT, self.latency_s_range),
             sweep_speeds_mm_s=speeds,
-            calibration_translation_mm=tuple(self.calibration_translation_mm * cal_axes[0]),
-            calibration_rotation_deg=tuple(self.calibration_rotation_deg * cal_axes[1]),
+            calibration_translation_mm=tuple(float(v) for v in self.calibration_translation_mm * cal_axes[0]),
+            calibration_rotation_deg=tuple(float(v) for v in self.calibration_rotation_deg * cal_axes[1]),
             field_distortion=(
                 FieldDistortion(self.field_distortion_mm, self.field_distortion_wavelength_mm, seed=int(seed))
                 if self.field_distortion_mm > 0
                 else None
             ),
             lordosis_change_deg=uniform(_S_POSTURE, self.lordosis_change_deg_range),
-            reference_shift_lps_mm=tuple(shift_mm * shift_direction),
+            reference_shift_lps_mm=tuple(float(v) for v in shift_mm * shift_direction),
             seed=int(seed),
         )
 
@@ -361,11 +363,11 @@ class ErrorDraw:
             "speed_scale": round(self.speed_scale, 4),
             "latency_s": round(self.latency_s, 4),
             "sweep_speeds_mm_s": None if self.sweep_speeds_mm_s is None else [round(v, 2) for v in self.sweep_speeds_mm_s],
-            "calibration_translation_mm": [round(v, 3) for v in self.calibration_translation_mm],
-            "calibration_rotation_deg": [round(v, 3) for v in self.calibration_rotation_deg],
+            "calibration_translation_mm": [round(float(v), 3) for v in self.calibration_translation_mm],
+            "calibration_rotation_deg": [round(float(v), 3) for v in self.calibration_rotation_deg],
             "field_distortion_mm": 0.0 if self.field_distortion is None else self.field_distortion.amplitude_mm,
             "lordosis_change_deg": round(self.lordosis_change_deg, 3),
-            "reference_shift_lps_mm": [round(v, 3) for v in self.reference_shift_lps_mm],
+            "reference_shift_lps_mm": [round(float(v), 3) for v in self.reference_shift_lps_mm],
         }
 
     def imaging(self) -> dict:

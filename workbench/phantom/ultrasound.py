@@ -29,8 +29,8 @@ Error sources (off by default; :mod:`workbench.phantom.error_model` documents ra
 ``tissue_speeds`` draws an echo from true path length ``s`` at the depth the scanner's 1540 m/s
 gives, ``integral_0^s 1540 / c(s') ds'``, with ``c`` each tissue's speed (``TISSUE``) times
 ``speed_scale``; ``elevation_fwhm_mm`` sums three planes across the beam; ``reverberation_gain``
-repeats superficial echoes at two and three times their depth; ``bone_dropout`` removes the bone
-echo on patches of the surface.
+(the transducer face's reflection) repeats superficial echoes at two and three times their depth,
+scaled by their own reflection; ``bone_dropout`` removes the bone echo on patches of the surface.
 """
 
 from __future__ import annotations
@@ -581,8 +581,8 @@ class UltrasoundSimulator:
     elevation_fwhm_mm : float
         Elevational beam width (FWHM across the image plane), mm; 0 images one plane.
     reverberation_gain : float
-        Amplitude of the first multiple of echoes shallower than ``REVERBERATION_MAX_DEPTH_MM``
-        (mm; :mod:`workbench.phantom.error_model`), relative to the echo; 0: none.
+        Reflection of the transducer face for the multiples of echoes shallower than
+        ``REVERBERATION_MAX_DEPTH_MM`` (mm; :mod:`workbench.phantom.error_model`); 0: none.
     bone_dropout : BoneDropout, optional
         Patches of bone surface without echo (:class:`workbench.phantom.error_model.BoneDropout`).
 
@@ -663,8 +663,6 @@ class UltrasoundSimulator:
             specular, diffuse = self._elevation_sum(image_to_lps.matrix)
         else:
             specular, diffuse = self._echo_sources(*self._line_samples(image_to_lps.matrix))
-        if self._reverberation_gain > 0:
-            specular = self._reverberated(specular)
         if noise:
             envelope = self._psf.noisy_envelope(specular, diffuse, np.random.default_rng(rng))
         else:
@@ -730,19 +728,26 @@ class UltrasoundSimulator:
             power_sum = power_sum + weight * diffuse**2
         return specular_sum, np.sqrt(power_sum)
 
-    def _reverberated(self, specular: np.ndarray) -> np.ndarray:
-        """Specular echoes plus their multiples: echoes shallower than the reverberation depth
-        repeat at 2x (gain g) and 3x (g^2) their depth."""
+    def _reverberated(self, specular: np.ndarray, reflection: np.ndarray, reaching: np.ndarray) -> np.ndarray:
+        """Specular echoes plus their multiples between the transducer face and the interface.
+
+        An echo of an interface at depth d (reflection r, two-way amplitude ``reaching`` down to
+        it) shallower than the reverberation depth bounces off the face (reflection g, the
+        ``reverberation_gain``) and off the interface again: it repeats at 2d times
+        ``m = g |r| reaching`` and at 3d times ``m^2``. Strong shallow reflectors (bone, fascia)
+        reverberate; weak ones hardly.
+        """
         from workbench.phantom.error_model import REVERBERATION_MAX_DEPTH_MM
 
         count = specular.shape[1]
         shallow = min(int(REVERBERATION_MAX_DEPTH_MM / self._geometry.axial_step_mm), count)
         result = specular.copy()
-        for order, gain in ((2, self._reverberation_gain), (3, self._reverberation_gain**2)):
+        round_trip = self._reverberation_gain * np.abs(reflection[:, :shallow]) * reaching[:, :shallow]
+        for order in (2, 3):
             sources = np.arange(shallow)
             targets = sources * order
             keep = targets < count
-            result[:, targets[keep]] += gain * specular[:, sources[keep]]
+            result[:, targets[keep]] += (round_trip ** (order - 1) * specular[:, :shallow])[:, keep]
         return result
 
     def _echo_sources(self, labels: np.ndarray, points_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -765,6 +770,8 @@ class UltrasoundSimulator:
         beyond = np.cumsum(log_transmission + log_attenuation, axis=1)
         reaching = np.exp(beyond - log_transmission - log_attenuation)  # up to the sample's front face
         specular = reaching * reflection * self._incidence_factor(impedance)
+        if self._reverberation_gain > 0:
+            specular = self._reverberated(specular, reflection, reaching)
         if self._bone_dropout is not None:
             from workbench.phantom.error_model import BONE_DROPOUT_GAIN
 
