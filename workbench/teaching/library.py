@@ -138,7 +138,7 @@ def case_features(index: int, seed: int) -> tuple[dict, str]:
     return features, f"{level} {side} exiting nerve root, dorsal aspect"
 
 
-def _spec(case_id: str, index: int, seed: int, features: dict):
+def _spec(case_id: str, index: int, seed: int, features: dict, sweep_speed_mm_s: float = 30.0):
     from workbench.phantom.democase import DemoCaseSpec
 
     return DemoCaseSpec(
@@ -149,7 +149,7 @@ def _spec(case_id: str, index: int, seed: int, features: dict):
         max_posture_rotation_deg=features["posture_rotation_deg"],
         max_posture_translation_mm=features["posture_translation_mm"],
         sweeps=LIBRARY_SWEEPS,
-        sweep_speed_mm_s=30.0,
+        sweep_speed_mm_s=sweep_speed_mm_s,
         case_id=case_id,
         scoliosis_deg=features["scoliosis_deg"],
         transitional=features["transitional"],
@@ -201,7 +201,12 @@ def _check_case_id(case_id: str) -> str:
 
 
 def build_library(
-    out_dir: str | Path, cases: int, seed: int = 1, progress: Callable[[str], None] | None = None
+    out_dir: str | Path,
+    cases: int,
+    seed: int = 1,
+    progress: Callable[[str], None] | None = None,
+    *,
+    sweep_speed_mm_s: float = 30.0,
 ) -> list[LibraryCase]:
     """Generate ``cases`` library cases into ``out_dir`` (new, empty, or a library to extend).
 
@@ -216,6 +221,8 @@ def build_library(
     seed : int
         Seeds every case's features and anatomy; the same seed gives the same library.
     progress : callable(str), optional
+    sweep_speed_mm_s : float
+        Probe speed of the simulated sweep (fewer frames when faster; 30 mm/s gives about 125).
 
     Returns
     -------
@@ -248,7 +255,7 @@ def build_library(
 
             shutil.rmtree(case_dir)
         say(f"case {index + 1}/{cases} ({case_id}): {_describe(features)}")
-        generate_demo_case(case_dir, _spec(case_id, index, seed, features), progress=None)
+        generate_demo_case(case_dir, _spec(case_id, index, seed, features, sweep_speed_mm_s), progress=None)
         ground_truth = read_ground_truth(case_dir / "ground_truth.json")
         expert = next(p for p in ground_truth.expert_plans if p.target == task)
         features = {

@@ -21,7 +21,8 @@ the tip); each metric of the trainee becomes a z-score against those records' me
 deviation and a percentile (share of expert records at or below it). A metric passes at
 ``z <= PASS_Z``; its sub-score is 100 at or below the expert mean, 50 at the pass threshold and 0
 at twice it. The score is the weighted mean of the sub-scores (:data:`METRIC_WEIGHTS`), capped at
-:data:`WRONG_LEVEL_CAP` for a wrong level or side and :data:`BLOCKED_CAP` for a blocked path.
+:data:`WRONG_LEVEL_CAP` for a wrong level or side and :data:`BLOCKED_CAP` for a blocked path, less
+:data:`WARNING_PENALTY` for a safety warning the expert's own plan does not have.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ def score_trajectory(
     *,
     case_id: str,
     safety=None,
+    expert_safety=None,
 ) -> PlanScore:
     """Score one :class:`~workbench.planning.model.Trajectory` against an
     :class:`~workbench.io.ground_truth.ExpertPlan` (the task).
@@ -210,6 +212,9 @@ def score_trajectory(
     case_id : str
     safety : SafetyReport, optional
         The trainee trajectory's safety report; without one the safety status is "not checked".
+    expert_safety : SafetyReport, optional
+        The expert trajectory's: a warning the expert's plan has too (e.g. an entry outside the
+        MRI's field of view) is listed but costs nothing.
     """
     from workbench.equipment import NEEDLE_MARGIN_MM, shortest_needle
 
@@ -248,8 +253,11 @@ def score_trajectory(
         score, passed = min(score, BLOCKED_CAP), False
         findings += [f"safety blocked: {reason}" for reason in safety.reasons]
     elif safety is not None and safety.status == "warning":
-        score = max(score - WARNING_PENALTY, 0.0)
-        findings += [f"safety warning: {reason}" for reason in safety.reasons]
+        if expert_safety is None or expert_safety.status != "warning":
+            score = max(score - WARNING_PENALTY, 0.0)
+            findings += [f"safety warning: {reason}" for reason in safety.reasons]
+        else:
+            findings += [f"safety warning (the expert's plan has it too): {reason}" for reason in safety.reasons]
 
     depth = float(np.linalg.norm(target - entry))
     needed = shortest_needle(depth, NEEDLE_MARGIN_MM)
@@ -352,7 +360,7 @@ def score_plan(case_dir: str | Path, plan_path: str | Path, task: str | None = N
         raise TeachingError(f"no expert plan for task {task!r}; the case has: {', '.join(sorted(experts))}", case_dir)
     expert = experts[task]
     trajectory = _pick_trajectory(plan, expert, plan_path)
-    safety = _safety(case_dir, trajectory) if check_safety else None
+    safety, expert_safety = _safety(case_dir, trajectory, expert) if check_safety else (None, None)
     case_id = case_dir.resolve().name
     try:
         from workbench.case import load_case
@@ -360,10 +368,13 @@ def score_plan(case_dir: str | Path, plan_path: str | Path, task: str | None = N
         case_id = load_case(case_dir, verify_digests=False).case_id
     except Exception:  # noqa: BLE001 - the folder name is a fine fallback for a score
         pass
-    return score_trajectory(trajectory, dict(ground_truth.targets_mri), expert, case_id=case_id, safety=safety)
+    return score_trajectory(
+        trajectory, dict(ground_truth.targets_mri), expert, case_id=case_id, safety=safety, expert_safety=expert_safety
+    )
 
 
-def _safety(case_dir: Path, trajectory):
+def _safety(case_dir: Path, trajectory, expert):
+    """Safety reports of the trainee's and the expert's trajectories (one label map and body mask)."""
     from workbench.case import load_case
     from workbench.case.labels import read_case_label_map
     from workbench.io.volume import load_volume
@@ -373,6 +384,11 @@ def _safety(case_dir: Path, trajectory):
     case = load_case(case_dir, verify_digests=False)
     label_map = read_case_label_map(case, case_dir)
     body = BodyMask.from_volume(load_volume(case_dir / case.mri.path)) if case.mri is not None else None
-    return check_trajectory(trajectory, label_map, body=body)
+    from workbench.planning.model import NeedleSpec, Trajectory
+
+    expert_trajectory = Trajectory(
+        "expert", expert.target, expert.target_lps_mm, expert.entry_lps_mm, NeedleSpec(expert.needle_length_mm, expert.needle_gauge)
+    )
+    return check_trajectory(trajectory, label_map, body=body), check_trajectory(expert_trajectory, label_map, body=body)
 
 

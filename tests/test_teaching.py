@@ -1,0 +1,151 @@
+"""Teaching library and scores on real generated library cases (issue 19).
+
+One library of two cases (a plain one and a sacralised L5, the wrong-level trap) is built once
+per module; every test reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from workbench.anatomy import Label
+from workbench.case import load_case
+from workbench.cli import main
+from workbench.io.ground_truth import read_ground_truth
+from workbench.planning.export import load_plan, write_plan_json
+from workbench.teaching import TeachingError
+from workbench.teaching.library import build_library, difficulty_rating, read_library
+from workbench.teaching.score import PASS_Z, score_plan
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teaching") / "library"
+    build_library(folder, 2, seed=1, sweep_speed_mm_s=90.0)
+    return folder
+
+
+def _label_at(image: sitk.Image, point_lps) -> int:
+    index = image.TransformPhysicalPointToIndex([float(v) for v in point_lps])
+    return int(image[index])
+
+
+def test_library_index_features_and_difficulty(library, capsys):
+    entries = read_library(library)
+    assert [e.case_id for e in entries] == ["LIB-001-01", "LIB-001-02"]
+    plain, trap = entries
+    assert plain.features["transitional"] == "none"
+    assert trap.features["transitional"] == "sacralised-L5" and trap.task.startswith("L5 ")
+    for entry in entries:
+        f = entry.features
+        assert 18.0 <= f["bmi"] <= 40.0
+        assert f["scoliosis_deg"] == 0.0 or 10.0 <= abs(f["scoliosis_deg"]) <= 20.0
+        assert f["foraminal_stenosis"] == 0.0 or 0.3 <= f["foraminal_stenosis"] <= 1.0
+        assert 1.0 <= f["posture_rotation_deg"] <= 4.0 and 0.5 <= f["posture_translation_mm"] <= 2.0
+        assert 1.0 <= entry.difficulty <= 5.0 and entry.difficulty == difficulty_rating(f)
+        case = load_case(library / entry.case_id)  # an ordinary case bundle, digests verified
+        assert case.case_id == entry.case_id
+        truth = read_ground_truth(library / entry.case_id / "ground_truth.json")
+        assert truth.spec.get("transitional", "none") == f["transitional"]
+        expert = next(p for p in truth.expert_plans if p.target == entry.task)
+        assert f["task_depth_mm"] == pytest.approx(expert.insertion_depth_mm, abs=0.05)
+    # the trap's transitional vertebra adds 1.5 of the 6 weight units: 1 point of the 1..5 scale
+    no_trap = dict(trap.features, transitional="none")
+    assert trap.difficulty - difficulty_rating(no_trap) == pytest.approx(1.0, abs=0.051)
+    assert main(["library", "list", str(library), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["cases"]
+    assert [c["case_id"] for c in listed] == ["LIB-001-01", "LIB-001-02"]
+    assert listed[1]["description"].count("sacralised-L5") == 1
+
+
+def test_sacralised_l5_has_bone_in_the_l5_s1_disc_space(library):
+    centres = {}
+    for case_id in ("LIB-001-01", "LIB-001-02"):
+        truth = read_ground_truth(library / case_id / "ground_truth.json")
+        labels = sitk.ReadImage(str(library / case_id / "labels" / "labels.nrrd"))
+        l5, s1 = truth.landmarks_mri["L5 body centre"], truth.landmarks_mri["S1 body centre"]
+        l4 = truth.landmarks_mri["L4 body centre"]
+        centres[case_id] = (_label_at(labels, (l5 + s1) / 2), _label_at(labels, (l4 + l5) / 2))
+    disc = {int(Label.DISC_ANNULUS), int(Label.DISC_NUCLEUS)}
+    assert centres["LIB-001-01"][0] in disc and centres["LIB-001-01"][1] in disc
+    assert centres["LIB-001-02"][0] == int(Label.VERTEBRAL_BODY)  # fused: counting up from it is one level off
+    assert centres["LIB-001-02"][1] in disc
+
+
+def _moved_plan(library, case_id: str, tmp_path, shift_mm: float):
+    plan = load_plan(library / f"{case_id}.expert.plan.json")
+    trajectory = plan.trajectories[0]
+    direction = trajectory.direction_lps
+    across = np.cross(direction, [0.0, 0.0, 1.0])
+    across /= np.linalg.norm(across)
+    moved = dataclasses.replace(trajectory, entry_lps_mm=tuple(np.add(trajectory.entry_lps_mm, shift_mm * across)))
+    path = tmp_path / f"moved_{shift_mm:g}.plan.json"
+    write_plan_json(dataclasses.replace(plan, trajectories=(moved,)), path)
+    return path, trajectory
+
+
+@pytest.mark.parametrize("case_id", ["LIB-001-01", "LIB-001-02"])
+def test_expert_plan_passes_and_a_15_mm_entry_move_scores_lower(library, tmp_path, case_id):
+    expert = score_plan(library / case_id, library / f"{case_id}.expert.plan.json")
+    assert expert.passed and expert.score >= 90.0
+    assert expert.metrics["offset_mm"] == pytest.approx(0.0, abs=1e-6)
+    assert expert.safety_status != "blocked" and not expert.wrong_level
+
+    path, trajectory = _moved_plan(library, case_id, tmp_path, 15.0)
+    moved = score_plan(library / case_id, path)
+    depth = trajectory.insertion_depth_mm
+    assert moved.metrics["offset_at_entry_mm"] == pytest.approx(15.0, abs=0.01)
+    assert moved.metrics["offset_at_target_mm"] == pytest.approx(0.0, abs=0.01)
+    assert moved.metrics["offset_mm"] == pytest.approx(15.0, abs=0.01)
+    assert moved.metrics["angle_deviation_deg"] == pytest.approx(np.degrees(np.arctan2(15.0, depth)), abs=0.01)
+    assert moved.z_scores["offset_at_entry_mm"] > PASS_Z and moved.sub_scores["offset_at_entry_mm"] == 0.0
+    assert not moved.passed and moved.score <= 60.0 and moved.score < expert.score - 30.0
+
+
+def test_wrong_level_is_detected_on_the_trap_case(library, tmp_path, capsys):
+    entry = read_library(library)[1]
+    truth = read_ground_truth(library / entry.case_id / "ground_truth.json")
+    side = entry.task.split()[1]
+    one_up = next(p for p in truth.expert_plans if p.target == f"L4 {side} exiting nerve root, dorsal aspect")
+    plan = load_plan(library / f"{entry.case_id}.expert.plan.json")
+    wrong = dataclasses.replace(
+        plan.trajectories[0], target_lps_mm=tuple(one_up.target_lps_mm), entry_lps_mm=tuple(one_up.entry_lps_mm)
+    )
+    path = tmp_path / "wrong_level.plan.json"
+    write_plan_json(dataclasses.replace(plan, trajectories=(wrong,)), path)
+    assert main(["score", "--case", str(library / entry.case_id), "--plan", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["wrong_level"] is True and result["wrong_side"] is False
+    assert result["passed"] is False and result["score"] <= 20.0
+    assert any(line.startswith("wrong level: the target is at L4") for line in result["findings"])
+    assert {"score", "passed", "angle_deviation_deg", "offset_at_target_mm", "offset_at_entry_mm", "findings"} <= set(result)
+
+
+def test_submit_and_results_through_the_cli(library, tmp_path, capsys):
+    case = library / "LIB-001-01"
+    good, (moved, _) = library / "LIB-001-01.expert.plan.json", _moved_plan(library, "LIB-001-01", tmp_path, 15.0)
+    db = tmp_path / "results.sqlite"
+    for trainee, plan in (("t01", good), ("t02", moved), ("t01", moved)):
+        args = ["submit", "--db", str(db), "--trainee", trainee, "--session", "S1", "--case", str(case), "--plan", str(plan)]
+        assert main([*args, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["results", "--db", str(db), "--csv", str(tmp_path / "r.csv")]) == 0
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert len(lines) == 4 and lines[1].split(",")[1:3] == ["t01", "S1"]
+    args = ["submit", "--db", str(db), "--trainee", "jane@example.org", "--session", "S1", "--case", str(case), "--plan", str(good)]
+    assert main(args) == 2
+    assert "not a pseudonym" in capsys.readouterr().err
+
+
+def test_score_errors_are_one_line(library, tmp_path, capsys):
+    with pytest.raises(TeachingError, match="no ground_truth.json"):
+        score_plan(tmp_path, library / "LIB-001-01.expert.plan.json")
+    assert main(["score", "--case", str(library / "LIB-001-01"), "--plan", str(tmp_path / "none.json")]) == 2
+    assert "no such plan file" in capsys.readouterr().err
+    assert main(["library", "list", str(tmp_path)]) == 2
+    assert "not a case library" in capsys.readouterr().err
