@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,17 @@ def test_score_errors_are_one_line(library, tmp_path, capsys):
     assert "no such plan file" in capsys.readouterr().err
     assert main(["library", "list", str(tmp_path)]) == 2
     assert "not a case library" in capsys.readouterr().err
+
+
+def test_teaching_notebook_runs_headless_on_the_library(library, tmp_path):
+    from tests.notebook_runner import execute_notebook
+
+    source = Path(__file__).resolve().parents[1] / "notebooks" / "08_teaching_session.ipynb"
+    outputs, work = execute_notebook(source, library / "LIB-001-01", tmp_path / "nb", timeout_s=300)
+    text = "".join(o["output"].get("text", "") for o in outputs if o["output"].get("output_type") == "stream")
+    assert "LIB-001-02: difficulty" in text and "task L5 " in text
+    assert "12 attempts stored" in text  # 3 simulated trainees x 2 cases x 2 attempts
+    assert "12 attempts by 3 trainees in session demo-session" in text
+    assert "exported 12 attempts to results.csv" in text
+    widget_views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o["output"].get("data", {})]
+    assert widget_views, "the teacher's view was not displayed as a widget"
