@@ -253,3 +253,22 @@ def test_every_export_of_an_incomplete_plan_says_incomplete_and_what_was_not_che
     del old["structures_not_checked"]
     (tmp_path / "v1.json").write_text(json.dumps(old))
     assert load_plan(tmp_path / "v1.json").plan_id == "P-HONEST"
+
+
+def test_an_mri_without_air_does_not_take_a_muscle_boundary_for_the_skin():
+    """A crop inside the body: bright tissue (60) and dark muscle (12, 20 % of it) but no air: the skin is not in it."""
+    import SimpleITK as sitk
+
+    voxels_kji = np.full((40, 40, 40), 60.0, np.float32)
+    voxels_kji[:, 25:, :] = 12.0  # dark muscle behind, where a flat back's air would be
+    image = sitk.GetImageFromArray(voxels_kji)
+    body = BodyMask.from_image(image)
+    assert body.no_air is not None and "20% of the body's median signal" in body.no_air
+    trajectory = Trajectory("t", "nerve root", (20.0, 5.0, 20.0), (20.0, 30.0, 20.0), NeedleSpec(90.0, "22G"))
+    results = {c.name: c for c in check_path(trajectory, body)}
+    assert results["entry on the skin"].status == results["path through air"].status == "not checked"
+    assert results["entry on the skin"].detail == body.no_air
+    assert body.outward_normal_at((20.0, 24.5, 20.0)) is None
+    # the same image with air (noise floor 2, 3 % of the tissue) behind is trusted
+    voxels_kji[:, 25:, :] = 2.0
+    assert BodyMask.from_image(sitk.GetImageFromArray(voxels_kji)).no_air is None

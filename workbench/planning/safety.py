@@ -573,7 +573,9 @@ def _skin_point(
 
     Outside the body: label AIR or off the map, when the label map's table names AIR (the phantom's);
     else (an imported segmentation, whose 0 is "unlabelled") outside the MRI's ``body``. A ray that
-    leaves the MRI before it leaves the body finds no skin (None).
+    leaves the MRI before it leaves the body finds no skin (None). Where the MRI holds no air at all
+    (``body.no_air``: a crop inside the body) the ray ends where it leaves the MRI: the edge of the
+    image, not the skin, which the candidate's report says (skin/body not checked).
     """
     step_mm = float(label_map.spacing_mm.min()) / 2.0
     depths_mm = np.arange(step_mm, max_depth_mm, step_mm)
@@ -581,6 +583,12 @@ def _skin_point(
     if label_map.values_of([Label.AIR]):
         values = label_map.values_at(points_mri)
         outside = np.flatnonzero((values < 0) | label_map.mask([Label.AIR], values))
+    elif body.no_air is not None or body.empty:
+        # the skin is not in the MRI: the candidate ends where its ray leaves the MRI (its skin/body
+        # check then reads "not checked", so the suggestion is at best "incomplete")
+        inside = np.flatnonzero(body.distance_outside_volume_mm(points_mri) > 1e-6)
+        last = (inside[0] if inside.size else len(depths_mm)) - 1
+        return None if last < 0 else target_mri + depths_mm[last] * outward_mri
     else:
         distance_mm = body.surface_distance_mm(points_mri)
         stop = np.flatnonzero(~np.isfinite(distance_mm) | (distance_mm > 0))
