@@ -104,7 +104,7 @@ def parallel_png(study) -> bytes:
         return _png(figure)
     values = np.array([t.value for t in trials])
     norm = Normalize(vmin=float(values.min()), vmax=float(values.max()) if values.max() > values.min() else float(values.min()) + 1)
-    cmap = colormaps["viridis_r"]
+    cmap = colormaps["viridis"]  # low objective (better) = dark
     x = np.arange(len(names))
     for trial in sorted(trials, key=lambda t: -t.value):
         ys = []
@@ -120,8 +120,9 @@ def parallel_png(study) -> bytes:
             else:
                 ys.append((value - dist.low) / (dist.high - dist.low) if dist.high > dist.low else 0.5)
         axes.plot(x, ys, color=cmap(norm(trial.value)), lw=2, alpha=0.85, marker="o", ms=4)
-    axes.set_xticks(x, [n.split(".", 1)[-1] for n in names], rotation=20, ha="right", fontsize=8)
+    axes.set_xticks(x, [n.split(".", 1)[-1] for n in names], rotation=15, ha="center", fontsize=8)
     axes.set_ylim(-0.05, 1.05)
+    axes.set_xlim(-0.3, len(names) - 0.7)
     axes.set_ylabel("position in range (low 0, high 1)", fontsize=8)
     axes.set_title("parallel coordinates (colour: objective, dark = better)", fontsize=10)
     axes.grid(alpha=0.3, axis="x")
