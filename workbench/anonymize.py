@@ -61,7 +61,6 @@ import hmac
 import os
 import re
 import secrets
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -474,17 +473,13 @@ def anonymize_folder(
             deidentifier.apply(dataset)
             with atomic_open(target, "wb") as fh:
                 dataset.save_as(fh, enforce_file_format=True)
-        except _CORRUPT_ELEMENT_ERRORS as exc:
+        except DicomError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types (BytesLengthException, NotImplementedError...) on a corrupt element
             problem = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
             raise DicomError(f"cannot de-identify: a corrupt element ({problem})", path) from None
         written.append(target)
     return AnonymizationReport(case_id, tuple(written), tuple(skipped), len(deidentifier.replaced_uids), tuple(sorted(chosen)))
-
-
-#: what pydicom raises on a corrupt element (unknown VR, odd byte count, bad value) when it decodes it
-_CORRUPT_ELEMENT_ERRORS = (
-    ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, OverflowError, struct.error
-)
 
 
 def _check_folders(in_dir: Path, out_dir: Path) -> None:

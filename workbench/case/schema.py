@@ -22,6 +22,10 @@ from jsonschema.exceptions import best_match
 
 from workbench.case.model import CURRENT_SCHEMA_VERSION
 from workbench.errors import CaseBundleError
+from workbench.validation import check_affine, check_coordinates_mm, check_int_range, check_spacing_mm
+
+#: no MRI has more voxels along one axis (a 0.1 mm, 1 m scan would have 10,000)
+_MAX_VOXELS_PER_AXIS = 100_000
 
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
@@ -147,6 +151,40 @@ def check_schema(document: dict, version: int, case_json: Path) -> None:
             f"case.json does not match schema version {version} at {json_path(error.absolute_path)}: {error.message}",
             case_json,
         )
+
+
+def check_physical(document: dict, case_json: Path) -> None:
+    """Refuse values the schema allows but no scanner, tracker or plan produces (:mod:`workbench.validation`).
+
+    Points within 10 m; transforms finite with last row 0 0 0 1, translation within 10 m and
+    an invertible linear part (``image_to_probe`` scales pixels to mm); registrations rigid
+    (rotation orthonormal to 1e-4); MRI spacing 1e-3..100 mm and sizes that fit in memory.
+    Run after :func:`check_schema`, so the shapes are right; the message names the JSON path.
+    """
+    mri = document.get("mri")
+    if isinstance(mri, dict):
+        if mri.get("spacing_mm") is not None:
+            check_spacing_mm(mri["spacing_mm"], "mri.spacing_mm", case_json, CaseBundleError)
+        for axis, size in enumerate(mri.get("size_px") or []):
+            check_int_range(size, 1, _MAX_VOXELS_PER_AXIS, f"mri.size_px[{axis}]", case_json, CaseBundleError)
+    for index, sweep in enumerate(document.get("sweeps") or []):
+        check_affine(sweep.get("image_to_probe"), f"sweeps[{index}].image_to_probe", case_json, CaseBundleError)
+    for index, landmark in enumerate(document.get("landmarks") or []):
+        check_coordinates_mm(landmark.get("point_mm"), f"landmarks[{index}].point_mm", case_json, CaseBundleError)
+    for index, target in enumerate(document.get("targets") or []):
+        check_coordinates_mm(target.get("point_lps_mm"), f"targets[{index}].point_lps_mm", case_json, CaseBundleError)
+    for name, matrix in (document.get("transforms") or {}).items():
+        check_affine(matrix, f"transforms.{name}", case_json, CaseBundleError, rigid=_is_rigid(name))
+    for index, registration in enumerate(document.get("registrations") or []):
+        check_affine(
+            registration.get("reference_to_mri"), f"registrations[{index}].reference_to_mri", case_json, CaseBundleError,
+            rigid=True,
+        )  # fmt: skip
+
+
+def _is_rigid(name: str) -> bool:
+    """True for a transform between two mm frames (no ``Image``/``Pixel`` frame, which carries a scale)."""
+    return "Image" not in name and "Pixel" not in name
 
 
 def check_timestamps(document: dict, case_json: Path) -> None:

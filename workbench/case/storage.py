@@ -25,6 +25,7 @@ from workbench.case.identifiers import check_dicom_deidentified, check_no_identi
 from workbench.case.model import CURRENT_SCHEMA_VERSION, Case, utc_now
 from workbench.case.schema import (
     check_finite,
+    check_physical,
     check_schema,
     check_timestamps,
     check_unique_names,
@@ -74,7 +75,9 @@ def _check_document(document: dict, case_json: Path) -> Case:
     check_no_identifiers(document, case_json)
     check_timestamps(document, case_json)
     check_unique_names(document, case_json)
-    return Case.from_dict(document, case_json)
+    case = Case.from_dict(document, case_json)
+    check_physical(document, case_json)  # after from_dict, whose messages name a malformed matrix first
+    return case
 
 
 def _file_refs(case: Case) -> Iterator[tuple[str, str, str, bool]]:
