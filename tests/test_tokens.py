@@ -290,3 +290,13 @@ def test_stop_process_tree_kills_the_children_of_a_server_that_ignores_sigterm(t
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_teach_culls_kernels_left_idle_without_a_page():
+    """The Voila command line shuts down kernels idle with no page connected (backstop for a lost beacon)."""
+    from workbench.teach import CULL_IDLE_TIMEOUT_S, voila_command
+
+    command = voila_command(Path("/tmp/app"), 8866)
+    assert f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_TIMEOUT_S}" in command
+    assert "--MappingKernelManager.cull_connected=False" in command  # an open page keeps its kernel
+    assert 60 <= CULL_IDLE_TIMEOUT_S <= 900

@@ -18,12 +18,14 @@ Voila reads it from a 0600 file in a private temporary folder (``JUPYTER_TOKEN_F
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 from workbench.errors import WorkbenchError
 from workbench.widgets.cli import (
@@ -37,10 +39,33 @@ from workbench.widgets.cli import (
     server_token,
 )
 
-__all__ = ["TEACHING_NOTEBOOKS", "default_notebook_dir", "prepare_app_folder", "register", "voila_command", "voila_environment"]
+__all__ = [
+    "TEACHING_NOTEBOOKS",
+    "TEACHING_STEPS",
+    "default_notebook_dir",
+    "landing_cases_html",
+    "prepare_app_folder",
+    "prepare_template",
+    "register",
+    "voila_command",
+    "voila_environment",
+]
 
 #: The notebooks of the teaching app, in the order the tree page lists them.
 TEACHING_NOTEBOOKS = ("02_landmarks_targets.ipynb", "03_register_sweep.ipynb", "04_plan_export.ipynb")
+
+#: The steps of a teaching session as the home page names them: notebook -> button label.
+TEACHING_STEPS = {
+    "02_landmarks_targets.ipynb": "1 · Landmarks and targets",
+    "03_register_sweep.ipynb": "2 · Register to ultrasound",
+    "04_plan_export.ipynb": "3 · Plan the needle path",
+}
+#: Exports a plan page writes (``exports/`` beside the notebooks) that Voila may serve as files.
+EXPORT_FILE_ALLOWLIST = (r".*\.(png|jpg|gif|svg)", r"exports/.*\.(html|json|csv|tfm|txt|png|h5)")
+
+#: A kernel idle this long with no page connected is shut down (s), checked every CULL_INTERVAL_S.
+CULL_IDLE_TIMEOUT_S = 300
+CULL_INTERVAL_S = 30
 
 #: Voila template ("lab" without the Font Awesome CDN links, so the app loads nothing from the
 #: network) and the Jupyter data folder that holds it (``voila/templates/workbench``).
@@ -80,18 +105,87 @@ def voila_command(app_dir: Path, port: int, open_browser: bool = False) -> list[
         "--Voila.auto_token=True",
         f"--Voila.open_browser={open_browser}",
         "--VoilaConfiguration.show_tracebacks=False",
+        # a kernel whose page was left (closed tab, crashed browser, refused beacon) and that stays
+        # idle with no connection is shut down; an open page keeps its kernel (cull_connected off)
+        f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_TIMEOUT_S}",
+        f"--MappingKernelManager.cull_interval={CULL_INTERVAL_S}",
+        "--MappingKernelManager.cull_connected=False",
+        # the home page is workbench's Jinja page (tree.html of the template), not Voila's file browser
+        "--VoilaConfiguration.classic_tree=True",
+        # the plan page's export links (report.html, plan.json, ...) are served from exports/
+        "--VoilaConfiguration.file_allowlist=" + json.dumps(list(EXPORT_FILE_ALLOWLIST)),
         f"--template={TEMPLATE}",
         "--theme=light",
     ]  # fmt: skip
     return command
 
 
-def voila_environment(case_dir: Path, token_file: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of the Voila process: the case, the token file, our template on ``JUPYTER_PATH``."""
+def voila_environment(
+    case_dir: Path,
+    token_file: Path,
+    base: dict[str, str] | None = None,
+    *,
+    template_root: Path = TEMPLATE_ROOT,
+    library: Path | None = None,
+) -> dict[str, str]:
+    """Environment of the Voila process: the case (and library), the token file, our template on ``JUPYTER_PATH``."""
+    from workbench.widgets.session import LIBRARY_ENV
+
     env = server_environment(token_file, base)
     env["WORKBENCH_CASE"] = str(case_dir)
-    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(TEMPLATE_ROOT), env.get("JUPYTER_PATH", "")) if p)
+    if library is not None:
+        env[LIBRARY_ENV] = str(library)
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(template_root), env.get("JUPYTER_PATH", "")) if p)
     return env
+
+
+def _case_summary(case_dir: Path) -> str:
+    """One line on a case for the home page: levels with targets, sweeps, anatomy. Never a path or a name."""
+    from workbench.case import load_case
+    from workbench.errors import WorkbenchError
+
+    try:
+        case = load_case(case_dir)
+    except WorkbenchError:
+        return "cannot be opened here (the teacher can run `workbench info` on it)"
+    parts = [f"{len(case.targets)} target{'s' if len(case.targets) != 1 else ''}" if case.targets else "no targets yet",
+             f"{len(case.sweeps)} ultrasound sweep{'s' if len(case.sweeps) != 1 else ''}" if case.sweeps else "no ultrasound"]
+    if case.title:
+        parts.insert(0, case.title)
+    return ", ".join(parts)
+
+
+def landing_cases_html(cases: list[Path], notebooks: list[str], base_url: str = "/", *, query_case: bool = True) -> str:
+    """The home page's case table: one row per case, a link per teaching step.
+
+    ``query_case`` adds ``?case=<folder name>`` to each link (a library: the page opens that case);
+    without it the links open the app's one case. Only folder names and case summaries appear.
+    """
+    rows = []
+    for case_dir in cases:
+        links = []
+        for notebook in notebooks:
+            href = f"{base_url}voila/render/{quote(notebook)}"
+            if query_case:
+                href += f"?case={quote(case_dir.name)}"
+            links.append(f'<a href="{html.escape(href)}">{html.escape(TEACHING_STEPS.get(notebook, notebook))}</a>')
+        rows.append(
+            f"<tr><td><b>{html.escape(case_dir.name)}</b><br><small>{html.escape(_case_summary(case_dir))}</small></td>"
+            f"<td>{''.join(links)}</td></tr>"
+        )
+    return ('<table class="wb-cases"><thead><tr><th>Case</th><th>Steps</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>\n")
+
+
+def prepare_template(dest_root: Path, cases_html: str) -> Path:
+    """Copy workbench's Voila template under ``dest_root`` and write this run's case table into it.
+
+    Returns the Jupyter data folder to put on ``JUPYTER_PATH`` (it holds ``voila/templates/workbench``).
+    """
+    template_dir = dest_root / "voila" / "templates" / TEMPLATE
+    shutil.copytree(TEMPLATE_ROOT / "voila" / "templates" / TEMPLATE, template_dir)
+    (template_dir / "landing_cases.html").write_text(cases_html, encoding="utf-8")
+    return dest_root
 
 
 def register(subparsers) -> None:
@@ -101,6 +195,8 @@ def register(subparsers) -> None:
         help=f"serve notebooks 02-04 as a Voila teaching app (127.0.0.1, token: random or ${TOKEN_ENV}) on the demo case",
     )
     p.add_argument("--case", type=Path, default=None, help="case folder for the app (default: demo working copy)")
+    p.add_argument("--library", type=Path, default=None,
+                   help="folder of case bundles: the home page lists them and each page opens the case picked there")
     p.add_argument("--notebooks", type=Path, default=None, help="notebook folder (default: notebooks/ of the checkout)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     # kept only to refuse it with a clear message: a command line is readable in the process list
@@ -116,21 +212,33 @@ def handle(args: argparse.Namespace) -> int:
         raise WorkbenchError(
             f"--token is refused: a command line is readable by every local user; set ${TOKEN_ENV} instead"
         )
-    case_dir, notebook_dir = server_folders(args.case, args.notebooks)
+    library, library_case_dirs = None, []
+    if args.library is not None:
+        from workbench.widgets.session import library_cases
+
+        library = args.library.expanduser().resolve()
+        library_case_dirs = library_cases(library)
+    case_dir, notebook_dir = server_folders(args.case or (library_case_dirs[0] if library_case_dirs else None), args.notebooks)
     port = args.port or free_port()
     token = server_token()
     url = f"http://127.0.0.1:{port}/?token={token}"
     with tempfile.TemporaryDirectory(prefix="workbench-teach-") as tmp, private_token_file(token) as token_file:
         app_dir = Path(tmp) / "teach"
         names = prepare_app_folder(notebook_dir, app_dir)
+        steps = [name for name in TEACHING_NOTEBOOKS if name in names]
+        cases_html = landing_cases_html(library_case_dirs or [case_dir], steps, query_case=library is not None)
+        template_root = prepare_template(Path(tmp) / "jupyter-data", cases_html)
         command = voila_command(app_dir, port, args.browser)
         if args.dry_run:
             plan = {"case": str(case_dir), "notebooks": names, "url": url, "command": command}
+            if library is not None:
+                plan["library"] = [p.name for p in library_case_dirs]
             print(json.dumps(plan))
             return 0
         missing = sorted(set(TEACHING_NOTEBOOKS) - set(names))
         if missing:
             print(f"workbench teach: not found in {notebook_dir}: {', '.join(missing)}", file=sys.stderr)
         print(f"Case: {case_dir}\nApps: {', '.join(names)}\nOpen the teaching app at:\n\n    {url}\n\n(Ctrl-C to stop)", flush=True)
-        return run_until_interrupted(command, voila_environment(case_dir, token_file))
+        env = voila_environment(case_dir, token_file, template_root=template_root, library=library)
+        return run_until_interrupted(command, env)
 

@@ -19,6 +19,7 @@ from workbench.errors import WorkbenchError
 
 __all__ = [
     "CASE_ENV",
+    "LIBRARY_ENV",
     "WORKDIR_ENV",
     "CaseRegistration",
     "CaseSession",
@@ -26,13 +27,20 @@ __all__ = [
     "case_registration",
     "demo_working_copy",
     "landmark_registration",
+    "library_cases",
     "resolve_case_folder",
+    "running_in_voila",
 ]
 
 #: Environment variable naming the case folder the notebooks open.
 CASE_ENV = "WORKBENCH_CASE"
 #: Environment variable naming where the demo working copy goes (default ``<cache>/working``).
 WORKDIR_ENV = "WORKBENCH_WORKDIR"
+#: Environment variable naming a folder of case bundles (``workbench teach --library``): a Voila
+#: page opened with ``?case=ID`` works on ``<library>/ID``.
+LIBRARY_ENV = "WORKBENCH_LIBRARY"
+#: What a case id in a page address may be (a folder name, never a path).
+_CASE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class WidgetError(WorkbenchError):
@@ -78,13 +86,16 @@ def demo_working_copy(dest: str | os.PathLike | None = None, fresh: bool = False
 
 
 def resolve_case_folder(folder: str | os.PathLike | None = None) -> Path:
-    """The case folder to open: ``folder``, else ``$WORKBENCH_CASE``, else the demo working copy.
+    """The case folder to open: ``folder``, else the library case a Voila page asked for
+    (``?case=ID`` with ``$WORKBENCH_LIBRARY``), else ``$WORKBENCH_CASE``, else the demo working copy.
 
     Raises
     ------
     WidgetError
         If the folder named (argument or environment) has no ``case.json``.
     """
+    if folder is None and os.environ.get(LIBRARY_ENV):
+        folder = _case_from_query(Path(os.environ[LIBRARY_ENV]), os.environ.get("QUERY_STRING", ""))
     if folder is None and os.environ.get(CASE_ENV):
         folder = os.environ[CASE_ENV]
     if folder is None:
@@ -92,6 +103,55 @@ def resolve_case_folder(folder: str | os.PathLike | None = None) -> Path:
     folder = Path(folder).expanduser()
     if not (folder / "case.json").is_file():
         raise WidgetError("no case.json in this folder (set WORKBENCH_CASE to a case bundle)", folder)
+    return folder
+
+
+def running_in_voila() -> bool:
+    """True in a kernel that Voila started for a page (it sets ``SERVER_SOFTWARE=voila/<version>``).
+
+    A Voila page runs every cell when it is opened, so cells with side effects (exports) ask this
+    first and leave the writing to a button.
+    """
+    return os.environ.get("SERVER_SOFTWARE", "").startswith("voila/")
+
+
+def library_cases(library: str | os.PathLike) -> list[Path]:
+    """The case bundles of a library folder: its sub-folders holding a ``case.json``, sorted by name.
+
+    Raises
+    ------
+    WidgetError
+        If ``library`` is not a folder or holds no case.
+    """
+    library = Path(library)
+    if not library.is_dir():
+        raise WidgetError("case library folder not found", library)
+    cases = sorted(p for p in library.iterdir() if p.is_dir() and (p / "case.json").is_file() and _is_case_id(p.name))
+    if not cases:
+        raise WidgetError("no case bundle (a folder with case.json) in this library", library)
+    return cases
+
+
+def _is_case_id(name: str) -> bool:
+    return bool(name) and not name.startswith(".") and set(name) <= _CASE_ID_CHARS
+
+
+def _case_from_query(library: Path, query: str) -> Path | None:
+    """``<library>/ID`` for ``case=ID`` in a page's query string; None when the query names no case.
+
+    The id is a folder name of the library (letters, digits, ``._-``), never a path.
+    """
+    from urllib.parse import parse_qs
+
+    ids = parse_qs(query).get("case", [])
+    if not ids:
+        return None
+    case_id = ids[-1]
+    if not _is_case_id(case_id):
+        raise WidgetError(f"not a case id: {case_id!r} (letters, digits, '.', '_' and '-' only)", library)
+    folder = library / case_id
+    if not (folder / "case.json").is_file():
+        raise WidgetError(f"no case {case_id!r} in the library", library)
     return folder
 
 
