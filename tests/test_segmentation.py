@@ -2,8 +2,8 @@
 
 The figures are measured on one generated case (phantom seed 11, BMI 26; not a benchmark case)
 with 1 mm RMS landmark localisation error, against the phantom's own label map. Measured when
-written: posterior bone surface MSD 1.09 mm / p95 3.35 mm, canal Dice 0.925, 6/6 levels; the
-thresholds below leave a margin above those.
+written (similarity fit, the default): posterior bone surface MSD 1.02 mm / p95 3.32 mm, canal
+Dice 0.938, 6/6 levels; the thresholds below leave a margin.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def figures():
 
 
 def test_posterior_bone_surface_distance_on_a_generated_case(figures):
-    # measured 1.09 / 3.35 mm (the p95 misses the issue's 3 mm here); the grid alone
+    # measured 1.02 / 3.32 mm (the p95 misses the issue's 3 mm here); the grid alone
     # (2.28 x 1 x 2.28 mm voxels) costs 0.5 / 1.1 mm
     assert figures["posterior_surface_msd_mm"] <= 1.3
     assert figures["posterior_surface_p95_mm"] <= 4.0
@@ -70,7 +70,7 @@ def test_posterior_bone_surface_distance_on_a_generated_case(figures):
 
 
 def test_canal_dice_on_a_generated_case(figures):
-    assert figures["canal_dice"] >= 0.88  # measured 0.925
+    assert figures["canal_dice"] >= 0.88  # measured 0.938
 
 
 def test_every_vertebra_carries_its_level(figures):
@@ -101,7 +101,7 @@ def test_the_segmented_bone_under_each_landmark_carries_its_level(phantom_and_mr
     for level in ("L3", "L4", "L5"):
         assert {f"nerve_root_{level}_left", f"nerve_root_{level}_right"} <= names
     for fit in segmentation.fits.values():
-        assert fit.model == "affine" and fit.rms_residual_mm < 1.5  # exact landmarks, other seed: measured 0.5-0.9 mm
+        assert fit.model == "similarity" and fit.rms_residual_mm < 2.0  # exact landmarks, other seed
 
 
 def test_levels_follow_the_landmark_names_not_a_count(phantom_and_mri):
@@ -125,6 +125,19 @@ def test_an_affine_fit_recovers_a_known_transform_of_the_template():
     assert set(fits) == {"L1", "L2", "L3", "L4", "L5", "S1"}
     for fit in fits.values():
         assert np.allclose(fit.template_to_mri, truth, atol=1e-6)
+
+
+def test_a_similarity_fit_recovers_a_rotated_scaled_template():
+    template = template_landmarks()
+    angle = np.radians(10.0)
+    rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    truth = np.eye(4)
+    truth[:3, :3] = 1.08 * rotation
+    truth[:3, 3] = [-4.0, 7.0, 1.0]
+    moved = {name: truth[:3, :3] @ p + truth[:3, 3] for name, p in template.items()}
+    for fit in fit_level_transforms(template, moved, "similarity").values():
+        assert np.allclose(fit.template_to_mri, truth, atol=1e-6)
+        assert fit.scale == pytest.approx(1.08) and fit.rms_residual_mm < 1e-6
 
 
 # -- bad input -------------------------------------------------------------------------------------------
@@ -203,7 +216,7 @@ def test_cli_attaches_a_label_map_with_its_table(case_dir, tmp_path, capsys):
     provenance = json.loads((case_dir / PROVENANCE_FILE).read_text())
     assert provenance["method"].startswith("landmark-driven fit")
     assert provenance["mri"]["sha256"] == case.mri.sha256 and len(provenance["input_sha256"]) == 64
-    assert provenance["parameters"]["fit_model"] == "affine" and provenance["software"].startswith("workbench ")
+    assert provenance["parameters"]["fit_model"] == "similarity" and provenance["software"].startswith("workbench ")
     # the --out copy holds the same labels and table
     copy = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
     assert np.array_equal(copy, label_map.array)
@@ -221,7 +234,7 @@ def test_a_failed_attach_leaves_the_case_as_it_was(case_dir, monkeypatch, phanto
 
     monkeypatch.setattr(storage, "save_case", broken)
     with pytest.raises(OSError, match="disk full"):
-        segment_case(case_dir, parameters=SegmentParameters(fit_model="similarity"))
+        segment_case(case_dir, parameters=SegmentParameters(fit_model="affine"))
     assert (case_dir / "case.json").read_bytes() == before
     after = {p.name: p.read_bytes() for p in (case_dir / "labels").iterdir()} if (case_dir / "labels").exists() else {}
     assert after == previous

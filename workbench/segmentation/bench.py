@@ -24,7 +24,8 @@ grid (``grid_floor``: the best any label map on that grid can do); canal Dice on
 vertebrae whose segmented bone carries their level; levels come from the landmark names, so
 this checks that each vertebra is drawn where its landmarks are, not level identification);
 seconds per segmentation. Goals (issue 15): MSD <= 1.5 mm, p95 <= 3 mm, canal Dice >= 0.85,
-levels >= 98 %.
+levels >= 98 %. The summary gives the mean and the worst case of each group; ``meets_goal`` is
+judged on the worst case.
 """
 
 from __future__ import annotations
@@ -253,23 +254,19 @@ def run_segmentation_benchmark(
             say(f"real TPTBox {kind.upper()} crop")
             crops.append(evaluate_real_crop(kind))
 
-    def pooled(rows, key, how):
-        values = [row[key] for row in rows if row.get(key) is not None]
-        return None if not values else round(float(how(values)), 3)
-
     summary = {}
     for group, rows in (("generated", generated), ("real_crops", crops)):
-        if not rows:
-            continue
-        for key, how in (
-            ("posterior_surface_msd_mm", np.mean),
-            ("posterior_surface_p95_mm", np.max),
-            ("canal_dice", np.min),
-            ("level_correct_percent", np.min),
-        ):
-            value = pooled(rows, key, how)
-            op, goal = GOALS[key]
-            summary[f"{group}.{key}"] = {"value": value, "goal": f"{op} {goal:g}", "meets_goal": _meets(key, value)}
+        for key, (op, goal) in GOALS.items():
+            values = [row[key] for row in rows if row.get(key) is not None]
+            if not values:
+                continue
+            worst = max(values) if op == "<=" else min(values)
+            summary[f"{group}.{key}"] = {
+                "mean": round(float(np.mean(values)), 3),
+                "worst": round(float(worst), 3),
+                "goal": f"{op} {goal:g}",
+                "meets_goal": _meets(key, worst),  # judged on the worst case
+            }
     return {
         "benchmark": "segment",
         "method": "landmark-driven fit of the parametric lumbar phantom",

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("case_dir", help="case folder with an MRI and named Mri landmarks ('L4 spinous process tip', ...)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the label map (and FILE.labels.json) here")
     p.add_argument(
-        "--fit", choices=("affine", "similarity"), default="affine", help="per-level transform of the template (default affine)"
+        "--fit", choices=("similarity", "affine"), default="similarity",
+        help="per-level transform of the template (default similarity)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=_cmd_segment)
@@ -82,5 +83,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1))
         return 0
     for name, row in report["summary"].items():
-        print(f"{name:<28} {row['value']!s:>8} goal {row['goal']:<10} {'met' if row['meets_goal'] else 'NOT met'}")
+        verdict = "met" if row["meets_goal"] else "NOT met"
+        print(f"{name:<42} mean {row['mean']:>7} worst {row['worst']:>7}  goal {row['goal']:<7} {verdict}")
     return 0

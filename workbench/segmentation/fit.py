@@ -4,10 +4,10 @@ The case's ``Mri`` landmarks name their vertebral level (``"L4 spinous process t
 ``"L4-L5 left facet joint"``; the names :func:`workbench.phantom.anatomy.build_phantom` gives its
 landmarks and the landmark editor offers). For every level with enough landmarks,
 :func:`fit_level_transforms` finds the transform ``TemplateToMri`` (4x4, LPS mm to LPS mm) that
-carries the template phantom's landmarks of that level onto the patient's: an affine transform
-(12 parameters, least squares) when the level has at least :data:`MIN_AFFINE_LANDMARKS` landmarks
-that span 3-D, else a similarity (rotation, isotropic scale, translation; Umeyama 1991), else the
-level is left out. Facet joints count for both vertebrae they join. Frames: docs/frames.md.
+carries the template phantom's landmarks of that level onto the patient's: a similarity
+(rotation, isotropic scale, translation; Umeyama 1991) or, asked for, an affine transform (12
+parameters, least squares) when the level has at least :data:`MIN_AFFINE_LANDMARKS` landmarks
+that span 3-D. A level with fewer than three landmarks is left out. Facet joints count for both vertebrae they join. Frames: docs/frames.md.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _affine(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 def fit_level_transforms(
     template_landmarks: Mapping[str, np.ndarray],
     case_landmarks: Mapping[str, np.ndarray],
-    model: str = "affine",
+    model: str = "similarity",
     max_scale_change: float = 0.3,
 ) -> dict[str, LevelFit]:
     """``TemplateToMri`` per level, from the landmarks both name.
@@ -159,8 +159,8 @@ def fit_level_transforms(
     ----------
     template_landmarks, case_landmarks : mapping of str to (3,) float array
         Landmark name -> LPS mm in the template phantom and in the patient's ``Mri`` frame.
-    model : {"affine", "similarity"}
-        The preferred model; a level with fewer than :data:`MIN_AFFINE_LANDMARKS` landmarks,
+    model : {"similarity", "affine"}
+        The model; with "affine" a level with fewer than :data:`MIN_AFFINE_LANDMARKS` landmarks,
         or whose landmarks are (nearly) coplanar, falls back to a similarity.
     max_scale_change : float
         A fit whose scale differs from 1 by more than this, or whose linear part is singular or
