@@ -8,7 +8,10 @@ with the same parameters in the same order:
    with FRE and predicted TRE at :attr:`RegistrationInputs.targets_mri`; otherwise the pipeline
    starts from :attr:`RegistrationInputs.initial`;
 2. each refinement of :attr:`RegistrationSettings.refinements` in turn, each from the previous
-   ``ReferenceToMri``: ``"bone-icp"`` (US bone points onto the MRI bone surface), ``"lc2"`` and
+   ``ReferenceToMri``: ``"bone-icp"`` (US bone points onto the MRI bone surface), ``"bone-robust"``
+   (global start search, robust ICP fitting the speed-of-sound depth scale and video latency, and
+   a one-level check, :func:`~workbench.registration.robust.register_bone_robust`; the points it
+   corrected are what the later steps and the quality gate use), ``"lc2"`` and
    ``"mattes-mi"`` (on a reconstruction of the sweep), ``"lc2-frames"`` (on the tracked frames),
    and last, optionally, ``"piecewise"``: one ``ReferenceToMri`` per vertebra, regularised toward
    the rigid result.
@@ -35,7 +38,13 @@ import numpy as np
 
 from workbench.errors import RegistrationError
 from workbench.frames import Transform
-from workbench.registration.params import FramesLc2Parameters, IcpParameters, Lc2Parameters, MattesParameters
+from workbench.registration.params import (
+    FramesLc2Parameters,
+    IcpParameters,
+    Lc2Parameters,
+    MattesParameters,
+    RobustBoneParameters,
+)
 from workbench.registration.piecewise import PiecewiseParameters
 from workbench.registration.quality import QualityThresholds, QualityVerdict, quality_of
 from workbench.registration.result import RegistrationResult
@@ -53,7 +62,7 @@ __all__ = [
 ]
 
 #: The refinements the pipeline can chain, by name. ``"piecewise"`` may only come last.
-REFINEMENTS = ("bone-icp", "lc2", "lc2-frames", "mattes-mi", "piecewise")
+REFINEMENTS = ("bone-icp", "bone-robust", "lc2", "lc2-frames", "mattes-mi", "piecewise")
 
 #: ``on_progress(fraction_done, metric_trace_so_far, message)``: fraction in [0, 1]; the trace is the
 #: running step's metric per iteration (empty where a method reports it only at its end).
@@ -92,6 +101,11 @@ class RegistrationInputs:
         The tracked frames: ``"lc2-frames"``.
     image_to_probe : Transform, optional
         ``ImageToProbe`` calibration of ``frames``.
+    us_beam_points : BeamPoints, optional
+        The US bone points with pixel, frame, pose and time
+        (:func:`~workbench.registration.robust.beam_points_from_frames`): ``"bone-robust"`` then
+        also estimates the speed-of-sound depth scale and the video latency; without them it
+        registers ``us_points_reference`` rigidly.
     """
 
     landmarks: object = None
@@ -105,6 +119,7 @@ class RegistrationInputs:
     us_mask: np.ndarray | None = None
     frames: object = None
     image_to_probe: Transform | None = None
+    us_beam_points: object = None
 
 
 @dataclass(frozen=True)
@@ -116,8 +131,8 @@ class RegistrationSettings:
     refinements : tuple of str
         Names from :data:`REFINEMENTS`, run in this order after the landmark fit (or from the
         initial transform); ``"piecewise"`` only last. Empty: the landmark fit alone.
-    icp, lc2, lc2_frames, mattes, piecewise : parameter dataclasses
-        Of ``"bone-icp"``, ``"lc2"``, ``"lc2-frames"``, ``"mattes-mi"`` and ``"piecewise"``.
+    icp, robust, lc2, lc2_frames, mattes, piecewise : parameter dataclasses
+        Of ``"bone-icp"``, ``"bone-robust"``, ``"lc2"``, ``"lc2-frames"``, ``"mattes-mi"`` and ``"piecewise"``.
     landmark_fle_mm : float, optional
         Fiducial localisation error for the landmark fit's predicted TRE, mm (default: estimated
         from the FRE).
@@ -128,6 +143,7 @@ class RegistrationSettings:
 
     refinements: tuple[str, ...] = ("bone-icp",)
     icp: IcpParameters = field(default_factory=IcpParameters)
+    robust: RobustBoneParameters = field(default_factory=RobustBoneParameters)
     lc2: Lc2Parameters = field(default_factory=Lc2Parameters)
     lc2_frames: FramesLc2Parameters = field(default_factory=FramesLc2Parameters)
     mattes: MattesParameters = field(default_factory=MattesParameters)
@@ -196,6 +212,14 @@ def _rigid_step(name: str, inputs: RegistrationInputs, settings: RegistrationSet
             report((index + 1) / count, trace, f"stage {index + 1}/{count}: {schedule[index]:g} mm")
 
         return register_icp(us_points, mri_points, start, settings.icp, on_stage=on_stage)
+    if name == "bone-robust":
+        from workbench.registration.robust import register_bone_robust
+
+        points = inputs.us_beam_points if inputs.us_beam_points is not None else inputs.us_points_reference
+        points = _require(points, "US bone points (us_beam_points or us_points_reference)", name)
+        mri_points = _require(inputs.mri_points, "MRI bone surface points (mri_points)", name)
+        report(0.0, np.zeros(0), f"{len(points)} US bone points: start search, robust fit, level check")
+        return register_bone_robust(points, mri_points, start, settings.robust)
     if name in ("lc2", "mattes-mi"):
         from workbench.registration.intensity import register_lc2, register_mattes
 
@@ -284,6 +308,7 @@ def run_registration_pipeline(
             continue
         else:
             result = _rigid_step(name, inputs, settings, current, report)
+            inputs = _corrected(inputs, result)
         report(1.0, result.metric_trace, result.message)
         results.append(result)
         current = result.transform
@@ -304,6 +329,18 @@ def run_registration_pipeline(
     if last.method != "landmarks":
         changes.update(fre_mm=None, residuals_mm={}, predicted_tre_mm={})
     return _with_quality(last.with_updates(**changes), inputs, start, settings)
+
+
+def _corrected(inputs: RegistrationInputs, result: RegistrationResult) -> RegistrationInputs:
+    """After ``"bone-robust"`` with beam points: the inputs with the US points recomputed at the
+    estimated depth scale and latency (the later steps and the quality gate see corrected points)."""
+    import dataclasses
+
+    if result.method != "bone-robust" or inputs.us_beam_points is None:
+        return inputs
+    scale = float(result.provenance.get("speed_of_sound_scale", 1.0))
+    latency_s = float(result.provenance.get("latency_s", 0.0))
+    return dataclasses.replace(inputs, us_points_reference=inputs.us_beam_points.points_reference(scale, latency_s))
 
 
 def _with_quality(result: RegistrationResult, inputs: RegistrationInputs, start, settings: RegistrationSettings):

@@ -15,7 +15,7 @@ it, using only the data the registration had (never a ground truth):
 - **residual / metric**: bone ICP, the RMS distance of the kept pairs (trimmed, as ICP minimises
   it) and a robust residual (RMS over all US points of the distance to the MRI surface capped at
   ``residual_cap_mm``); intensity methods, the final metric against the start's.
-- **level check** (bone ICP): ICP is run again from the result shifted by one vertebral level
+- **level check** (bone ICP, robust bone ICP): ICP is run again from the result shifted by one vertebral level
   (``level_shift_mm`` along the MRI's superior axis, up and down); the ratio of the best
   neighbour's robust residual to the result's says whether a neighbouring level fits about as
   well (doubtful: possible one-level slip) or better (refused: a one-level slip).
@@ -209,8 +209,12 @@ def assess_registration(
     if not result.converged:
         findings.append(("doubtful", "the optimiser did not converge (see the result's message)"))
     has_points = getattr(inputs, "us_points_reference", None) is not None and getattr(inputs, "mri_points", None) is not None
-    if automatic & {"bone-icp", "piecewise"} and has_points:
+    if automatic & {"bone-icp", "bone-robust", "piecewise"} and has_points:
         findings += _bone_checks(matrix, inputs, thresholds, figures)
+    switched = (result.provenance.get("level_check") or {}).get("switched")
+    if "bone-robust" in automatic and switched:
+        figures["level_switched"] = switched
+        findings.append(("accepted", "the robust fit moved the result to the neighbouring level, which fits clearly better"))
     if automatic & {"lc2", "mattes-mi"} and getattr(inputs, "us_volume", None) is not None and getattr(inputs, "mri", None) is not None:
         fraction = volume_overlap_fraction(inputs.mri, inputs.us_volume, result.transform, inputs.us_mask)
         figures["overlap_fraction"] = round(fraction, 4)

@@ -12,7 +12,8 @@ speed-of-sound scale and video latency, and a one-level check that fixes or flag
    closest ``trim_fraction`` of pairs, solving jointly for the rigid motion and, when the points
    come with how they were measured (:class:`BeamPoints`), for the **speed-of-sound scale** along
    every beam (the scanner assumes 1540 m/s; tissue is 1450-1580 m/s, a 0.94-1.03 depth scale) and
-   the **video latency** (the frame at tracker time ``t`` was acquired at ``t - latency_s``). Both
+   the **video latency** (each frame carries the poses read ``latency_s`` before its image was
+   acquired, so its true pose is the tracking at its timestamp plus ``latency_s``). Both
    are regularised toward their nominal values (1, 0 s) so that a direction the data do not
    constrain (a constant-speed sweep makes latency a pure translation) stays nominal.
 3. **Level check**: the fit is repeated from the result shifted by one vertebral level up and
@@ -130,7 +131,10 @@ class BeamPoints:
         )
 
     def poses(self, latency_s: float = 0.0) -> np.ndarray:
-        """(F, 4, 4) ``ProbeToReference`` of every frame at its timestamp minus ``latency_s``.
+        """(F, 4, 4) ``ProbeToReference`` of every frame at its timestamp plus ``latency_s``.
+
+        With a video latency ``latency_s`` (poses read that long before the image), these are the
+        poses the images were acquired at.
 
         Interpolated within its sweep (translation linear, rotation slerp), extrapolated linearly
         at a sweep's ends (translation; rotation held).
@@ -145,7 +149,7 @@ class BeamPoints:
         valid = np.ones(len(out), bool) if self.pose_valid is None else np.asarray(self.pose_valid, bool)
         for segment in self._segments():
             indices = segment
-            wanted = self.timestamps_s[indices] - latency_s
+            wanted = self.timestamps_s[indices] + latency_s
             indices = indices[valid[indices]]
             if len(indices) < 2:
                 continue
@@ -166,7 +170,7 @@ class BeamPoints:
 
     def points_reference(self, scale: float = 1.0, latency_s: float = 0.0) -> np.ndarray:
         """(N, 3) points in ``Reference``, mm, with depths scaled by ``scale`` along each beam and
-        poses taken ``latency_s`` earlier."""
+        poses taken ``latency_s`` after each frame's timestamp (:meth:`poses`)."""
         pixels = self.face_px + scale * (self.pixels_px - self.face_px)
         homogeneous = np.column_stack([pixels, np.zeros(len(pixels)), np.ones(len(pixels))])
         probe_mm = homogeneous @ self.image_to_probe.matrix.T
@@ -381,7 +385,7 @@ def register_bone_robust(
     RegistrationResult
         ``method`` ``"bone-robust"``; ``metric_trace``: RMS of the kept pairs per iteration of the
         final fit, mm; ``provenance``: ``"speed_of_sound_scale"`` (true depth / displayed
-        depth), ``"latency_s"``, ``"residual_mm"`` (capped residual), ``"search"`` (each start's
+        depth), ``"latency_s"`` (poses were read this long before the image), ``"residual_mm"`` (capped residual), ``"search"`` (each start's
         capped residual) and ``"level_check"`` (the neighbours' residuals, ``"switched"``: the
         level was changed by one).
 
