@@ -143,16 +143,32 @@ def test_lab_registration_metric_plot_is_a_real_image(lab, page_and_log, tmp_pat
     assert not log.foreign(), f"the page requested non-local URLs: {log.foreign()}"
 
 
+def _wait_kernel_idle(page, timeout_ms: int = REGISTRATION_MS) -> None:
+    """Wait until JupyterLab's current notebook has run every cell (its kernel is idle again)."""
+    page.wait_for_function(
+        """() => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            const kernel = panel && panel.sessionContext && panel.sessionContext.session
+                && panel.sessionContext.session.kernel;
+            const running = panel && panel.content && panel.content.widgets.some(
+                (cell) => cell.model.type === 'code' && cell.promptNode && cell.promptNode.innerText.includes('*'));
+            return !!kernel && kernel.status === 'idle' && !running;
+        }""",
+        timeout=timeout_ms,
+    )
+
+
 def test_lab_plan_draws_the_path_and_follows_the_target(lab, page_and_log, tmp_path, results_dir):
     page, log = page_and_log
     try:
         run_all_in_lab(page, lab, "04_plan_export.ipynb")
         first = _check_path_drawn(page, tmp_path, results_dir, "jupyterlab-plan-path")
+        _wait_kernel_idle(page)  # the last cells (suggestions, export) have run
         # choose another target in the panel: the path is redrawn for it, the old suggestion dropped
         select = page.locator(".wb-plan-panel select").first
-        options = select.locator("option").all_inner_texts()
-        other = next(o for o in options if not o.startswith(first["trajectory"] + " "))
-        select.select_option(label=other)
+        options = [o.replace("\xa0", " ") for o in select.locator("option").all_inner_texts()]  # ipywidgets: nbsp
+        index, other = next((i, o) for i, o in enumerate(options) if not o.startswith(first["trajectory"] + " "))
+        select.select_option(index=index)
         second = _check_path_drawn(page, tmp_path, results_dir, "jupyterlab-plan-path-2",
                                    trajectory=other.split(" exiting")[0][:60])
         assert second["target_lps"] != first["target_lps"]

@@ -304,7 +304,7 @@ class PathView:
         What is drawn: per view ``title``, ``caption``, ``has_image`` and the PNG pixels of entry and target.
     """
 
-    def __init__(self, panel, fusion=None, width_px: int = 1050, height_px: int = 400):
+    def __init__(self, panel, fusion=None, width_px: int = 930, height_px: int = 360):
         import ipywidgets as W
 
         from workbench.widgets._plots import PngPlot

@@ -461,7 +461,7 @@ class RegistrationPanel:
             axes.text(0.5, 0.5, "no iteration yet", transform=axes.transAxes, ha="center", va="center", color="#777777")
         axes.set_xlabel("iteration", fontsize=10)
         axes.set_ylabel(unit, fontsize=10)
-        axes.set_title(title[:80], fontsize=10, loc="left")
+        axes.set_title(title if len(title) <= 72 else title[:71] + "…", fontsize=9, loc="left")
         axes.grid(True, alpha=0.3)
         axes.tick_params(labelsize=9)
         return self.plot.refresh()
