@@ -164,3 +164,25 @@ def test_teaching_notebook_runs_headless_on_the_library(library, tmp_path):
     assert "exported 12 attempts to results.csv" in text
     widget_views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o["output"].get("data", {})]
     assert widget_views, "the teacher's view was not displayed as a widget"
+
+
+def test_trainee_submit_panel_scores_stores_and_overlays(library, tmp_path):
+    pytest.importorskip("ipywidgets")
+    from workbench.teaching.store import open_store
+    from workbench.widgets._plots import png_size
+    from workbench.widgets.teacher import SubmitPanel
+
+    moved, _ = _moved_plan(library, "LIB-001-01", tmp_path, 15.0)
+    db = tmp_path / "panel.sqlite"
+    panel = SubmitPanel(library / "LIB-001-01", lambda: moved, db=db, session="S2")
+    panel.trainee.value = "Jane Doe"
+    assert panel.submit() is None and "not a pseudonym" in panel.result.value
+    panel.trainee.value = "t09"
+    score = panel.submit()
+    assert score is not None and not score.passed
+    assert f"Score {score.score:.0f} / 100, not passed" in panel.result.value and "offset at entry" in panel.result.value
+    assert png_size(panel.overlay.value) == (720, 324) and panel.overlay.layout.display is None
+    with open_store(db) as store:
+        (row,) = store.results()
+    assert (row["trainee"], row["session"], row["case_id"]) == ("t09", "S2", "LIB-001-01")
+    assert row["offset_at_entry_mm"] == pytest.approx(15.0, abs=0.01)

@@ -7,12 +7,9 @@ Registered on the main parser by :func:`register` (workbench/cli.py); errors are
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-from pathlib import Path
 
-from workbench.teaching import TeachingError
 
 __all__ = ["register"]
 
@@ -122,27 +119,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_db(case_dir: Path) -> Path:
-    from workbench.teaching.library import LIBRARY_INDEX
-    from workbench.teaching.store import DEFAULT_DB_NAME
-
-    library = case_dir.resolve().parent
-    if not (library / LIBRARY_INDEX).is_file():
-        raise TeachingError("--db not given and the case is not in a library (no library.json beside it)", case_dir)
-    return library / DEFAULT_DB_NAME
-
-
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from workbench.teaching.score import score_plan
-    from workbench.teaching.store import check_pseudonym, open_store
+    from workbench.teaching.submit import submit_plan
 
-    check_pseudonym(args.trainee)  # before scoring: refuse a name early
-    case_dir, plan_path = Path(args.case), Path(args.plan)
-    db = args.db or _default_db(case_dir)
-    score = score_plan(case_dir, plan_path)
-    digest = hashlib.sha256(plan_path.read_bytes()).hexdigest()
-    with open_store(db) as store:
-        attempt_id = store.submit(args.trainee, args.session, score, digest)
+    attempt_id, score = submit_plan(args.db, args.trainee, args.session, args.case, args.plan)
     document = {"attempt_id": attempt_id, **score.to_dict()}
     if args.json:
         _print_json(document)

@@ -87,3 +87,63 @@ class TeacherView:
         atomic_write_text(path, self.view.to_csv())
         self.status.value = f"{len(self.view.rows)} attempts exported to {path.name}"
         return path
+
+
+class SubmitPanel:
+    """The trainee's submit box: pseudonym, session, Submit; then the score, the findings and the
+    expert's plan overlaid on the trainee's (a static PNG).
+
+    Parameters
+    ----------
+    case_dir : str or Path
+        A library case (its expert plans are in ``ground_truth.json``).
+    plan_file : callable () -> Path
+        Writes the trainee's current plan and returns its ``plan.json`` (the plan page's export).
+    db : str or Path, optional
+        Results database (default ``results.sqlite`` beside the library).
+    session : str
+        Preset teaching session id (editable).
+    check_safety : bool
+    """
+
+    def __init__(self, case_dir, plan_file, db=None, session: str = "", check_safety: bool = True):
+        import ipywidgets as W
+
+        self.case_dir, self.plan_file, self.db, self.check_safety = Path(case_dir), plan_file, db, check_safety
+        self.trainee = W.Text(description="Trainee id", placeholder="pseudonym, e.g. t07")
+        self.session = W.Text(description="Session", value=session)
+        self.button = W.Button(description="Submit plan", button_style="primary", icon="paper-plane")
+        self.result = W.HTML()
+        self.overlay = W.Image(format="png", layout=W.Layout(width="720px", height="324px", min_width="720px", min_height="324px"))
+        self.overlay.layout.display = "none"
+        self.button.on_click(lambda _: self.submit())
+        self.widget = W.VBox([W.HBox([self.trainee, self.session, self.button]), self.result, self.overlay])
+        self.widget.add_class("wb-submit-panel")
+        self.last = None
+
+    def submit(self):
+        """Score and store the current plan; show the score and the overlay. Returns the
+        :class:`~workbench.teaching.score.PlanScore`, or None after an error (shown in the panel)."""
+        import html
+
+        from workbench.errors import WorkbenchError
+        from workbench.teaching.submit import overlay_figure, submit_plan
+
+        try:
+            attempt_id, score = submit_plan(
+                self.db, self.trainee.value.strip(), self.session.value.strip(), self.case_dir, self.plan_file(),
+                check_safety=self.check_safety,
+            )
+        except WorkbenchError as exc:
+            self.result.value = f"<span class='wb-submit-error' style='color:#b00'>{html.escape(exc.problem)}</span>"
+            return None
+        verdict = "passed" if score.passed else "not passed"
+        findings = "".join(f"<li>{html.escape(line)}</li>" for line in score.findings)
+        self.result.value = (
+            f"<div class='wb-submit-score'><b>Score {score.score:.0f} / 100, {verdict}</b> (attempt {attempt_id})"
+            f"<ul>{findings}</ul></div>"
+        )
+        self.overlay.value = figure_png(overlay_figure(score))
+        self.overlay.layout.display = None
+        self.last = score
+        return score

@@ -1,0 +1,76 @@
+"""Submit a trainee's plan: score it against the expert's and store the attempt (one call for the
+CLI's ``workbench submit`` and the trainee's page), and the overlay of the two plans."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from workbench.teaching import TeachingError
+from workbench.teaching.library import LIBRARY_INDEX
+from workbench.teaching.store import DEFAULT_DB_NAME, check_pseudonym, open_store
+
+__all__ = ["default_db", "overlay_figure", "submit_plan"]
+
+
+def default_db(case_dir: str | Path) -> Path:
+    """``results.sqlite`` beside the ``library.json`` of the library that holds ``case_dir``.
+
+    Raises
+    ------
+    TeachingError
+        The case is not in a library.
+    """
+    library = Path(case_dir).resolve().parent
+    if not (library / LIBRARY_INDEX).is_file():
+        raise TeachingError("no results database given and the case is not in a library (no library.json beside it)", case_dir)
+    return library / DEFAULT_DB_NAME
+
+
+def submit_plan(db, trainee: str, session: str, case_dir: str | Path, plan_path: str | Path, *, check_safety: bool = True):
+    """Score ``plan_path`` for ``case_dir`` and store the attempt in ``db`` (None: :func:`default_db`).
+
+    Returns
+    -------
+    attempt_id : int
+    score : workbench.teaching.score.PlanScore
+    """
+    from workbench.teaching.score import score_plan
+
+    check_pseudonym(trainee)  # refuse a name before any work
+    plan_path = Path(plan_path)
+    score = score_plan(case_dir, plan_path, check_safety=check_safety)
+    digest = hashlib.sha256(plan_path.read_bytes()).hexdigest()
+    with open_store(db if db is not None else default_db(case_dir)) as store:
+        attempt_id = store.submit(trainee, session, score, digest)
+    return attempt_id, score
+
+
+def overlay_figure(score, width_in: float = 8.0, height_in: float = 3.6, dpi: int = 90):
+    """The trainee's trajectory (orange) over the expert's (green) in an axial (x-y) and a
+    sagittal (z-y) projection, LPS mm, with the headline figures in the title. Agg Figure."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width_in, height_in), dpi=dpi)
+    FigureCanvasAgg(figure)
+    expert = np.array([score.expert_entry_lps_mm, score.expert_target_lps_mm])
+    trainee = np.array([score.trainee_entry_lps_mm, score.trainee_target_lps_mm])
+    for ax, (a, b, title) in zip(figure.subplots(1, 2), ((0, 1, "axial: x (left +) / y (posterior +)"),
+                                                         (2, 1, "sagittal: z (superior +) / y (posterior +)"))):
+        for points, colour, label in ((expert, "#2ca02c", "expert"), (trainee, "#ff7f0e", "yours")):
+            ax.plot(points[:, a], points[:, b], color=colour, linewidth=2, label=label)
+            ax.plot(points[1, a], points[1, b], "o", color=colour)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    m = score.metrics
+    figure.suptitle(
+        f"score {score.score:.0f} ({'passed' if score.passed else 'not passed'}): angle {m['angle_deviation_deg']:.1f} deg, "
+        f"offset entry {m['offset_at_entry_mm']:.1f} mm / target {m['offset_at_target_mm']:.1f} mm",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    return figure
