@@ -428,9 +428,15 @@ def test_ideal_errors_reproduce_the_earlier_case_exactly():
     assert "errors" not in ideal.description
 
 
-def test_realistic_benchmark_on_one_small_case_reports_the_new_keys():
+def test_realistic_benchmark_on_one_small_case_reports_the_new_keys(monkeypatch):
+    import functools
+
+    from workbench.registration import bench
     from workbench.registration.bench import run_registration_benchmark
 
+    # a coarser phantom and reconstruction (2 mm) keep the test short; the sweeps are the realistic ones
+    coarse = functools.partial(bench.simulate_registration_case, phantom_spacing_mm=2.0, volume_spacing_mm=2.0)
+    monkeypatch.setattr(bench, "simulate_registration_case", coarse)
     results = run_registration_benchmark(cases=1, trials=1, seed=0, methods=("bone-icp",), landmark_trials=1)
     assert results["profile"] == "realistic" and results["error_sources"] == list(SOURCE_NAMES)
     assert results["errors"] == ErrorSources.realistic().to_dict()
