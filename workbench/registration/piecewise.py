@@ -150,16 +150,18 @@ def level_of_target(target_name: str) -> str | None:
     return first if first in LEVEL_NAMES[1:] else None
 
 
-def mri_bone_points_by_level(label_map: LabelMap, levels) -> dict[str, np.ndarray]:
+def mri_bone_points_by_level(label_map: LabelMap, levels=None) -> dict[str, np.ndarray]:
     """The posterior bone surface of :func:`~workbench.registration.surface.mri_bone_points`, split by vertebra.
 
     Parameters
     ----------
     label_map : LabelMap
         Label map, LPS, with its label table.
-    levels : SimpleITK.Image
+    levels : SimpleITK.Image, optional
         Level map on the same grid: index into :data:`workbench.anatomy.LEVEL_NAMES`
-        (1..6 = L1..S1) on vertebral bone, 0 elsewhere.
+        (1..6 = L1..S1) on vertebral bone, 0 elsewhere (the phantom's). Default: the levels the
+        label table's names carry (``vertebra_L4``, ``lamina_L4``: :attr:`LabelMap.levels`), as an
+        imported segmentation has them.
 
     Returns
     -------
@@ -178,7 +180,7 @@ def mri_bone_points_by_level(label_map: LabelMap, levels) -> dict[str, np.ndarra
         raise RegistrationError(f"label_map must be a workbench.anatomy.LabelMap, got {type(label_map).__name__}")
     labels = label_map.image
     grid = ("GetSize", "GetSpacing", "GetOrigin", "GetDirection")
-    if any(not np.allclose(getattr(labels, g)(), getattr(levels, g)(), atol=1e-6) for g in grid):
+    if levels is not None and any(not np.allclose(getattr(labels, g)(), getattr(levels, g)(), atol=1e-6) for g in grid):
         raise RegistrationError("level map is not on the label map's grid (size, spacing, origin and direction)")
     points_mri = mri_bone_points(label_map)
     # Linear part of MriVoxelToMri: voxel steps (i, j, k) to mm.
@@ -187,6 +189,15 @@ def mri_bone_points_by_level(label_map: LabelMap, levels) -> dict[str, np.ndarra
     y_step_mm = float(np.max(np.abs(mri_voxel_to_mri_linear[1])))
     centres_mri = points_mri - [0.0, 0.5 * y_step_mm, 0.0]
     index_ijk = np.rint(np.linalg.solve(mri_voxel_to_mri_linear, (centres_mri - labels.GetOrigin()).T).T).astype(int)
+    if levels is None:
+        values = label_map.array[index_ijk[:, 2], index_ijk[:, 1], index_ijk[:, 0]]
+        names = np.array([label_map.levels.get(int(value), "") for value in values])
+        by_level = {str(name): points_mri[names == name] for name in np.unique(names) if name}
+        if not by_level:
+            raise RegistrationError(
+                "no MRI bone surface point carries a vertebral level in the label table (names such as 'vertebra_L4')"
+            )
+        return by_level
     level_index = sitk.GetArrayViewFromImage(levels)[index_ijk[:, 2], index_ijk[:, 1], index_ijk[:, 0]]
     by_level = {
         LEVEL_NAMES[value]: points_mri[level_index == value]
