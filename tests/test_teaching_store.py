@@ -3,6 +3,7 @@ writers, pseudonyms only (issue 19)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import threading
 import uuid
@@ -151,3 +152,26 @@ def test_postgresql_store_with_concurrent_writers(postgres_schema_url):
     with engine.connect() as connection:
         assert connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar() == "0001_attempts"
     engine.dispose()
+
+
+def test_database_urls(tmp_path):
+    assert database_url(tmp_path / "r.sqlite") == f"sqlite:///{(tmp_path / 'r.sqlite').resolve()}"
+    assert database_url("postgresql://u@h:5/db") == "postgresql+psycopg://u@h:5/db"
+    assert database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert database_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+def test_results_cli_and_one_line_errors(tmp_path, capsys):
+    from workbench.cli import main
+
+    db = tmp_path / "results.sqlite"
+    with open_store(db) as store:
+        store.submit("t01", "S1", _score(0.0), "a" * 64)
+        store.submit("t02", "S2", _score(15.0), "b" * 64)
+    assert main(["results", "--db", str(db), "--session", "S2", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["trainee"] == "t02" and row["passed"] is False and row["offset_at_entry_mm"] == pytest.approx(14.67, abs=0.01)
+    assert main(["results", "--db", "mysql://x@h/db"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["library", "build", str(tmp_path / "lib"), "--cases", "0"]) == 2
+    assert "--cases must be an integer 1..100" in capsys.readouterr().err

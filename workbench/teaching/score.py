@@ -362,11 +362,12 @@ def score_plan(case_dir: str | Path, plan_path: str | Path, task: str | None = N
     trajectory = _pick_trajectory(plan, expert, plan_path)
     safety, expert_safety = _safety(case_dir, trajectory, expert) if check_safety else (None, None)
     case_id = case_dir.resolve().name
-    try:
-        from workbench.case import load_case
+    from workbench.case import load_case
+    from workbench.errors import WorkbenchError
 
+    try:
         case_id = load_case(case_dir, verify_digests=False).case_id
-    except Exception:  # noqa: BLE001 - the folder name is a fine fallback for a score
+    except WorkbenchError:  # no readable case.json: the folder name names the case
         pass
     return score_trajectory(
         trajectory, dict(ground_truth.targets_mri), expert, case_id=case_id, safety=safety, expert_safety=expert_safety
