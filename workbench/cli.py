@@ -116,10 +116,9 @@ def describe(path: str | Path) -> dict:
 
 def _describe_json(path: Path) -> dict:
     """Describe a JSON file: 3D Slicer markups or a JSON Schema."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WorkbenchError(f"not valid JSON ({exc})", path) from None
+    from workbench.io.json_io import read_json_limited
+
+    document = read_json_limited(path)  # size, nesting, digits and float range bounded
     if isinstance(document, dict) and "markups" in document:
         from workbench.io.markups import describe_markups
 
@@ -296,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench.widgets.cli import register as register_lab
 
     register_ui_bench(bench_sub)
+    from workbench.fuzzing.cli import register_bench as register_fuzz_bench
+
+    register_fuzz_bench(bench_sub)
     register_lab(sub)
     from workbench.teach import register as register_teach
 

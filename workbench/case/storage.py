@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterator
 
 from workbench import __version__
-from workbench._atomic import atomic_open, atomic_write_text
+from workbench._atomic import atomic_open, atomic_write_text, remove_stale_temporaries
 from workbench.case.identifiers import check_dicom_deidentified, check_no_identifiers, check_volume_header, dicom_files_under
 from workbench.case.model import CURRENT_SCHEMA_VERSION, Case, utc_now
 from workbench.case.schema import (
@@ -218,6 +218,7 @@ def load_case(folder: str | Path, verify_digests: bool = True) -> Case:
         (written before digests covered data files); it loads, the data file unverified.
     """
     case, _ = _load(Path(folder), verify_digests)
+    remove_stale_temporaries(Path(folder) / CASE_FILE)  # of a save that was interrupted
     return case
 
 

@@ -413,8 +413,11 @@ def _mutate_dicom(base: Base, rng: np.random.Generator) -> dict[str, bytes]:
         if kind < 0.3:
             if keyword in dataset:
                 delattr(dataset, keyword)
-        elif kind < 0.4:
+        elif kind < 0.4 and "PixelData" in dataset:
+            from pydicom.encaps import encapsulate
+
             dataset.file_meta.TransferSyntaxUID = pick(rng, _COMPRESSED_SYNTAXES)
+            dataset.PixelData = encapsulate([bytes(dataset.PixelData)])  # not a real JPEG stream
         elif keyword in dataset and keyword != "PixelData":
             element = dataset.data_element(keyword)
             token = pick(rng, HOSTILE_NUMBERS)

@@ -27,6 +27,7 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from workbench._atomic import TEMPORARY_SUFFIX, remove_stale_temporaries, temporary_prefix
 from workbench.errors import VolumeError
 from workbench.io.loaded_volume import LoadedVolume, compute_source_digest
 from workbench.io.image_header import check_image_header
@@ -191,7 +192,8 @@ def save_volume(image_or_loaded: sitk.Image | LoadedVolume, path: str | os.PathL
     _require_suffix(path)
     image = without_metadata(image)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)  # staging folders of interrupted saves
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent))
     try:
         with _sitk_errors(path, "cannot write"):
             sitk.WriteImage(image, str(staging / path.name), useCompression=True)
