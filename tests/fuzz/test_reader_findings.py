@@ -128,7 +128,7 @@ def test_device_set_with_unknown_encoding_or_huge_values(tmp_path, shared_data):
         text.replace('StickLengthLimit="9"', 'StickLengthLimit="100000"'): "StickLengthLimit: 100000 is outside 1..63",
         text.replace('OutputSpacing="0.5 0.5 0.5"', 'OutputSpacing="1e-9 0.5 0.5"'): "OutputSpacing: spacing 1e-09 mm",
         text.replace("15.3978", "1e300"): r"Matrix translation: coordinate 1e\+300 mm",
-        text.replace('NumberOfThreads="1"', 'NumberOfThreads="' + "9" * 5000 + '"'): "NumberOfThreads must be 1 integer",
+        text.replace('NumberOfThreads="1"', 'NumberOfThreads="' + "9" * 5000 + '"'): "NumberOfThreads must be an integer",
     }
     for index, (content, problem) in enumerate(cases.items()):
         path = tmp_path / f"config{index}.xml"
