@@ -134,7 +134,7 @@ def test_without_landmarks_it_starts_from_the_initial_transform(scene):
 
 def test_bad_settings_and_missing_inputs_are_refused(scene):
     inputs, truth = scene
-    assert REFINEMENTS == ("bone-icp", "lc2", "lc2-frames", "mattes-mi", "piecewise")
+    assert REFINEMENTS == ("bone-icp", "bone-robust", "lc2", "lc2-frames", "mattes-mi", "piecewise")
     with pytest.raises(RegistrationError, match="unknown refinement"):
         RegistrationSettings(("icp",))
     with pytest.raises(RegistrationError, match="can only come last"):

@@ -365,7 +365,7 @@ def register_bone_robust(
     points,
     points_mri: np.ndarray,
     initial: Transform,
-    params: RobustBoneParameters = RobustBoneParameters(),
+    params: RobustBoneParameters | None = None,
 ) -> RegistrationResult:
     """Global start search, robust joint fit (rigid, speed-of-sound scale, latency), level check.
 
@@ -378,14 +378,16 @@ def register_bone_robust(
         MRI bone surface, mm (``Mri``).
     initial : Transform
         ``ReferenceToMri`` to start from.
-    params : RobustBoneParameters
+    params : RobustBoneParameters, optional
+        Default ``RobustBoneParameters()``.
 
     Returns
     -------
     RegistrationResult
         ``method`` ``"bone-robust"``; ``metric_trace``: RMS of the kept pairs per iteration of the
         final fit, mm; ``provenance``: ``"speed_of_sound_scale"`` (true depth / displayed
-        depth), ``"latency_s"`` (poses were read this long before the image), ``"residual_mm"`` (capped residual), ``"search"`` (each start's
+        depth), ``"latency_s"`` (poses were read this long before the image), ``"residual_mm"``
+        (capped residual), ``"search"`` (each start's
         capped residual) and ``"level_check"`` (the neighbours' residuals, ``"switched"``: the
         level was changed by one).
 
@@ -395,6 +397,7 @@ def register_bone_robust(
         Bad points, a wrong initial transform, or no start with enough pairs.
     """
     started_s = time.perf_counter()
+    params = params or RobustBoneParameters()
     if initial.name != "ReferenceToMri":
         raise RegistrationError(f"initial transform must be ReferenceToMri, got {initial.name}")
     problem = _Problem(points, points_mri, params)

@@ -27,13 +27,14 @@ from workbench.widgets.session import CaseSession, WidgetError, landmark_registr
 
 __all__ = ["METHODS", "RegistrationRunner", "RegistrationPanel", "history_rows", "params_from_values", "param_fields"]
 
-METHODS = ("bone-icp", "lc2", "mattes-mi")
+METHODS = ("bone-icp", "bone-robust", "lc2", "mattes-mi")
 
 
 def _params_class(method: str):
-    from workbench.registration.params import IcpParameters, Lc2Parameters, MattesParameters
+    from workbench.registration.params import IcpParameters, Lc2Parameters, MattesParameters, RobustBoneParameters
 
-    return {"bone-icp": IcpParameters, "lc2": Lc2Parameters, "mattes-mi": MattesParameters}[method]
+    return {"bone-icp": IcpParameters, "bone-robust": RobustBoneParameters, "lc2": Lc2Parameters,
+            "mattes-mi": MattesParameters}[method]
 
 
 def param_fields(params_class) -> list[tuple[str, type, object]]:
@@ -99,6 +100,7 @@ class RegistrationRunner:
         self._us_points = None
         self._mri_points = None
         self._us_volume = None
+        self._beam_points = None
 
     @property
     def current(self) -> Transform:
@@ -223,7 +225,7 @@ class RegistrationRunner:
 
         Parameters
         ----------
-        method : {"bone-icp", "lc2", "mattes-mi"}
+        method : {"bone-icp", "bone-robust", "lc2", "mattes-mi"}
         params : parameters dataclass of the method, optional
         on_progress : callable, optional
             ``on_progress(fraction_done, metric_trace_so_far, message)``: at the start, after every
@@ -244,6 +246,11 @@ class RegistrationRunner:
             us_points, mri_points = self.bone_points()
             inputs = RegistrationInputs(initial=self.landmarks.transform, us_points_reference=us_points, mri_points=mri_points)
             settings = RegistrationSettings((method,), icp=params)
+        elif method == "bone-robust":
+            us_points, mri_points = self.bone_points()
+            inputs = RegistrationInputs(initial=self.landmarks.transform, us_points_reference=us_points, mri_points=mri_points,
+                                        us_beam_points=self.beam_points())
+            settings = RegistrationSettings((method,), robust=params)
         else:
             volume, covered = self._reconstruction()
             inputs = RegistrationInputs(initial=self.landmarks.transform, mri=self.session.mri.image, us_volume=volume, us_mask=covered)
@@ -252,6 +259,26 @@ class RegistrationRunner:
         self.latest = self.refined
         self._started_from = {id(self.refined): self.landmarks}
         return self.refined
+
+    def beam_points(self):
+        """The sweep's bone points with pixel, frame, pose and time (``"bone-robust"`` estimates the
+        speed-of-sound depth scale and latency from them), or None without the sweep's device set
+        (the beam geometry: fan origin and radius); cached."""
+        if self._beam_points is None:
+            from workbench.io.plus_config import read_device_set
+            from workbench.registration.robust import BeamGeometry, beam_points_from_frames
+
+            sweep = self.session.case.sweeps[self.sweep_index]
+            if sweep.device_set is None:
+                return None
+            config = read_device_set(self.session.folder / sweep.device_set.path).volume_reconstruction
+            geometry = (
+                BeamGeometry(tuple(config.fan_origin_px), float(config.fan_radius_start_px))
+                if any(angle != 0.0 for angle in config.fan_angles_deg)
+                else BeamGeometry()
+            )
+            self._beam_points = beam_points_from_frames(self.session.sweep(self.sweep_index), sweep.image_to_probe, geometry)
+        return self._beam_points
 
     def _reconstruction(self):
         if self._us_volume is None:
