@@ -17,7 +17,7 @@ from pydicom.encaps import encapsulate
 
 from workbench.anonymize import anonymize_folder
 from workbench.case import Case, load_case, save_case
-from workbench.errors import CaseBundleError, DeviceSetError, DicomError, PlanError, VolumeError, WorkbenchError
+from workbench.errors import CaseBundleError, DeviceSetError, DicomError, PlanError, WorkbenchError
 from workbench.io._crash_guard import run_isolated
 from workbench.io.itk_transform import describe_transform
 from workbench.io.markups import describe_markups
@@ -104,7 +104,8 @@ def test_nifti_header_fields_are_checked(tmp_path, shared_data):
     import gzip
     import struct
 
-    raw = bytearray(gzip.decompress((shared_data / "spine-crops-tptbox-mri-ct/sample_mri/sub-mri_seg-vert_label-6_msk.nii.gz").read_bytes()))
+    source = shared_data / "spine-crops-tptbox-mri-ct/sample_mri/sub-mri_seg-vert_label-6_msk.nii.gz"
+    raw = bytearray(gzip.decompress(source.read_bytes()))
     for offset, fmt, value, problem in (
         (40, "<h", 9, "dim[0]: 9 is outside 1..7"),
         (42, "<h", -5, "has a size below 1"),
@@ -124,7 +125,8 @@ def test_device_set_with_unknown_encoding_or_huge_values(tmp_path, shared_data):
     cases = {
         '<?xml version="1.0" encoding="no-such-encoding"?>\n' + text: "cannot decode the XML",
         '<?xml version="1.0" encoding="utf-16"?>\n' + text: "encoding specified in XML declaration is incorrect",
-        text.replace('OutputSpacing="0.5 0.5 0.5"', 'OutputSpacing="0.5 0.5 0.5" OutputExtent="0 99999 0 99999 0 99999"'): "OutputExtent: needs",
+        text.replace('OutputSpacing="0.5 0.5 0.5"', 'OutputSpacing="0.5 0.5 0.5" OutputExtent="0 99999 0 99999 0 99999"'):
+            "OutputExtent: needs",
         text.replace('StickLengthLimit="9"', 'StickLengthLimit="100000"'): "StickLengthLimit: 100000 is outside 1..63",
         text.replace('OutputSpacing="0.5 0.5 0.5"', 'OutputSpacing="1e-9 0.5 0.5"'): "OutputSpacing: spacing 1e-09 mm",
         text.replace("15.3978", "1e300"): r"Matrix translation: coordinate 1e\+300 mm",
@@ -168,16 +170,17 @@ def test_dicom_corrupt_element_is_refused_by_the_anonymiser(tmp_path, shared_dat
     at = data.index(b"\x10\x00\x10\x00PN")  # PatientName: its VR bytes made unknown
     data[at + 4 : at + 6] = b"We"
     files[2].write_bytes(bytes(data))
-    with pytest.raises(DicomError, match=r"0003_.*: cannot de-identify: a corrupt element \(Unknown Value Representation 'We' in tag \(0010,0010\)\)"):
+    expected = r"0003_.*: cannot de-identify: a corrupt element \(Unknown Value Representation 'We' in tag \(0010,0010\)\)"
+    with pytest.raises(DicomError, match=expected):
         anonymize_folder(folder, tmp_path / "out", case_id="C1", salt=b"s")
 
 
 @pytest.mark.parametrize(
     "edit, problem",
     [
-        (lambda t: t.replace('"point_mm": [1.5, -20.25, 33.0]', '"point_mm": [1.5, ' + "9" * 5000 + ", 33.0]"), "an integer with 5000 digits"),
+        (lambda t: t.replace("[1.5, -20.25, 33.0]", "[1.5, " + "9" * 5000 + ", 33.0]"), "an integer with 5000 digits"),
         (lambda t: t.replace('"title": "t"', '"title": ' + "[" * 5000 + "]" * 5000), "nests 5001 levels deep"),
-        (lambda t: t.replace('"point_mm": [1.5, -20.25, 33.0]', '"point_mm": [1.5, -20.25, 1e300]'), r"landmarks\[0\].point_mm: coordinate 1e\+300 mm is farther than 10 m"),
+        (lambda t: t.replace("[1.5, -20.25, 33.0]", "[1.5, -20.25, 1e300]"), r"landmarks\[0\].point_mm: coordinate 1e\+300 mm is farther"),
     ],
 )
 def test_case_json_huge_numbers_and_deep_nesting(tmp_path, edit, problem):

@@ -32,7 +32,9 @@ def _rotation_z(angle_rad: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-@pytest.mark.parametrize("spacing, ok", [(1e-3, True), (100.0, True), (0.5, True), (9.9e-4, False), (100.01, False), (0.0, False), (-1.0, False)])
+@pytest.mark.parametrize(
+    "spacing, ok", [(1e-3, True), (100.0, True), (0.5, True), (9.9e-4, False), (100.01, False), (0.0, False), (-1.0, False)]
+)
 def test_spacing_range_in_mm(spacing, ok):
     if ok:
         assert check_spacing_mm([spacing, 1.0], "ElementSpacing", "f.mha")[0] == spacing

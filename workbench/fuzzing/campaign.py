@@ -147,6 +147,7 @@ def _worker_main(conn, shared: str, workdir: str) -> None:
 
     _limit_worker()
     worker = _Worker(Path(shared), Path(workdir))
+    conn.send(("ready", ""))
     while True:
         try:
             task = conn.recv()
@@ -154,6 +155,13 @@ def _worker_main(conn, shared: str, workdir: str) -> None:
             return
         if task is None:
             return
+        if task[0] == "prepare":  # build a format's bases (and import its readers) outside the timed inputs
+            try:
+                worker.bases_of(task[1])
+                conn.send(("ready", ""))
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the campaign
+                conn.send(("failed", f"{type(exc).__name__}: {str(exc)[:200]}"))
+            continue
         name, seed, index = task
         try:
             conn.send(run_one(worker, name, seed, index))
@@ -161,12 +169,32 @@ def _worker_main(conn, shared: str, workdir: str) -> None:
             conn.send(("uncaught", f"harness: {type(exc).__name__}: {str(exc)[:160]}"))
 
 
+#: how long a worker may take to start or to build a format's bases (not part of any input's time), s
+_SETUP_TIMEOUT_S = 600.0
+
+
 class _Process:
-    def __init__(self, context, shared: Path, workdir: Path):
+    def __init__(self, context, shared: Path, workdir: Path, name: str):
         self.parent, child = context.Pipe()
         self.process = context.Process(target=_worker_main, args=(child, str(shared), str(workdir)), daemon=True)
         self.process.start()
         child.close()
+        self._await_ready("start")
+        self.prepare(name)
+
+    def prepare(self, name: str) -> None:
+        """Have the worker build the bases of format ``name`` before its inputs are timed."""
+        self.parent.send(("prepare", name))
+        self._await_ready(f"prepare {name}")
+
+    def _await_ready(self, what: str) -> None:
+        if not self.parent.poll(_SETUP_TIMEOUT_S):
+            self.stop(kill=True)
+            raise RuntimeError(f"fuzz worker did not {what} within {_SETUP_TIMEOUT_S:g} s")
+        kind, detail = self.parent.recv()
+        if kind != "ready":
+            self.stop(kill=True)
+            raise RuntimeError(f"fuzz worker could not {what}: {detail}")
 
     def stop(self, kill: bool = False) -> None:
         if kill and self.process.is_alive():
@@ -225,21 +253,22 @@ def run_campaign(
     context = mp.get_context("spawn")
     workdir = Path(tempfile.mkdtemp(prefix="wb-fuzz-"))
     keys = {"clean_error": "clean_errors", "accepted": "accepted", "garbage": "garbage_accepted", "uncaught": "uncaught"}
-    report = {
-        name: {"inputs": 0, "clean_errors": 0, "accepted": 0, "garbage_accepted": 0, "uncaught": 0, "crashes": 0, "hangs": 0, "examples": []}
-        for name in plan
-    }
+    columns = ("inputs", "clean_errors", "accepted", "garbage_accepted", "uncaught", "crashes", "hangs")
+    report = {name: {**dict.fromkeys(columns, 0), "examples": []} for name in plan}
     started = time.monotonic()
     done = 0
-    worker = _Process(context, shared, workdir)
+    names = list(plan)
+    worker = _Process(context, shared, workdir, names[0])
     try:
         for name, count in plan.items():
             entry = report[name]
+            if name != names[0]:
+                worker.prepare(name)
             for index in range(count):
                 outcome, detail = _one(worker, name, seed, index, timeout_s)
                 if outcome in ("crash", "hang"):
                     worker.stop(kill=True)
-                    worker = _Process(context, shared, workdir)
+                    worker = _Process(context, shared, workdir, name)
                     entry["crashes" if outcome == "crash" else "hangs"] += 1
                 else:
                     entry[keys[outcome]] += 1
@@ -254,7 +283,6 @@ def run_campaign(
     finally:
         worker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    columns = ("inputs", "clean_errors", "accepted", "garbage_accepted", "uncaught", "crashes", "hangs")
     totals = {column: sum(entry[column] for entry in report.values()) for column in columns}
     return {
         "benchmark": "fuzz",

@@ -642,6 +642,9 @@ def _case_bases(shared: Path, workdir: Path) -> list[Base]:
         transforms={"ReferenceToMri": Transform(reference_to_mri, "Reference", "Mri")},
     )  # fmt: skip
     save_case(case, folder)
+    document = json.loads((folder / "case.json").read_text())
+    document["modified_utc"] = "2026-01-01T00:00:00Z"  # the save time: fixed, so inputs are reproducible
+    (folder / "case.json").write_text(json.dumps(document, indent=2))
     files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     return [Base("synthetic case", files, "case.json")]
 

@@ -269,7 +269,7 @@ def format_float(value: float) -> str:
 def parse_sizes(text: str, count: int, field: str, path: Path) -> list[int]:
     """Parse ``count`` non-negative axis sizes (DimSize / sizes)."""
     tokens = text.split()
-    if len(tokens) != count or not all(t.isascii() and t.isdigit() for t in tokens):
+    if len(tokens) != count or not all(t.isascii() and t.isdigit() and len(t) <= 19 for t in tokens):
         raise SequenceFileError(f"{field} = {text[:60]!r}: expected {count} non-negative integers", path)
     sizes = [int(t) for t in tokens]
     if max(sizes) > MAX_AXIS_SIZE:
@@ -279,7 +279,7 @@ def parse_sizes(text: str, count: int, field: str, path: Path) -> list[int]:
 
 def parse_positive_int(text: str, field: str, path: Path) -> int:
     """Parse a positive integer header value (channel counts and the like)."""
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_AXIS_SIZE:
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not 0 < int(text) <= MAX_AXIS_SIZE:
         raise SequenceFileError(f"{field} = {text[:40]!r}: expected a positive integer", path)
     return int(text)
 

@@ -217,7 +217,7 @@ def _location(values: dict[str, str], data_offset: int, path: Path) -> DataLocat
     compressed_size = None
     if "CompressedDataSize" in values:
         text = values["CompressedDataSize"]
-        if not (text.isascii() and text.isdigit()):
+        if not (text.isascii() and text.isdigit() and len(text) <= 19):  # a byte count fits in 64 bits
             raise SequenceFileError(f"CompressedDataSize = {text[:40]!r}: expected a byte count", path)
         compressed_size = int(text)
     if data_file == "LOCAL":
