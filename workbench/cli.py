@@ -36,6 +36,12 @@ Sub-commands
     Tune a registration pipeline: an Optuna study scored on simulated cases by Dask workers, resumable (docs/tuning.md).
 ``workbench segment CASE_DIR [--out FILE]``
     Segment the case MRI (vertebrae by level, canal, nerve roots, body) from its named landmarks; attach the label map.
+``workbench library build OUT_DIR --cases N [--seed S]`` / ``workbench library list DIR [--json]``
+    A teaching case library: varied synthetic cases with expert plans and a difficulty rating (docs/teaching.md).
+``workbench score --case CASE_DIR --plan PLAN.json [--json]``
+    Score a trainee's plan against the case's expert plan (0-100, expert-anchored pass thresholds).
+``workbench submit --trainee ID --session S --case CASE_DIR --plan PLAN.json [--db URL]`` / ``workbench results --db URL [--csv OUT]``
+    Store a scored attempt (SQLite beside the library, or PostgreSQL); list or export the attempts.
 ``workbench bench reconstruct|demo-case|registration|segment|tune|ui [--json]``
     Benchmarks (speed and memory), never timed unit tests.
 

@@ -121,6 +121,17 @@ class SubmitPanel:
         self.widget.add_class("wb-submit-panel")
         self.last = None
 
+    @classmethod
+    def for_plan_panel(cls, case_dir, plan_panel, **kwargs) -> "SubmitPanel":
+        """A panel that submits what a plan page's :class:`~workbench.widgets.plan.PlanPanel` shows:
+        Submit first exports it (``plan_panel.export()``, links included) and scores its ``plan.json``.
+        ``kwargs`` as for the constructor (``db``, ``session``, ``check_safety``)."""
+
+        def plan_file() -> Path:
+            return next(path for path in plan_panel.export() if path.name == "plan.json")
+
+        return cls(case_dir, plan_file, **kwargs)
+
     def submit(self):
         """Score and store the current plan; show the score and the overlay. Returns the
         :class:`~workbench.teaching.score.PlanScore`, or None after an error (shown in the panel)."""
