@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from workbench.errors import ReconstructionError
+from workbench.validation import check_allocation
 
 __all__ = ["ExtentRounding", "OutputGrid", "check_memory", "grid_covering", "image_to_voxel_matrix"]
 
@@ -114,6 +115,7 @@ def check_memory(grid: OutputGrid, bytes_per_voxel: int, limit_bytes: int) -> No
             f"output grid of {nx}x{ny}x{nz} voxels needs {needed / 2**30:.2f} GiB (volume and accumulation "
             f"buffer), over the memory limit of {limit_bytes / 2**30:.2f} GiB: increase the spacing or the limit"
         )
+    check_allocation(needed, "output grid (volume and accumulation buffer)", None, ReconstructionError)  # memory free now
 
 
 def image_to_voxel_matrix(image_to_frame: np.ndarray, grid: OutputGrid) -> np.ndarray:
