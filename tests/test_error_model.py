@@ -450,3 +450,42 @@ def test_realistic_benchmark_on_one_small_case_reports_the_new_keys(monkeypatch)
     assert row["max_tre_mm"] is None or row["max_tre_mm"] >= row["median_tre_mm"] > 0.0
     (case,) = results["case_descriptions"]
     assert case["errors"]["sources"] == list(SOURCE_NAMES) and 10.0 <= min(case["errors"]["draw"]["sweep_speeds_mm_s"])
+
+
+def test_the_command_defaults_to_the_realistic_profile_and_passes_sources(monkeypatch, capsys):
+    import argparse
+    import json
+
+    from workbench.registration import bench
+
+    parser = argparse.ArgumentParser()
+    bench.register_bench(parser.add_subparsers(dest="benchmark"))
+    seen = {}
+    monkeypatch.setattr(bench, "run_registration_benchmark", lambda *a, **k: seen.update(args=a, **k) or {"methods": {}})
+    args = parser.parse_args(["registration", "--json"])
+    assert args.func(args) == 0
+    assert seen["profile"] == "realistic" and seen["sources"] is None and seen["landmark_trials"] == 1
+    assert seen["args"][:2] == (2, 1)  # realistic defaults: 2 cases, 1 start per offset
+    args = parser.parse_args(["registration", "--profile", "ideal", "--json"])
+    args.func(args)
+    assert seen["profile"] == "ideal" and seen["args"][:2] == (3, 5)  # the earlier defaults
+    args = parser.parse_args(["registration", "--sources", "latency, posture", "--json"])
+    args.func(args)
+    assert seen["sources"] == ("latency", "posture")
+    args = parser.parse_args(["registration", "--sources", "all", "--json"])
+    args.func(args)
+    assert seen["sources"] == "all"
+    printed = capsys.readouterr().out
+    assert json.loads(printed[: printed.index("\n}\n") + 2]) == {"methods": {}}
+
+
+def test_unknown_sources_and_sources_without_the_realistic_profile_are_refused():
+    from workbench.errors import WorkbenchError
+    from workbench.registration.bench import run_registration_benchmark
+
+    with pytest.raises(WorkbenchError, match="unknown error source"):
+        run_registration_benchmark(1, 1, sources=("gremlins",))
+    with pytest.raises(WorkbenchError, match="realistic profile"):
+        run_registration_benchmark(1, 1, profile="ideal", sources=("latency",))
+    with pytest.raises(WorkbenchError, match="unknown benchmark profile"):
+        run_registration_benchmark(1, 1, profile="optimistic")
