@@ -122,8 +122,8 @@ def test_finite_float():
         ('{"a": ' + "9" * 5000 + "}", "an integer with 5000 digits"),
         ('{"a": ' + "1" * (MAX_INT_DIGITS + 1) + "}", f"an integer with {MAX_INT_DIGITS + 1} digits"),
         ('{"a": 1e999}', "number 1e999 is too large for a float"),
-        ('{"a": NaN}', "NaN, which is not a JSON number"),
-        ('{"a": -Infinity}', "-Infinity, which is not a JSON number"),
+        ('{"a": NaN}', "NaN; NaN or infinity is not a JSON number"),
+        ('{"a": -Infinity}', "-Infinity; NaN or infinity is not a JSON number"),
         ('{"a": ', "is not valid JSON at line 1, column 7"),
     ],
 )

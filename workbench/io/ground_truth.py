@@ -22,6 +22,7 @@ from workbench._atomic import atomic_write_text
 from workbench.errors import WorkbenchError
 from workbench.frames import Transform
 from workbench.io.paths import refuse_special_file
+from workbench.io.json_io import parse_json_limited
 
 __all__ = [
     "GROUND_TRUTH_FORMAT",
@@ -322,10 +323,7 @@ def read_ground_truth(path: str | os.PathLike) -> GroundTruth:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise GroundTruthError(f"cannot read the ground truth ({exc.__class__.__name__}: {exc})", path) from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GroundTruthError(f"ground truth is not valid JSON ({exc})", path) from None
+    document = parse_json_limited(text.encode("utf-8"), path, error=GroundTruthError, what="ground truth")
     return GroundTruth.from_dict(document, path)
 
 

@@ -53,7 +53,7 @@ def _parse_float(text: str) -> float:
 
 
 def _parse_constant(name: str):
-    raise _Refused(f"{name}, which is not a JSON number (NaN and Infinity are refused)")
+    raise _Refused(f"{name}; NaN or infinity is not a JSON number")
 
 
 _CONSTANTS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}

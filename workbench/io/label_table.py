@@ -28,6 +28,7 @@ from typing import Mapping
 
 from workbench._atomic import atomic_write_text
 from workbench.anatomy import LabelMapError, resolve_label_name
+from workbench.io.json_io import parse_json_limited
 
 __all__ = ["SIDECAR_SUFFIX", "read_label_table", "read_raw_label_table", "sidecar_path", "write_label_table"]
 
@@ -64,10 +65,7 @@ def _add(table: dict[int, str], value: int, name: str, path: Path, where: str) -
 
 
 def _read_json(text: str, path: Path) -> dict[int, str]:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _error(path, f"not JSON ({exc.msg} at line {exc.lineno})") from None
+    document = parse_json_limited(text.encode("utf-8"), path, error=LabelMapError, what="label table")  # bounded
     entries = document.get("labels") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise _error(path, 'a label table JSON needs {"labels": [{"value": int, "name": str}, ...]}')
