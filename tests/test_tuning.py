@@ -115,8 +115,8 @@ def test_a_study_runs_three_trials_on_a_local_cluster_into_sqlite(sqlite_study):
     assert 0.5 <= best.params["icp.trim_fraction"] <= 1.0 and 0.0 <= best.params["icp.restart_offset_mm"] <= 12.0
     # each trial's value is the objective of its own recorded figures
     for t in trials:
-        assert t.value == pytest.approx(objective_value(t.user_attrs), abs=1e-9)
-        assert t.user_attrs["evaluations"] == 2
+        assert t.value == pytest.approx(objective_value(t.user_attrs["figures"]), abs=1e-9)
+        assert t.user_attrs["figures"]["evaluations"] == 2
     # ICP on ideal simulated cases (upper bound): sub-1.5 mm median, every target under 3 mm
     assert report.best_figures["median_tre_mm"] < 1.5 and report.best_figures["success_rate"] == 1.0
     assert report.best_figures["case_tre_mm"]["0"] < 1.5
@@ -183,22 +183,29 @@ def _bad(tmp_path: Path, study_storage: str):
     }
 
 
-def test_bad_input_exits_2_with_one_line_and_overwrites_nothing(sqlite_study, tmp_path):
+def test_bad_input_exits_2_with_one_line_and_overwrites_nothing(sqlite_study, tmp_path, capsys, monkeypatch):
+    from workbench.cli import main
+
     folder, storage, _, _ = sqlite_study
     database = folder / "studies.db"
+    monkeypatch.chdir(tmp_path)  # where the default storage would go
     for what, args in _bad(tmp_path, storage).items():
         before = database.read_bytes()
         start = time.monotonic()
-        done = _cli(*args, "--trials", "1", "--json", timeout=60)
+        code = main(["tune", *args, "--trials", "1", "--json"])
         elapsed = time.monotonic() - start
-        assert done.returncode == 2, f"{what}: {done.returncode} {done.stderr}"
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("workbench tune: error: "), f"{what}: {done.stderr}"
-        assert done.stdout == ""
+        out, err = capsys.readouterr()
+        assert code == 2, f"{what}: {code} {err}"
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("workbench tune: error: "), f"{what}: {err}"
+        assert out == ""
         assert database.read_bytes() == before, f"{what} changed the study database"
         if what == "unreachable scheduler":
             assert "tcp://127.0.0.1:9" in lines[0] and elapsed < 10.0
     assert not (tmp_path / "tuning.db").exists()
+    # the same through the console command: one line on stderr, exit 2
+    done = _cli("--method", "icp-deluxe", "--json", timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unknown method 'icp-deluxe'" in done.stderr
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------------

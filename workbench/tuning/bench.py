@@ -20,7 +20,8 @@ driver (ask + tell, serial) caps the rate at ``1 / t_driver`` trials per second:
 
 extrapolated to 64 workers. It assumes the tasks of a trial are independent, that there are at
 least W tasks in flight (the driver keeps ceil(W / tasks) + 1 trials running) and that every
-worker holds the cases (simulated once per worker, not counted).
+worker holds the cases (simulated once per worker, not counted). Before each timing every process
+runs one untimed evaluation (imports, numba JIT compilation).
 """
 
 from __future__ import annotations
@@ -64,6 +65,23 @@ def _settings(method: str, parameters, trials: int, seed: int) -> list[dict]:
                 values[name] = float(rng.uniform(p.low, p.high))
         out.append(values)
     return out
+
+
+def _warm(client, method: str, description: dict, cases: int) -> list:
+    """Simulate the cases on every worker and run one evaluation there (imports, JIT): not timed.
+
+    Returns the futures of the cases on the first worker.
+    """
+    from workbench.tuning.cases import evaluate_start, simulate_case
+
+    addresses = list(client.scheduler_info()["workers"])
+    first = []
+    for index, address in enumerate(addresses):
+        futures = [client.submit(simulate_case, description, i, pure=False, workers=[address]) for i in range(cases)]
+        client.gather(client.submit(evaluate_start, method, {}, description, 0, 0, futures[0], pure=False, workers=[address]))
+        if index == 0:
+            first = futures
+    return first
 
 
 def run_tuning_benchmark(
@@ -110,6 +128,7 @@ def run_tuning_benchmark(
     say(f"plain loop: simulating {cases} case(s)")
     pin_threads()
     simulated = [simulate_case(description, i) for i in range(cases)]
+    evaluate_start(method, {}, description, 0, 0, simulated[0])  # warm-up: imports and JIT compilation
     loop_start = time.perf_counter()
     loop_task_s = []
     for values in settings:
@@ -124,8 +143,7 @@ def run_tuning_benchmark(
     say("Dask path, 1 worker: same tasks")
     client, cluster = open_client(1)
     try:
-        futures = [client.submit(simulate_case, description, i, pure=False) for i in range(cases)]
-        client.gather(futures)
+        futures = _warm(client, method, description, cases)
         dask_start = time.perf_counter()
         submitted = [
             client.submit(evaluate_start, method, values, description, c, s, futures[c], pure=False)
@@ -146,8 +164,14 @@ def run_tuning_benchmark(
             stats: dict = {}
             storage = f"sqlite:///{Path(folder) / f'w{workers}.db'}"
             say(f"study with {workers} worker(s): {trials} trials")
-            report = run_study(method, case_set, trials, parameters=parameters, storage=storage, workers=workers,
-                               seed=seed, stats=stats)
+            client, cluster = open_client(workers)
+            try:
+                _warm(client, method, description, cases)
+                report = run_study(method, case_set, trials, parameters=parameters, storage=storage, client=client,
+                                   seed=seed, stats=stats)
+            finally:
+                client.close()
+                cluster.close()
             rate = 3600.0 * report.n_trials / stats["trials_s"]
             measured.append({
                 "workers": workers, "trials": report.n_trials, "trials_s": round(stats["trials_s"], 2),

@@ -30,8 +30,8 @@ __all__ = ["CaseSet", "HELD_OUT_SEED_OFFSET", "PROFILES", "evaluate_start", "fig
 
 #: Held-out cases start at ``seed + HELD_OUT_SEED_OFFSET`` (a study would need this many cases to reach them).
 HELD_OUT_SEED_OFFSET = 100_000
-#: Simulation profiles: "ideal" (the simulator's defaults); others are passed to
-#: ``simulate_registration_case(profile=...)`` where the registration benchmark offers it.
+#: Simulation profiles: "ideal" (the simulator's defaults, an upper bound) and "realistic" (every
+#: error source of ``workbench.phantom.error_model.ErrorSources.realistic``, drawn per case seed).
 PROFILES = ("ideal", "realistic")
 #: Trial TRE above this counts as this in the objective (a failure is infinite), mm.
 TRE_CAP_MM = 50.0
@@ -43,7 +43,7 @@ def profile_supported(profile: str) -> bool:
     """Whether the registration benchmark's case simulator takes ``profile`` (``"ideal"`` always works)."""
     from workbench.registration.bench import simulate_registration_case
 
-    return profile == "ideal" or "profile" in inspect.signature(simulate_registration_case).parameters
+    return profile == "ideal" or "errors" in inspect.signature(simulate_registration_case).parameters
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class CaseSet:
             raise TuningError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILES)}")
         if not profile_supported(self.profile):
             raise TuningError(
-                f"profile {self.profile!r} needs simulate_registration_case(profile=...), which this version lacks"
+                f"profile {self.profile!r} needs simulate_registration_case(errors=...), which this version lacks"
             )
         if not 0.5 <= self.spacing_mm <= 2.0:
             raise TuningError(f"case spacing must be within 0.5..2 mm, got {self.spacing_mm:g}")
@@ -138,8 +138,10 @@ def simulate_case(case_set: dict, index: int):
     pin_threads()
     spec = CaseSet(**case_set).case_specs()[index]
     kwargs = {"phantom_spacing_mm": case_set["spacing_mm"], "volume_spacing_mm": case_set["spacing_mm"]}
-    if case_set["profile"] != "ideal":
-        kwargs["profile"] = case_set["profile"]
+    if case_set["profile"] == "realistic":
+        from workbench.phantom.error_model import ErrorSources
+
+        kwargs["errors"] = ErrorSources.realistic()
     case = simulate_registration_case(spec["seed"], spec["bmi"], **kwargs)
     rng = np.random.default_rng([case_set["seed"], 21, index])
     centre = case.reference_to_mri.inverse().apply_to_points(case.targets_mri.mean(axis=0))
@@ -186,7 +188,14 @@ def evaluate_start(method: str, values: dict, case_set: dict, case_index: int, s
     initial = Transform(starts[start_index], "Reference", "Mri")
     try:
         settings = settings_for(method, values)
-        result = run_registration_pipeline(pipeline_inputs(case, initial), settings)
+        inputs = pipeline_inputs(case, initial)
+        if "bone-robust" in settings.refinements:  # the robust ICP also needs how its points were measured
+            from dataclasses import replace
+
+            from workbench.registration.robust_bench import case_beam_points
+
+            inputs = replace(inputs, us_beam_points=case_beam_points(case))
+        result = run_registration_pipeline(inputs, settings)
         errors = [float(v) for v in target_errors_mm(result, case)]
         run_s, failed, message = float(result.run_time_s), False, result.message
     except RegistrationError as exc:

@@ -143,7 +143,7 @@ def case_tre_png(study) -> bytes:
         _message(axes, "no completed trial yet")
     else:
         best = min(trials, key=lambda t: t.value)
-        per_case = best.user_attrs.get("case_tre_mm", {})
+        per_case = best.user_attrs.get("figures", {}).get("case_tre_mm", {})
         labels = [f"case {k}" for k in per_case]
         heights = [v if v is not None else 0.0 for v in per_case.values()]
         colours = ["#4c78a8" if v is not None else "#e45756" for v in per_case.values()]

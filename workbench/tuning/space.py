@@ -23,7 +23,10 @@ from workbench.errors import WorkbenchError
 __all__ = ["Parameter", "TuningError", "derived_range", "method_parameters", "parse_range", "settings_for", "STEP_FIELDS"]
 
 #: Pipeline step -> the RegistrationSettings field holding its parameters.
-STEP_FIELDS = {"bone-icp": "icp", "lc2": "lc2", "lc2-frames": "lc2_frames", "mattes-mi": "mattes", "piecewise": "piecewise"}
+STEP_FIELDS = {
+    "bone-icp": "icp", "bone-robust": "robust", "lc2": "lc2", "lc2-frames": "lc2_frames", "mattes-mi": "mattes",
+    "piecewise": "piecewise",
+}
 
 
 class TuningError(WorkbenchError):
@@ -81,6 +84,7 @@ def derived_range(default, kind: str) -> tuple[float, float, bool]:
 
     float > 0: default / 4 .. default * 4, log scale; float == 0: 0 .. 10, linear;
     int >= 1: max(1, default // 2) .. max(default * 2, default + 2), log scale when default >= 4.
+    A float field named ``*fraction`` with a default in (0, 1] is searched up to 1 (linear).
 
     Returns
     -------
@@ -131,6 +135,8 @@ def _fields(owner, prefix: str) -> list[Parameter]:
             log = low > 0 and high / low >= 10
         else:
             low, high, log = derived_range(value, kind)
+            if field.name.endswith("fraction") and 0 < value <= 1:
+                low, high, log = min(low, value), 1.0, False  # a fraction stays within (0, 1]
         out.append(Parameter(name, kind, low, high, log, value))
     return out
 
@@ -148,17 +154,29 @@ def method_parameters(method: str) -> dict[str, Parameter]:
     TuningError
         For an unknown method.
     """
-    from workbench.registration.bench import METHODS, method_settings
+    from workbench.registration.bench import METHODS
 
     if method not in METHODS:
         raise TuningError(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}")
-    settings = method_settings(method)
+    settings = base_settings(method)
     out: dict[str, Parameter] = {}
     for step in settings.refinements:
-        field = STEP_FIELDS[step]
+        field = STEP_FIELDS.get(step, step.replace("-", "_"))
+        if not dataclasses.is_dataclass(getattr(settings, field, None)):
+            continue  # a step without parameters
         for parameter in _fields(getattr(settings, field), field):
             out[parameter.name] = parameter
     return out
+
+
+def base_settings(method: str):
+    """The RegistrationSettings benchmark method ``method`` runs (``bench.method_settings`` or the robust methods')."""
+    from workbench.registration import robust_bench
+    from workbench.registration.bench import method_settings
+
+    if method in getattr(robust_bench, "ROBUST_METHOD_NAMES", {}):
+        return robust_bench.robust_settings(method)
+    return method_settings(method)
 
 
 def parse_range(text: str) -> tuple[str, float | None, float | None]:
@@ -215,9 +233,7 @@ def settings_for(method: str, values: dict):
     RegistrationError
         Where the values break a dataclass's own checks (e.g. a trim fraction above 1).
     """
-    from workbench.registration.bench import method_settings
-
-    settings = method_settings(method)
+    settings = base_settings(method)
     grouped: dict[tuple[str, ...], dict] = {}
     for name, value in values.items():
         *path, field = name.split(".")
