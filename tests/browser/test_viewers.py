@@ -189,11 +189,24 @@ def _yellow(rgb: np.ndarray) -> np.ndarray:
     return (r > 200) & (g > 170) & (b < 150)
 
 
-def _wait_view(page, orientation: str, timeout_s: float = 60.0) -> dict:
+RADIOLOGICAL = {
+    "axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
+    "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"},
+    "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
+}
+
+
+def _largest_canvas(view) -> dict:
+    """Bounding box of the largest visible canvas in ``view`` (ipympl stacks a few; the image is the largest)."""
+    return max((c.bounding_box() for c in view.locator("canvas").all() if c.is_visible()),
+               key=lambda b: b["width"] * b["height"])
+
+
+def _wait_view(page, orientation: str | None, timeout_s: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
         geometry = widget_json(page, "wb-view-geometry")
-        if geometry.get("orientation") == orientation:
+        if geometry.get("letters") and geometry.get("orientation") == (orientation or geometry.get("orientation")):
             return geometry
         if time.monotonic() > deadline:
             raise AssertionError(f"the view never switched to {orientation} (last: {geometry!r})")
@@ -205,52 +218,56 @@ def test_lab_slice_viewer_letters_aspect_view_switch_hooks_and_buttons(lab, page
     try:
         run_all_in_lab(page, lab, "02_landmarks_targets.ipynb")
         editor = wait_for_class(page, "wb-landmark-editor")
-        axial = _wait_view(page, "axial", timeout_s=180.0)
-        assert axial["letters"] == {"left": "R", "right": "L", "top": "A", "bottom": "P"}, axial["letters"]
+        first = _wait_view(page, None, timeout_s=180.0)  # the view the notebook opens with
+        assert first["letters"] == RADIOLOGICAL[first["orientation"]], first
+        other = "sagittal" if first["orientation"] != "sagittal" else "axial"
         # the JSON hooks are in the DOM for tests, not on the screen
         assert not page.locator(".wb-view-geometry").first.is_visible()
         assert not page.locator(".wb-last-point").first.is_visible()
-        shown = page.evaluate("() => document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)').innerText")
-        assert "canvas_px" not in shown and "point_lps" not in shown, "a raw JSON hook is visible"
+        shown = page.evaluate("() => Array.from(document.querySelectorAll('.jp-OutputArea')).map((o) => o.innerText).join('\\n')")
+        assert '"canvas_px"' not in shown and '"point_lps"' not in shown, "a raw JSON hook is visible"
+        assert '"canvas_px"' in page.locator(".wb-view-geometry").first.inner_text()  # still readable by a test
         cut = page.evaluate(_CUT_BUTTONS)
         assert not cut, f"button labels cut: {cut}"
 
         view = page.locator(".wb-landmark-editor .wb-slice-view").first
         view.scroll_into_view_if_needed()
         time.sleep(1.0)
-        rgb = _shot(view, "jupyterlab-viewer-axial", tmp_path, results_dir)
+        rgb = _shot(view, f"jupyterlab-viewer-{first['orientation']}", tmp_path, results_dir)
+        outer, canvas = view.bounding_box(), _largest_canvas(view)
+        left, top = int(round(canvas["x"] - outer["x"])), int(round(canvas["y"] - outer["y"]))
+        rgb = rgb[top:top + int(canvas["height"]), left:left + int(canvas["width"])]  # the canvas only
         width = rgb.shape[1]
         strip = max(int(0.06 * width), 8)
         assert _yellow(rgb[:, :strip]).sum() >= 8 and _yellow(rgb[:, -strip:]).sum() >= 8, "no R/L letters at the sides"
 
-        # switch to sagittal and back: the canvas takes the slice's aspect, the axial slice is kept
+        # switch to another view and back: the canvas takes the slice's aspect, the slice is kept
         buttons = editor.locator(".wb-mpr-viewer .widget-toggle-buttons").first
-        buttons.get_by_role("button", name="sagittal", exact=True).click()
-        sagittal = _wait_view(page, "sagittal")
-        assert sagittal["letters"] == {"left": "A", "right": "P", "top": "S", "bottom": "I"}, sagittal["letters"]
+        buttons.get_by_role("button", name=other, exact=True).click()
+        sagittal = _wait_view(page, other)
+        assert sagittal["letters"] == RADIOLOGICAL[other], sagittal["letters"]
         deadline = time.monotonic() + 30.0
         while True:  # the browser resizes the canvas when the kernel's figure changes size
-            canvas = max((c.bounding_box() for c in view.locator("canvas").all() if c.is_visible()),
-                         key=lambda b: b["width"] * b["height"])
+            canvas = _largest_canvas(view)
             want = sagittal["canvas_px"][0] / sagittal["canvas_px"][1]
             if abs(canvas["width"] / canvas["height"] - want) < 0.05 * want or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert abs(canvas["width"] / canvas["height"] - want) < 0.05 * want, (canvas, sagittal["canvas_px"])
-        _shot(view, "jupyterlab-viewer-sagittal", tmp_path, results_dir)
-        buttons.get_by_role("button", name="axial", exact=True).click()
-        back = _wait_view(page, "axial")
-        assert back["slice_index"] == axial["slice_index"], (axial["slice_index"], back["slice_index"])
+        _shot(view, f"jupyterlab-viewer-{other}", tmp_path, results_dir)
+        buttons.get_by_role("button", name=first["orientation"], exact=True).click()
+        back = _wait_view(page, first["orientation"])
+        assert back["slice_index"] == first["slice_index"], (first["slice_index"], back["slice_index"])
 
         # a window/level preset changes the window
         editor.locator(".wb-mpr-viewer select").first.select_option(label="soft tissue")
         deadline = time.monotonic() + 30.0
-        while widget_json(page, "wb-view-geometry").get("window") == axial["window"] and time.monotonic() < deadline:
+        while widget_json(page, "wb-view-geometry").get("window") == first["window"] and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert widget_json(page, "wb-view-geometry")["window"] != axial["window"]
+        assert widget_json(page, "wb-view-geometry")["window"] != first["window"]
         merge_result(results_dir / "viewers.json", "jupyterlab-viewer", {
-            "letters": axial["letters"], "scale_bar": axial["scale_bar"], "canvas_px_axial": axial["canvas_px"],
-            "canvas_px_sagittal": sagittal["canvas_px"], "slice_kept": back["slice_index"]})
+            "letters": first["letters"], "scale_bar": first["scale_bar"], f"canvas_px_{first['orientation']}": first["canvas_px"],
+            f"canvas_px_{other}": sagittal["canvas_px"], "slice_kept": back["slice_index"]})
     finally:
         lab.shutdown_kernels()
     assert not log.foreign(), f"the page requested non-local URLs: {log.foreign()}"

@@ -126,7 +126,7 @@ def place_labels(anchors_px, sizes_px, bounds_px, gap_px: float = 5.0) -> np.nda
 
     for index in np.argsort(anchors[:, 1], kind="stable"):
         (x, y), (w, h) = anchors[index], sizes[index]
-        left = x + gap_px if x + gap_px + w <= width else x - gap_px - w
+        left = x + gap_px if x + gap_px + w <= width else max(x - gap_px - w, 0.0)
         chosen = None
         for step in range(0, 2 * max(int(height // max(h, 1.0)), 1) + 1):
             shift = (step + 1) // 2 * (-1 if step % 2 else 1) * h * 1.05

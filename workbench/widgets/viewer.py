@@ -211,7 +211,7 @@ class SliceView:
         if not len(points_px):
             return
         canvas = self._to_canvas_px(points_px)
-        char_px, line_px = fontsize * VIEW_DPI / 72.0 * 0.62, fontsize * VIEW_DPI / 72.0 * 1.3
+        char_px, line_px = fontsize * VIEW_DPI / 72.0 * 0.56, fontsize * VIEW_DPI / 72.0 * 1.3
         sizes = np.array([[len(t) * char_px + 2.0, line_px] for t in texts])
         width_px, height_px = self.figure.bbox.width / self._ratio(), self.figure.bbox.height / self._ratio()
         boxes = place_labels(canvas, sizes, (width_px, height_px))
@@ -266,12 +266,13 @@ class SliceView:
         row = height - 0.5 - 0.07 * height
         (line,) = axes.plot([col0, col0 + bar["length_px"]], [row, row], color="white", linewidth=3, solid_capstyle="butt")
         add(_outlined(line))
-        add(_outlined(axes.text(col0 + bar["length_px"] / 2.0, row - 0.015 * height, f"{bar['length_mm']:g} mm",
-                                ha="center", va="bottom", color="white", fontsize=10)))
+        add(_outlined(axes.text(col0, row - 0.015 * height, f"{bar['length_mm']:g} mm",
+                                ha="left", va="bottom", color="white", fontsize=10)))
         slab = "" if m.mip_slab_mm <= 0 else f"  MIP {m.mip_slab_mm:g} mm"
         caption = f"{m.orientation} {m.index + 1}/{m.slice_count}{slab}"
-        add(_outlined(axes.text(0.012, 0.985, caption, transform=axes.transAxes, ha="left", va="top", color="white",
-                                fontsize=9)))
+        narrow = self.figure.bbox.width / self._ratio() < 320  # below the top letter, so they never overlap
+        add(_outlined(axes.text(0.012, 0.95 if narrow else 0.985, caption, transform=axes.transAxes, ha="left", va="top",
+                                color="white", fontsize=9)))
 
     # -- events -------------------------------------------------------------------------
     def _set(self, index=None, window=None, level=None, mip=None) -> None:
