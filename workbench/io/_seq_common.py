@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import SequenceFileError
+from workbench.validation import check_allocation
 
 #: Largest size of one axis (width, height, frames, channels) accepted from a header.
 MAX_AXIS_SIZE = 2**31 - 1
@@ -311,6 +312,7 @@ def check_data_size(layout: PixelLayout, location: DataLocation, path: Path) -> 
     """
     if layout.nbytes == 0:
         return
+    check_allocation(layout.nbytes, "pixel data (DimSize x ElementType)", path, SequenceFileError)  # memory free now
     stored = stored_data_size(location, path)
     if layout.compressed:
         _check_compressed_size(stored, layout, location, path)
