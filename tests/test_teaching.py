@@ -1,7 +1,7 @@
 """Teaching library and scores on real generated library cases (issue 19).
 
-One library of two cases (a plain one and a sacralised L5, the wrong-level trap) is built once
-per module; every test reads it.
+One library of three cases (a plain one, a sacralised L5 and a lumbarised S1: the wrong-level
+traps) is built once per module; every test reads it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from workbench.teaching.score import PASS_Z, score_plan
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
     folder = tmp_path_factory.mktemp("teaching") / "library"
-    build_library(folder, 2, seed=1, sweep_speed_mm_s=90.0)
+    build_library(folder, 3, seed=1, sweep_speed_mm_s=90.0)
     return folder
 
 
@@ -38,8 +38,9 @@ def _label_at(image: sitk.Image, point_lps) -> int:
 
 def test_library_index_features_and_difficulty(library, capsys):
     entries = read_library(library)
-    assert [e.case_id for e in entries] == ["LIB-001-01", "LIB-001-02"]
-    plain, trap = entries
+    assert [e.case_id for e in entries] == ["LIB-001-01", "LIB-001-02", "LIB-001-03"]
+    plain, trap, other_trap = entries
+    assert other_trap.features["transitional"] == "lumbarised-S1" and other_trap.task.startswith("L5 ")
     assert plain.features["transitional"] == "none"
     assert trap.features["transitional"] == "sacralised-L5" and trap.task.startswith("L5 ")
     for entry in entries:
@@ -60,7 +61,7 @@ def test_library_index_features_and_difficulty(library, capsys):
     assert trap.difficulty - difficulty_rating(no_trap) == pytest.approx(1.0, abs=0.051)
     assert main(["library", "list", str(library), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["cases"]
-    assert [c["case_id"] for c in listed] == ["LIB-001-01", "LIB-001-02"]
+    assert [c["case_id"] for c in listed] == ["LIB-001-01", "LIB-001-02", "LIB-001-03"]
     assert listed[1]["description"].count("sacralised-L5") == 1
 
 
@@ -90,7 +91,7 @@ def _moved_plan(library, case_id: str, tmp_path, shift_mm: float):
     return path, trajectory
 
 
-@pytest.mark.parametrize("case_id", ["LIB-001-01", "LIB-001-02"])
+@pytest.mark.parametrize("case_id", ["LIB-001-01", "LIB-001-02", "LIB-001-03"])
 def test_expert_plan_passes_and_a_15_mm_entry_move_scores_lower(library, tmp_path, case_id):
     expert = score_plan(library / case_id, library / f"{case_id}.expert.plan.json")
     assert expert.passed and expert.score >= 90.0
@@ -159,9 +160,9 @@ def test_teaching_notebook_runs_headless_on_the_library(library, tmp_path):
     outputs, work = execute_notebook(source, library / "LIB-001-01", tmp_path / "nb", timeout_s=300)
     text = "".join(o["output"].get("text", "") for o in outputs if o["output"].get("output_type") == "stream")
     assert "LIB-001-02: difficulty" in text and "task L5 " in text
-    assert "12 attempts stored" in text  # 3 simulated trainees x 2 cases x 2 attempts
-    assert "12 attempts by 3 trainees in session demo-session" in text
-    assert "exported 12 attempts to results.csv" in text
+    assert "18 attempts stored" in text  # 3 simulated trainees x 3 cases x 2 attempts
+    assert "18 attempts by 3 trainees in session demo-session" in text
+    assert "exported 18 attempts to results.csv" in text
     widget_views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o["output"].get("data", {})]
     assert widget_views, "the teacher's view was not displayed as a widget"
 
@@ -186,3 +187,89 @@ def test_trainee_submit_panel_scores_stores_and_overlays(library, tmp_path):
         (row,) = store.results()
     assert (row["trainee"], row["session"], row["case_id"]) == ("t09", "S2", "LIB-001-01")
     assert row["offset_at_entry_mm"] == pytest.approx(15.0, abs=0.01)
+
+    class PlanPage:  # what the plan page's PlanPanel offers: export() -> the files written
+        def export(self):
+            return [tmp_path / "report.html", expert_copy]
+
+    expert_copy = tmp_path / "plan.json"
+    expert_copy.write_bytes((library / "LIB-001-01.expert.plan.json").read_bytes())
+    page = PlanPage()
+    from_page = SubmitPanel.for_plan_panel(library / "LIB-001-01", page, db=db, session="S2", check_safety=False)
+    from_page.trainee.value = "t09"
+    assert from_page.submit().passed and "Score 100 / 100, passed" in from_page.result.value
+
+
+@pytest.fixture(scope="module")
+def session_scores(library, tmp_path_factory):
+    """A session: 3 trainees x 3 cases x 2 attempts (the entry 12, 6 mm off for t02; t03 one level
+    up on the traps at first), scored with the safety checks."""
+    from workbench.teaching.score import score_plan
+
+    work = tmp_path_factory.mktemp("session")
+    scores = []
+    for attempt, shift in enumerate((12.0, 6.0)):
+        for trainee in ("t01", "t02", "t03"):
+            for entry in read_library(library):
+                path, _ = _moved_plan(library, entry.case_id, work, shift if trainee == "t02" else 0.0)
+                if trainee == "t03" and attempt == 0 and entry.features["transitional"] != "none":
+                    truth = read_ground_truth(library / entry.case_id / "ground_truth.json")
+                    up = next(p for p in truth.expert_plans if p.target == entry.task.replace("L5", "L4"))
+                    plan = load_plan(path)
+                    wrong = dataclasses.replace(
+                        plan.trajectories[0], target_lps_mm=tuple(up.target_lps_mm), entry_lps_mm=tuple(up.entry_lps_mm)
+                    )
+                    path = work / f"t03_{entry.case_id}.plan.json"
+                    write_plan_json(dataclasses.replace(plan, trajectories=(wrong,)), path)
+                scores.append((trainee, score_plan(library / entry.case_id, path)))
+    return scores
+
+
+def _run_session(db, scores) -> list[dict]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workbench.teaching.classview import ClassView
+    from workbench.teaching.store import open_store
+
+    def submit(item):
+        index, (trainee, score) = item
+        with open_store(db) as store:
+            return store.submit(trainee, "E2E", score, f"{index:064x}")
+
+    with ThreadPoolExecutor(6) as pool:  # the class submits at once
+        ids = list(pool.map(submit, enumerate(scores)))
+    with open_store(db) as store:
+        view = ClassView.from_store(store, "E2E")
+    assert len(set(ids)) == len(scores) == 18 and len(view.rows) == 18
+    return view
+
+
+def _check_session(view) -> None:
+    table = {row["trainee"]: row for row in view.class_table()}
+    assert table["t01"]["pass_rate"] == 1.0 and table["t01"]["mean_score"] >= 90.0
+    assert table["t02"]["pass_rate"] == 0.0 and table["t02"]["mean_score"] < table["t01"]["mean_score"] - 20.0
+    assert table["t03"]["wrong_level"] == 2 and table["t03"]["pass_rate"] == pytest.approx(4 / 6, abs=1e-3)
+    worst = view.problem_cases()[0]
+    assert worst["case_id"] in ("LIB-001-02", "LIB-001-03") and worst["wrong_level"] == 1
+
+
+def test_a_session_of_three_trainees_end_to_end_in_sqlite(session_scores, tmp_path):
+    _check_session(_run_session(tmp_path / "results.sqlite", session_scores))
+
+
+def test_a_session_of_three_trainees_end_to_end_in_postgresql(session_scores, postgres_url):
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"wb_e2e_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        separator = "&" if "?" in postgres_url else "?"
+        _check_session(_run_session(f"{postgres_url}{separator}options=-csearch_path%3D{schema}", session_scores))
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
