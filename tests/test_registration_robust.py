@@ -55,7 +55,7 @@ def test_beam_points_are_the_bone_points_of_the_frames(case, beam):
 def test_the_speed_of_sound_scale_is_estimated_within_half_a_percent(case, beam):
     # The estimator's own bias on this case (bone detector depth, MRI voxel staircase) is found on
     # the unscaled points; the planted scale is recovered on top of it within +-0.5 %.
-    params = RobustBoneParameters(estimate_latency=False)
+    params = RobustBoneParameters(estimate_scale=True, estimate_latency=False)
     baseline = register_bone_robust(beam, case.mri_points, case.reference_to_mri, params)
     bias = baseline.provenance["speed_of_sound_scale"]
     assert abs(bias - 1.0) < 0.015
@@ -153,7 +153,8 @@ def test_bone_robust_in_the_pipeline_carries_a_verdict_and_corrected_points(case
     inputs = RegistrationInputs(initial=case.reference_to_mri, us_points_reference=scaled.points_reference(),
                                 mri_points=case.mri_points, mri_points_by_level=case.mri_points_by_level,
                                 us_beam_points=scaled)
-    result = run_registration_pipeline(inputs, RegistrationSettings(("bone-robust", "piecewise")))
+    settings = RegistrationSettings(("bone-robust", "piecewise"), robust=RobustBoneParameters(estimate_scale=True))
+    result = run_registration_pipeline(inputs, settings)
     assert result.method == "bone-robust+piecewise"
     verdict = quality_of(result)
     assert verdict.verdict == "accepted", verdict.summary()

@@ -231,6 +231,9 @@ class RobustBoneParameters:
         Distances are capped at this in the score (capped RMS residual), mm.
     estimate_scale, estimate_latency : bool
         Fit the speed-of-sound depth scale / the video latency (needs points with beam geometry).
+        The scale is off by default: with per-tissue speeds and a segmented MRI surface it is
+        confounded with the segmentation's one-voxel offset, and on the realistic case fitting it
+        made TRE worse (docs/registration.md, "Registration under realistic error").
     scale_range : (2,) tuple of float
         Bounds of the depth scale (true / displayed depth; 1450-1620 m/s over 1540).
     latency_range_s : (2,) tuple of float
@@ -260,7 +263,7 @@ class RobustBoneParameters:
     tolerance_mm: float = 0.005
     min_pairs: int = 20
     residual_cap_mm: float = 5.0
-    estimate_scale: bool = True
+    estimate_scale: bool = False
     estimate_latency: bool = True
     scale_range: tuple[float, float] = (0.94, 1.06)
     latency_range_s: tuple[float, float] = (-0.2, 0.2)
