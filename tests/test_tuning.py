@@ -95,12 +95,24 @@ def test_objective_combines_the_benchmark_figures():
 
 
 @pytest.fixture(scope="module")
-def sqlite_study(tmp_path_factory):
+def local_cluster():
+    """One LocalCluster (1 worker process, 1 thread) for the in-process studies: the worker keeps the simulated case."""
+    from workbench.tuning.study import open_client
+
+    client, cluster = open_client(1)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def sqlite_study(tmp_path_factory, local_cluster):
     folder = tmp_path_factory.mktemp("tune")
     storage = f"sqlite:///{folder / 'studies.db'}"
     seen = []
-    report = run_study("bone-icp", TINY, 3, parameters=PARAMS, storage=storage, study_name="icp", workers=1,
+    report = run_study("bone-icp", TINY, 3, parameters=PARAMS, storage=storage, study_name="icp", client=local_cluster,
                        on_trial=lambda done, total, record: seen.append((done, total, record["value"])))
+    assert len(local_cluster.scheduler_info()["workers"]) == 1
     return folder, storage, report, seen
 
 
@@ -221,15 +233,15 @@ def postgres_url():
     return url
 
 
-def test_a_study_in_postgresql_resumes(postgres_url):
+def test_a_study_in_postgresql_resumes(postgres_url, local_cluster):
     import optuna
 
     name = f"icp-{uuid.uuid4().hex[:8]}"
     try:
-        first = run_study("bone-icp", TINY, 2, parameters=PARAMS, storage=postgres_url, study_name=name, workers=1)
+        first = run_study("bone-icp", TINY, 2, parameters=PARAMS, storage=postgres_url, study_name=name, client=local_cluster)
         assert first.n_trials == 2
         values = {t.number: t.value for t in _complete(_trials(postgres_url, name))}
-        second = run_study("bone-icp", TINY, 3, parameters=PARAMS, storage=postgres_url, study_name=name, workers=1)
+        second = run_study("bone-icp", TINY, 3, parameters=PARAMS, storage=postgres_url, study_name=name, client=local_cluster)
         assert second.n_trials == 3 and second.added == 1
         after = {t.number: t.value for t in _complete(_trials(postgres_url, name))}
         assert {n: after[n] for n in values} == values
