@@ -184,11 +184,12 @@ class SliceView:
             self._annotation_artists = []
         else:
             self._image.set_data(pixels)
-        for artist in self._overlay_artists + self._annotation_artists:
+        for artist in self._overlay_artists:
             artist.remove()
         self._overlay_artists = []
-        self._annotation_artists = []
-        self._draw_annotations()
+        if not self._annotation_artists:  # letters and scale bar change only with the view (full redraw)
+            self._draw_annotations()
+        self._caption.set_text(self._caption_text())
         for draw in self._overlays:
             draw(self)
         self.canvas.draw_idle()
@@ -268,11 +269,16 @@ class SliceView:
         add(_outlined(line))
         add(_outlined(axes.text(col0, row - 0.015 * height, f"{bar['length_mm']:g} mm",
                                 ha="left", va="bottom", color="white", fontsize=10)))
-        slab = "" if m.mip_slab_mm <= 0 else f"  MIP {m.mip_slab_mm:g} mm"
-        caption = f"{m.orientation} {m.index + 1}/{m.slice_count}{slab}"
         narrow = self.figure.bbox.width / self._ratio() < 320  # below the top letter, so they never overlap
-        add(_outlined(axes.text(0.012, 0.95 if narrow else 0.985, caption, transform=axes.transAxes, ha="left", va="top",
-                                color="white", fontsize=9)))
+        self._caption = _outlined(axes.text(0.012, 0.95 if narrow else 0.985, self._caption_text(), transform=axes.transAxes,
+                                            ha="left", va="top", color="white", fontsize=9))
+        add(self._caption)
+
+    def _caption_text(self) -> str:
+        m = self.model
+        narrow = self.figure.bbox.width / self._ratio() < 320
+        slab = "" if m.mip_slab_mm <= 0 else (f"\nMIP {m.mip_slab_mm:g} mm" if narrow else f"  MIP {m.mip_slab_mm:g} mm")
+        return f"{m.index + 1}/{m.slice_count}{slab}" if narrow else f"{m.orientation} {m.index + 1}/{m.slice_count}{slab}"
 
     # -- events -------------------------------------------------------------------------
     def _set(self, index=None, window=None, level=None, mip=None) -> None:
