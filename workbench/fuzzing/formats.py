@@ -238,10 +238,15 @@ def _check_device_set(device_set, path: Path) -> None:
 
 
 def _check_reconstruction_config(config, path: Path) -> None:
+    from workbench.io.plus_config import MAX_PIXEL_COORDINATE
+
     check_spacing_mm(config.output_spacing_mm, "OutputSpacing", path)
     check_coordinates_mm(config.output_origin_mm, "OutputOrigin", path)
-    check_coordinates_mm(config.fan_origin_px, "FanOrigin", path)
-    check_finite(config.fan_angles_deg, "FanAnglesDeg", path)
+    pixels = check_finite([*config.fan_origin_px, config.fan_radius_start_px, config.fan_radius_stop_px], "fan", path)
+    if np.max(np.abs(pixels)) > MAX_PIXEL_COORDINATE:
+        raise WorkbenchError(f"fan origin or radius beyond {MAX_PIXEL_COORDINATE:g} pixels", path)
+    if np.max(np.abs(check_finite(config.fan_angles_deg, "FanAnglesDeg", path))) > 180.0:
+        raise WorkbenchError("FanAnglesDeg beyond +-180 deg", path)
 
 
 _RECONSTRUCTION_XML = (

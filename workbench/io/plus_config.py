@@ -65,6 +65,8 @@ _HOLE_FILLING_REQUIRED = {
 _LAST_ROW = (0.0, 0.0, 0.0, 1.0)
 #: largest device-set file read (PLUS's are a few kB)
 MAX_DEVICE_SET_BYTES = 16 << 20
+#: largest pixel coordinate or size in a VolumeReconstruction attribute (images are a few thousand pixels wide)
+MAX_PIXEL_COORDINATE = 100_000.0
 #: largest hole-filling kernel or stick (voxels); PLUS's examples use 3 to 9
 MAX_KERNEL_SIZE = 63
 _MAX_INT_ATTRIBUTE = 10**9
@@ -475,6 +477,13 @@ def _read_volume_reconstruction(element: ET.Element, path: Path) -> VolumeRecons
     if compounding_mode == "IMPORTANCEMASK" and not importance_mask:
         attributes.fail("ImportanceMaskFilename", "is required when CompoundingMode is IMPORTANCEMASK")
     fill_holes = attributes.switch("FillHoles", "ON", "OFF", default=False)
+    for name in ("FanOriginPixel", "FanRadiusStartPixel", "FanRadiusStopPixel", "ClipRectangleOrigin", "ClipRectangleSize"):
+        values = element.get(name)
+        if values is not None and any(_is_float(v) and abs(float(v)) > MAX_PIXEL_COORDINATE for v in values.split()):
+            attributes.fail(name, f"holds a value beyond {MAX_PIXEL_COORDINATE:g} pixels, got {values[:60]!r}")
+    fan_angles = element.get("FanAnglesDeg")
+    if fan_angles is not None and any(_is_float(v) and abs(float(v)) > 180.0 for v in fan_angles.split()):
+        attributes.fail("FanAnglesDeg", f"holds an angle beyond +-180 deg, got {fan_angles[:60]!r}")
     return VolumeReconstructionConfig(
         output_spacing_mm=spacing_mm,
         output_origin_mm=output_origin_mm,

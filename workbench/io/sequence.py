@@ -81,6 +81,9 @@ IMAGE_ORIENTATIONS = frozenset(
 DEFAULT_IMAGE_ORIENTATION = "MF"
 #: Largest allowed max |R^T R - I| of the rotation part of an OK transform between mm frames.
 ORTHONORMAL_TOLERANCE = 1e-3
+# scale factors a transform to or from a pixel frame may carry (mm per pixel of any ultrasound image, and back)
+_MIN_PIXEL_SCALE = 1e-4
+_MAX_PIXEL_SCALE = 1e4
 #: Start of the error raised when something needs the images of a sequence that has none.
 TRACKING_ONLY = "tracking-only sequence: no images"
 #: Repeated fields warned about one by one; beyond this, one more warning counts the rest.
@@ -705,6 +708,17 @@ def _check_transform_values(name: str, matrices: np.ndarray, ok: np.ndarray, ind
             name, where[k], f"translation {translations[k]:.3g} mm is farther than {MAX_COORDINATE_MM / 1000:g} m", path
         )
     if _has_pixel_frame(name):
+        # pixels to mm (or pixels to pixels) scales, but not by 1e9 nor to a plane
+        with np.errstate(all="ignore"):
+            scales = np.linalg.svd(checked[:, :3, :3], compute_uv=False) if len(checked) else np.ones((0, 3))
+        bad = (scales[:, -1] < _MIN_PIXEL_SCALE) | (scales[:, 0] > _MAX_PIXEL_SCALE)
+        k = _first(bad)
+        if k is not None:
+            raise _transform_error(
+                name, where[k],
+                f"scales by {scales[k, -1]:.3g}..{scales[k, 0]:.3g}, outside {_MIN_PIXEL_SCALE:g}..{_MAX_PIXEL_SCALE:g} "
+                "(singular or absurd)", path,
+            )  # fmt: skip
         return
     rotations = checked[:, :3, :3]
     deviation = np.abs(np.einsum("nki,nkj->nij", rotations, rotations) - np.eye(3)).max(axis=(1, 2), initial=0.0)
