@@ -5,9 +5,10 @@ Measured, on simulated cases (``spacing_mm`` 2 mm by default, so a run takes min
 1. **Plain loop** (no Dask, no Optuna): the trial tasks of ``trials`` fixed settings run one after
    another in this process; ``t_task`` = mean time of one (case, start) evaluation.
 2. **Dask path**, 1 local worker: the same settings and tasks submitted to a LocalCluster and
-   gathered; the per-task overhead is ``(Dask wall time - loop wall time) / tasks`` (scheduling,
-   serialisation, transfer of the result), reported absolute and as a fraction of ``t_task``
-   (goal <= 5 %).
+   gathered; the per-task overhead is ``(Dask wall time - sum of the tasks' own times) / tasks``
+   (scheduling, serialisation, transfer of the result: what a plain loop does not do), reported
+   absolute and as a fraction of the task time (goal <= 5 %); ``versus_loop_per_task_s`` compares
+   with the loop's wall time instead (it also holds any change in machine load between the runs).
 3. **Studies** (ask/tell on the driver, SQLite storage in a temporary folder) with each of
    ``worker_counts`` local workers: trials per hour over the trials after the cases were
    simulated, and parallel efficiency = rate(W) / (W x rate(1)).
@@ -149,13 +150,17 @@ def run_tuning_benchmark(
             client.submit(evaluate_start, method, values, description, c, s, futures[c], pure=False)
             for values in settings for c, s in tasks
         ]
-        client.gather(submitted)
+        dask_results = client.gather(submitted)
         dask_wall_s = time.perf_counter() - dask_start
     finally:
         client.close()
         cluster.close()
-    overhead_s = max(0.0, (dask_wall_s - loop_wall_s) / n_tasks)
-    fraction = overhead_s / task_s
+    dask_compute_s = float(sum(r["task_s"] for r in dask_results))
+    # per task: the Dask wall time beyond the tasks' own compute time, measured in the same run (so a
+    # change of machine load between the loop and the Dask run does not count as overhead)
+    overhead_s = max(0.0, (dask_wall_s - dask_compute_s) / n_tasks)
+    fraction = overhead_s / (dask_compute_s / n_tasks)
+    versus_loop_s = (dask_wall_s - loop_wall_s) / n_tasks
     say(f"Dask path: {dask_wall_s:.1f} s, overhead {overhead_s * 1e3:.1f} ms a task ({fraction:.1%})")
 
     measured = []
@@ -177,6 +182,9 @@ def run_tuning_benchmark(
                 "workers": workers, "trials": report.n_trials, "trials_s": round(stats["trials_s"], 2),
                 "cases_ready_s": round(stats["cases_ready_s"], 2), "trials_per_hour": round(rate, 1),
                 "mean_task_s": round(float(np.mean(stats["task_s"])), 4),
+                # CPU time of a task: unchanged between worker counts when a slower wall time comes
+                # from other processes competing for the cores
+                "mean_task_cpu_s": round(float(np.mean(stats.get("cpu_s") or [0.0])), 4),
                 "driver_s_per_trial": round(float(np.sum(stats["driver_s"])) / max(1, report.n_trials), 4),
             })
             say(f"  {rate:.0f} trials/h")
@@ -194,7 +202,11 @@ def run_tuning_benchmark(
         "cpu_count": os.cpu_count(),
         "loop": {"tasks": n_tasks, "wall_s": round(loop_wall_s, 3), "task_s": round(task_s, 4)},
         "overhead": {
-            "dask_wall_s": round(dask_wall_s, 3), "per_task_s": round(overhead_s, 4), "fraction": round(fraction, 4),
+            "dask_wall_s": round(dask_wall_s, 3), "dask_compute_s": round(dask_compute_s, 3),
+            "per_task_s": round(overhead_s, 4), "fraction": round(fraction, 4),
+            "versus_loop_per_task_s": round(versus_loop_s, 4),
+            "definition": "(Dask wall - sum of the tasks' own times in that run) / tasks; versus_loop: "
+                          "(Dask wall - plain loop wall) / tasks, which also holds any change of machine load",
             "goal": OVERHEAD_GOAL, "met": bool(fraction <= OVERHEAD_GOAL),
         },
         "measured": measured,

@@ -174,7 +174,8 @@ def evaluate_start(method: str, values: dict, case_set: dict, case_index: int, s
     -------
     dict
         ``case``, ``start``, ``errors_mm`` (per target, mm; ``inf`` where the registration raised),
-        ``time_s`` (registration time), ``task_s`` (the whole task, s), ``failed`` (bool), ``message``.
+        ``time_s`` (registration time), ``task_s`` (the whole task, s), ``cpu_s`` (its process CPU time,
+        s), ``failed`` (bool), ``message``.
     """
     from workbench.errors import RegistrationError
     from workbench.frames import Transform
@@ -182,7 +183,7 @@ def evaluate_start(method: str, values: dict, case_set: dict, case_index: int, s
     from workbench.registration.pipeline import run_registration_pipeline
     from workbench.tuning.space import settings_for
 
-    start_s = time.perf_counter()
+    start_s, start_cpu_s = time.perf_counter(), time.process_time()
     pin_threads()
     case, starts = case if case is not None else simulate_case(case_set, case_index)
     initial = Transform(starts[start_index], "Reference", "Mri")
@@ -202,7 +203,8 @@ def evaluate_start(method: str, values: dict, case_set: dict, case_index: int, s
         errors, run_s, failed, message = [float("inf")] * len(case.targets_mri), time.perf_counter() - start_s, True, str(exc)
     return {
         "case": case_index, "start": start_index, "errors_mm": errors, "time_s": run_s,
-        "task_s": time.perf_counter() - start_s, "failed": failed, "message": message,
+        "task_s": time.perf_counter() - start_s, "cpu_s": time.process_time() - start_cpu_s, "failed": failed,
+        "message": message,
     }
 
 

@@ -315,7 +315,7 @@ def run_study(
     check_storage_url(storage)
     start_s = time.perf_counter()
     stats = {} if stats is None else stats
-    stats.update(task_s=[], driver_s=[], cases_ready_s=0.0, trials_s=0.0)
+    stats.update(task_s=[], cpu_s=[], driver_s=[], cases_ready_s=0.0, trials_s=0.0)
     task_s = stats["task_s"]
     added = 0
     own, cluster = client is None, None
@@ -408,6 +408,7 @@ def _drain(study, futures, owner, pending, trials, launch_more, on_trial, stats)
         entry = pending[number]
         result = future.result()
         stats["task_s"].append(result["task_s"])
+        stats["cpu_s"].append(result.get("cpu_s", 0.0))
         entry[1].append(result)
         entry[2] -= 1
         future.release()
