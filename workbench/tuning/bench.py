@@ -85,6 +85,33 @@ def _warm(client, method: str, description: dict, cases: int) -> list:
     return first
 
 
+def _study_rate(method, case_set, trials, parameters, workers, seed, storage, say) -> dict:
+    """One study of ``trials`` trials on ``workers`` warmed-up local workers: its rate and timings."""
+    from workbench.tuning.study import open_client, run_study
+
+    stats: dict = {}
+    say(f"study with {workers} worker(s): {trials} trials")
+    client, cluster = open_client(workers)
+    try:
+        _warm(client, method, case_set.as_dict(), case_set.cases)
+        report = run_study(method, case_set, trials, parameters=parameters, storage=storage, client=client,
+                           seed=seed, stats=stats)
+    finally:
+        client.close()
+        cluster.close()
+    rate = 3600.0 * report.n_trials / stats["trials_s"]
+    say(f"  {rate:.0f} trials/h")
+    return {
+        "workers": workers, "trials": report.n_trials, "trials_s": round(stats["trials_s"], 2),
+        "cases_ready_s": round(stats["cases_ready_s"], 2), "trials_per_hour": round(rate, 1),
+        "mean_task_s": round(float(np.mean(stats["task_s"])), 4),
+        # CPU time of a task: unchanged between worker counts when a slower wall time comes from
+        # other processes competing for the cores
+        "mean_task_cpu_s": round(float(np.mean(stats["cpu_s"])), 4),
+        "driver_s_per_trial": round(float(np.sum(stats["driver_s"])) / max(1, report.n_trials), 4),
+    }
+
+
 def run_tuning_benchmark(
     method: str = "bone-icp",
     cases: int = 2,
@@ -95,6 +122,7 @@ def run_tuning_benchmark(
     parameters=None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    repeats: int = 1,
 ) -> dict:
     """Measure the plain loop, the Dask overhead and study throughput; fit the model (module docstring).
 
@@ -104,6 +132,9 @@ def run_tuning_benchmark(
         Parameters to tune (default for ``"bone-icp"``: ``icp.trim_fraction`` over 0.5..1.0,
         whose run time barely depends on the value, so the rates compare like with like;
         other methods: all their parameters).
+    repeats : int
+        Studies per worker count, in alternating order; the fastest of each counts (a shared
+        machine's load only ever slows a run down).
 
     Returns
     -------
@@ -116,7 +147,7 @@ def run_tuning_benchmark(
     import os
 
     from workbench.tuning.cases import CaseSet, evaluate_start, pin_threads, simulate_case
-    from workbench.tuning.study import open_client, run_study
+    from workbench.tuning.study import open_client
 
     say = progress or (lambda message: None)
     if parameters is None and method == "bone-icp":
@@ -163,31 +194,18 @@ def run_tuning_benchmark(
     versus_loop_s = (dask_wall_s - loop_wall_s) / n_tasks
     say(f"Dask path: {dask_wall_s:.1f} s, overhead {overhead_s * 1e3:.1f} ms a task ({fraction:.1%})")
 
-    measured = []
+    measured: dict[int, dict] = {}
+    order = list(worker_counts)
     with tempfile.TemporaryDirectory(prefix="workbench-bench-tune-") as folder:
-        for workers in worker_counts:
-            stats: dict = {}
-            storage = f"sqlite:///{Path(folder) / f'w{workers}.db'}"
-            say(f"study with {workers} worker(s): {trials} trials")
-            client, cluster = open_client(workers)
-            try:
-                _warm(client, method, description, cases)
-                report = run_study(method, case_set, trials, parameters=parameters, storage=storage, client=client,
-                                   seed=seed, stats=stats)
-            finally:
-                client.close()
-                cluster.close()
-            rate = 3600.0 * report.n_trials / stats["trials_s"]
-            measured.append({
-                "workers": workers, "trials": report.n_trials, "trials_s": round(stats["trials_s"], 2),
-                "cases_ready_s": round(stats["cases_ready_s"], 2), "trials_per_hour": round(rate, 1),
-                "mean_task_s": round(float(np.mean(stats["task_s"])), 4),
-                # CPU time of a task: unchanged between worker counts when a slower wall time comes
-                # from other processes competing for the cores
-                "mean_task_cpu_s": round(float(np.mean(stats.get("cpu_s") or [0.0])), 4),
-                "driver_s_per_trial": round(float(np.sum(stats["driver_s"])) / max(1, report.n_trials), 4),
-            })
-            say(f"  {rate:.0f} trials/h")
+        for repeat in range(repeats):
+            # alternate the order (1, 2, 2, 1, ...) so a drift in machine load hits both counts alike
+            for workers in order if repeat % 2 == 0 else order[::-1]:
+                row = _study_rate(method, case_set, trials, parameters, workers, seed,
+                                  f"sqlite:///{Path(folder) / f'w{workers}-r{repeat}.db'}", say)
+                row["repeats"] = repeat + 1
+                if workers not in measured or row["trials_per_hour"] > measured[workers]["trials_per_hour"]:
+                    measured[workers] = row
+    measured = [measured[w] for w in order]
     base = next((row["trials_per_hour"] / row["workers"] for row in measured if row["workers"] == 1), None)
     for row in measured:
         row["parallel_efficiency"] = round(row["trials_per_hour"] / (row["workers"] * base), 3) if base else None

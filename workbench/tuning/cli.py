@@ -80,6 +80,7 @@ def register_bench(bench_subparsers) -> None:
     p.add_argument("--trials", type=int, default=6, help="trials per measurement (default 6)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="local worker counts to measure (default 1 2)")
     p.add_argument("--case-spacing-mm", type=float, default=2.0, help="case voxel size (default 2 mm)")
+    p.add_argument("--repeats", type=int, default=1, help="studies per worker count, alternating; the fastest counts (default 1)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=_cmd_bench_tune)
 
@@ -90,7 +91,7 @@ def _cmd_bench_tune(args: argparse.Namespace) -> int:
     progress = None if args.json else (lambda message: print(message, file=sys.stderr, flush=True))
     report = run_tuning_benchmark(
         method=args.method, cases=args.cases, starts=args.starts, trials=args.trials, worker_counts=tuple(args.workers),
-        spacing_mm=args.case_spacing_mm, progress=progress,
+        spacing_mm=args.case_spacing_mm, progress=progress, repeats=args.repeats,
     )
     if args.json:
         print(json.dumps(report, indent=2))
