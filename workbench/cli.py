@@ -32,7 +32,7 @@ Sub-commands
     Bone surface per frame as a uint8 mask sequence (1 = bone) on the frame grid; JSON summary.
 ``workbench labels import CASE_DIR --from PATH [--table FILE] [--format table|totalsegmentator|tptbox]``
     Import a segmentation as the case's label map, with its label table (sidecar ``.labels.json``).
-``workbench tune --method PIPELINE --cases N --trials T [--workers W | --scheduler tcp://HOST:PORT] [--storage URL] [--study NAME] [--json]``
+``workbench tune --method PIPELINE --cases N --trials T [--workers W | --scheduler tcp://HOST:PORT] [--storage URL] [--json]``
     Tune a registration pipeline: an Optuna study scored on simulated cases by Dask workers, resumable (docs/tuning.md).
 ``workbench segment CASE_DIR [--out FILE]``
     Segment the case MRI (vertebrae by level, canal, nerve roots, body) from its named landmarks; attach the label map.
