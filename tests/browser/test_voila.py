@@ -75,3 +75,23 @@ def test_teaching_app_shows_a_live_plan_with_depth_and_safety(teach, teach_case,
     assert depth_mm == pytest.approx(_expected_panel_depth_mm(teach_case), abs=0.05 + 1e-9), text  # shown to 0.1 mm
     assert re.search(r"safety\s*\S+", text), text
     assert not log.foreign(), f"the Voila page of notebook 04 requested non-local URLs: {log.foreign()}"
+
+
+def test_teaching_plan_page_writes_nothing_on_opening_and_its_report_link_works(teach, page_and_log, results_dir):
+    """Opening a page has no side effect (the export waits for the button); the report link answers 200."""
+    page, log = page_and_log
+    open_in_voila(page, teach, "04_plan_export.ipynb")
+    panel = wait_for_class(page, "wb-plan-panel")
+    page.wait_for_function(
+        "() => /depth\\s*[0-9.]+\\s*mm/.test(document.querySelector('.wb-plan-panel').innerText)", timeout=60_000
+    )
+    assert page.locator(".wb-plan-panel a[href$='report.html']").count() == 0, "the page exported on opening"
+    panel.get_by_role("button", name=re.compile("export", re.IGNORECASE)).first.click()
+    link = page.locator(".wb-plan-panel a[href$='report.html']").first
+    link.wait_for(state="attached", timeout=60_000)
+    href = link.get_attribute("href")
+    response = page.request.get(page.evaluate("(h) => new URL(h, document.baseURI).href", href))
+    assert response.status == 200, (href, response.status)
+    assert "<html" in response.text().lower()[:500]
+    panel.screenshot(path=str(results_dir / "voila-plan-exported.png"))
+    assert not log.foreign(), f"the Voila page of notebook 04 requested non-local URLs: {log.foreign()}"
