@@ -44,10 +44,11 @@ def test_teaching_app_home_page_says_what_to_do_and_links_the_three_steps(teach,
     assert not log.foreign(), f"the Voila home page requested non-local URLs: {log.foreign()}"
 
 
-def test_teaching_app_shows_the_fused_view_of_the_registration_app(teach, page_and_log, results_dir):
+def test_teaching_app_shows_the_fused_view_of_the_registration_app(teach, teach_case, page_and_log, results_dir):
     page, log = page_and_log
     open_in_voila(page, teach, "03_register_sweep.ipynb")
     check_not_blank(wait_for_class(page, "wb-fused-view"), results_dir, "voila-fused-view")
+    assert str(teach_case) not in page.locator("body").inner_text(), "a trainee sees the case folder's path"
     assert not log.foreign(), f"the Voila page of notebook 03 requested non-local URLs: {log.foreign()}"
 
 
