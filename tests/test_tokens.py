@@ -160,6 +160,14 @@ def _minimal_case(tmp_path: Path) -> Path:
     return case
 
 
+def _lab_args(tmp_path: Path) -> tuple[int, list[str]]:
+    """A free port and ``workbench lab`` arguments on a minimal case and an empty notebook folder."""
+    case, notebooks = _minimal_case(tmp_path), tmp_path / "notebooks"
+    notebooks.mkdir()
+    port = free_port()
+    return port, ["lab", "--case", str(case), "--notebooks", str(notebooks), "--port", str(port)]
+
+
 # -- unit: the token file and the environment --------------------------------------------------------
 
 
@@ -195,10 +203,7 @@ def test_teach_refuses_a_token_on_the_command_line(tmp_path):
 
 
 def test_lab_token_is_not_in_the_process_list_and_the_printed_url_works(tmp_path):
-    case, notebooks = _minimal_case(tmp_path), tmp_path / "notebooks"
-    notebooks.mkdir()
-    port = free_port()
-    args = ["lab", "--case", str(case), "--notebooks", str(notebooks), "--port", str(port)]
+    port, args = _lab_args(tmp_path)
     with _launched(args, tmp_path, {}) as (process, url):
         token = url.split("token=", 1)[1]
         assert url == f"http://127.0.0.1:{port}/lab?token={token}" and len(token) == 48
@@ -238,10 +243,7 @@ def test_sigterm_to_lab_stops_the_server_and_its_kernels(tmp_path):
     """Issue 17: SIGTERM to ``workbench lab`` must not orphan the server or a running kernel."""
     import psutil
 
-    case, notebooks = _minimal_case(tmp_path), tmp_path / "notebooks"
-    notebooks.mkdir()
-    port = free_port()
-    args = ["lab", "--case", str(case), "--notebooks", str(notebooks), "--port", str(port)]
+    port, args = _lab_args(tmp_path)
     with _launched(args, tmp_path, {}) as (process, url):
         token = url.split("token=", 1)[1]
         _wait_until_up(f"http://127.0.0.1:{port}/api/status?token={token}", process)
