@@ -143,3 +143,24 @@ def test_info_on_a_case_folder(shared_data, tmp_path, capsys):
     assert code == 0 and info["kind"] == "case" and info["sweeps"]["count"] == 1
     code, info_json, _ = run_info(tmp_path / "case" / "case.json", capsys)
     assert info_json == info
+
+
+def test_a_broken_pipe_to_a_worker_is_an_error_not_a_silenced_stdout(monkeypatch):
+    """Only a reader of our own stdout going away is quiet; a worker's pipe breaking propagates
+    (the old handler pointed fd 1 at /dev/null for any BrokenPipeError, silencing the caller too)."""
+    import argparse
+    import os
+
+    import workbench.cli as cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")  # as from a multiprocessing connection to a dead worker
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=broken, command="probe")
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    stdout_before = os.fstat(1)
+    with pytest.raises(BrokenPipeError):
+        cli.main([])
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (stdout_before.st_dev, stdout_before.st_ino), "fd 1 was redirected"

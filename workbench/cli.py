@@ -360,9 +360,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:
-        # the reader of our output went away (e.g. `| head`): not an error worth a message
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        # only when the reader of OUR output went away (e.g. `| head`) is it not worth a message; a
+        # pipe to a worker process breaking is a real failure and must not silence stdout
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+        raise
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"workbench {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)

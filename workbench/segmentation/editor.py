@@ -272,15 +272,18 @@ class LabelEditor:
 
     def save(self) -> Path:
         """Save the label map and its table into the case (atomic); return the label map's path."""
-        import json
 
         from workbench import __version__
+        from workbench.io.json_io import read_json_limited
         from workbench.segmentation.store import PROVENANCE_FILE, attach_label_map
 
         if self.case_dir is None:
             raise SegmentationError("the editor has no case folder to save into")
         provenance_path = self.case_dir / PROVENANCE_FILE
-        provenance = json.loads(provenance_path.read_text(encoding="utf-8")) if provenance_path.is_file() else {}
+        provenance = (read_json_limited(provenance_path, error=SegmentationError, what="segmentation provenance")
+                      if provenance_path.is_file() else {})
+        if not isinstance(provenance, dict):
+            raise SegmentationError("segmentation provenance is not a JSON object", provenance_path)
         provenance["edits"] = {
             "strokes": len(self._done),
             "voxels_changed": int(sum(s.changed for s in self._done)),

@@ -306,10 +306,9 @@ def read_library(folder: str | Path) -> list[LibraryCase]:
     path = folder / LIBRARY_INDEX
     if not path.is_file():
         raise TeachingError(f"not a case library (no {LIBRARY_INDEX})", folder)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TeachingError(f"library index is not readable JSON ({exc})", path) from None
+    from workbench.io.json_io import read_json_limited
+
+    document = read_json_limited(path, error=TeachingError, what="library index")
     if not isinstance(document, dict) or document.get("format") != LIBRARY_FORMAT:
         raise TeachingError(f"not a case library index (no \"format\": \"{LIBRARY_FORMAT}\")", path)
     try:
