@@ -53,14 +53,14 @@ def test_teaching_app_shows_the_fused_view_of_the_registration_app(teach, teach_
 
 
 def _expected_panel_depth_mm(case_dir) -> float:
-    """Depth (mm) notebook 04 shows after Run All: the first target, its best safer entry (label-map based)."""
+    """Depth (mm) notebook 04 shows once opened in Voila: the first target with its entry as placed
+    (the demo: the expert's). A Voila page takes no suggestion and exports nothing by itself."""
     from workbench.widgets.plan import EXPERT_PREFIX, PlanModel
     from workbench.widgets.session import CaseSession
 
     model = PlanModel(CaseSession(case_dir), reference_to_mri=None)
     target = model.targets()[0]
-    best = model.suggest(model.trajectory(target, EXPERT_PREFIX + target))[0]
-    return float(best.trajectory.insertion_depth_mm)
+    return float(model.trajectory(target, EXPERT_PREFIX + target).insertion_depth_mm)
 
 
 def test_teaching_app_shows_a_live_plan_with_depth_and_safety(teach, teach_case, page_and_log, results_dir):
