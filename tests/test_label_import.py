@@ -259,6 +259,28 @@ def test_a_label_image_with_a_table_keeps_its_values(small_case, tmp_path):
     assert int(label_map.bone_mask().sum()) == 4 * 400 and int(label_map.mask(["AORTA"]).sum()) == 3 * 400
 
 
+def test_a_failed_second_import_puts_the_first_label_map_back(small_case, tmp_path, monkeypatch):
+    """Import and segmentation share one attach (workbench.case.labels.attach_label_map): files are
+    staged and the previous label map restored if saving case.json fails, never left half-replaced."""
+    import workbench.case.storage as storage
+
+    path = import_label_map(small_case, _totalseg_folder(tmp_path / "ts"))
+    before, before_table = _snapshot(small_case), read_raw_label_table(sidecar_path(path))
+    image_before = path.read_bytes()
+
+    def failing_save(case, case_dir):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "save_case", failing_save)
+    values = np.zeros((20, 20, 20), np.uint8)
+    values[2:6] = 41
+    (tmp_path / "seg.txt").write_text('41 1 1 1 1 1 1 "vertebrae_L3"\n')
+    with pytest.raises(OSError, match="disk full"):
+        import_label_map(small_case, _labels_like(tmp_path / "seg.nrrd", values), table=tmp_path / "seg.txt")
+    assert _snapshot(small_case) == before
+    assert path.read_bytes() == image_before and read_raw_label_table(sidecar_path(path)) == before_table
+
+
 # -- bad input: exit 2, one line, nothing attached ---------------------------------------------------
 
 

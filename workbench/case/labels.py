@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # SimpleITK and the readers load when a label map is read, so
 
 __all__ = [
     "IMPORT_FORMATS",
+    "attach_label_map",
     "IMPORT_FORMAT_HELP",
     "LABEL_MAP_FILE",
     "TOTALSEGMENTATOR_TASKS",
@@ -584,9 +585,8 @@ def import_label_map(
         The case cannot be read, or has no MRI.
     """
     from workbench.anatomy import LabelMap, LabelMapError
-    from workbench.case.storage import file_sha256, load_case, save_case
-    from workbench.io.label_table import sidecar_path, write_label_table
-    from workbench.io.volume import load_volume, save_volume
+    from workbench.case.storage import load_case
+    from workbench.io.volume import load_volume
 
     case_dir, source = Path(case_dir), Path(source)
     table_path = None if table is None else Path(table)
@@ -628,23 +628,75 @@ def import_label_map(
     on_mri = _onto_mri(labels, mri, source)
     label_map = LabelMap(on_mri, names).check_values()  # every name parsed, every value named
 
+    return attach_label_map(case_dir, label_map, f"imported segmentation ({fmt})", case=case)
+
+
+def attach_label_map(
+    case_dir: str | os.PathLike,
+    label_map: LabelMap,
+    description: str,
+    *,
+    case=None,
+    extra_files: Mapping[str, tuple[str, str]] | None = None,
+) -> Path:
+    """Make ``label_map`` (already on the MRI's grid) the case's ``label_map`` attachment; return its path.
+
+    The one way a label map lands in a bundle (``labels import``, ``segment`` and the segmentation
+    editor's autosave): the image at :data:`LABEL_MAP_FILE`, its table in the sidecar, and each of
+    ``extra_files`` (bundle-relative path -> (text, attachment description), e.g. provenance) are
+    staged beside their destinations, moved into place, then ``case.json`` is saved with their
+    digests. If anything fails the previous files are put back and ``case.json`` is unchanged.
+    ``case`` is the loaded case when the caller has it (default: read from ``case_dir``).
+    """
+    import shutil
+    import tempfile
+
+    from workbench.case.storage import file_sha256, load_case, save_case
+    from workbench.io.label_table import sidecar_path, write_label_table
+    from workbench.io.volume import save_volume
+
+    case_dir = Path(case_dir)
+    if case is None:
+        case = load_case(case_dir, verify_digests=False)
+    extra_files = dict(extra_files or {})
+    label_map.check_values()
     destination = case_dir / LABEL_MAP_FILE
     sidecar = sidecar_path(destination)
     relative_sidecar = LABEL_MAP_FILE + sidecar.name[len(destination.name):]
-    written = []
+    finals = [destination, sidecar] + [case_dir / relative for relative in extra_files]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".label-map.", suffix=".tmp", dir=destination.parent))
+    moved: list[tuple[Path, Path | None]] = []  # (final, backup or None)
     try:
-        written.append(save_volume(label_map.image, destination))
-        written.append(write_label_table(dict(label_map.names), sidecar))
-        kept = [a for a in case.attachments if a.role != "label_map" and a.path != relative_sidecar]
-        case.attachments = kept + [
-            Attachment("label_map", LABEL_MAP_FILE, file_sha256(destination), f"imported segmentation ({fmt})"),
-            Attachment("other", relative_sidecar, file_sha256(sidecar), "label table of the label map"),
-        ]
+        staged = [save_volume(label_map.image, staging / destination.name),
+                  write_label_table(dict(label_map.names), staging / sidecar.name)]
+        for i, (text, _) in enumerate(extra_files.values()):
+            staged.append(staging / f"extra-{i}")
+            staged[-1].write_text(text, encoding="utf-8")
+        for final, new in zip(finals, staged):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            backup = None
+            if final.exists():
+                backup = staging / f"previous.{len(moved)}.{final.name}"
+                os.replace(final, backup)
+            moved.append((final, backup))
+            os.replace(new, final)
+        replaced = {relative_sidecar, *extra_files}
+        attachments = [a for a in case.attachments if a.role != "label_map" and a.path not in replaced]
+        attachments.append(Attachment("label_map", LABEL_MAP_FILE, file_sha256(destination), description))
+        attachments.append(Attachment("other", relative_sidecar, file_sha256(sidecar), "label table of the label map"))
+        for relative, (_, what) in extra_files.items():
+            attachments.append(Attachment("other", relative, file_sha256(case_dir / relative), what))
+        case.attachments = attachments
         save_case(case, case_dir)
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        for final, backup in reversed(moved):
+            final.unlink(missing_ok=True)
+            if backup is not None:
+                os.replace(backup, final)
         raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return destination
 
 

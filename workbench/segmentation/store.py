@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -53,9 +51,9 @@ def attach_label_map(
 ) -> Path:
     """Make ``label_map`` the case's ``label_map`` attachment (replacing any earlier one); return its path.
 
-    Files are staged beside their destinations, moved into place, then ``case.json`` is saved;
-    if anything fails the previous files are put back and ``case.json`` is unchanged.
-    ``check_grid=False`` skips reading the MRI to compare grids (the editor's later autosaves).
+    Checks the grid, then attaches through :func:`workbench.case.labels.attach_label_map` (staged,
+    moved into place, previous files restored on any failure), with ``provenance`` as
+    :data:`PROVENANCE_FILE`. ``check_grid=False`` skips reading the MRI to compare grids (the editor's later autosaves).
 
     Raises
     ------
@@ -64,11 +62,9 @@ def attach_label_map(
     CaseBundleError
         The case cannot be read or has no MRI.
     """
-    from workbench.case.labels import LABEL_MAP_FILE
-    from workbench.case.model import Attachment
-    from workbench.case.storage import file_sha256, load_case, save_case
+    from workbench.case.labels import attach_label_map as attach_to_case
+    from workbench.case.storage import load_case
     from workbench.errors import CaseBundleError
-    from workbench.io.label_table import sidecar_path
     from workbench.io.volume import load_volume
 
     case_dir = Path(case_dir)
@@ -81,45 +77,10 @@ def attach_label_map(
         image.GetSpacing(), mri.GetSpacing(), atol=1e-4
     ) or not np.allclose(image.GetDirection(), mri.GetDirection(), atol=1e-4):
         raise SegmentationError(f"{case_dir}: the label map is not on the grid of the case MRI ({case.mri.path})")
-    destination = case_dir / LABEL_MAP_FILE
-    sidecar = sidecar_path(destination)
-    relative_sidecar = LABEL_MAP_FILE + sidecar.name[len(destination.name):]
-    finals = [destination, sidecar] + ([case_dir / PROVENANCE_FILE] if provenance is not None else [])
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".segment.", suffix=".tmp", dir=destination.parent))
-    moved: list[tuple[Path, Path | None]] = []  # (final, backup or None)
-    try:
-        staged = [staging / destination.name, staging / sidecar.name]
-        write_label_map(label_map, staged[0])
-        if provenance is not None:
-            staged.append(staging / Path(PROVENANCE_FILE).name)
-            staged[-1].write_text(json.dumps(provenance, indent=1) + "\n", encoding="utf-8")
-        for final, new in zip(finals, staged):
-            backup = None
-            if final.exists():
-                backup = staging / f"previous.{final.name}"
-                os.replace(final, backup)
-            moved.append((final, backup))
-            os.replace(new, final)
-        keep = {relative_sidecar, PROVENANCE_FILE}
-        attachments = [a for a in case.attachments if a.role != "label_map" and a.path not in keep]
-        attachments.append(Attachment("label_map", LABEL_MAP_FILE, file_sha256(destination), description))
-        attachments.append(Attachment("other", relative_sidecar, file_sha256(sidecar), "label table of the label map"))
-        if provenance is not None:
-            attachments.append(
-                Attachment("other", PROVENANCE_FILE, file_sha256(case_dir / PROVENANCE_FILE), "provenance of the segmentation")
-            )
-        case.attachments = attachments
-        save_case(case, case_dir)
-    except BaseException:
-        for final, backup in reversed(moved):
-            final.unlink(missing_ok=True)
-            if backup is not None:
-                os.replace(backup, final)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return destination
+    extra = {}
+    if provenance is not None:
+        extra[PROVENANCE_FILE] = (json.dumps(provenance, indent=1) + "\n", "provenance of the segmentation")
+    return attach_to_case(case_dir, label_map, description, case=case, extra_files=extra)
 
 
 def case_landmarks_mri(case) -> dict[str, np.ndarray]:
