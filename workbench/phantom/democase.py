@@ -36,7 +36,7 @@ from workbench.equipment import NEEDLE_MARGIN_MM, shortest_needle
 from workbench.errors import PhantomError
 from workbench.io.ground_truth import ExpertPlan, GroundTruth, SweepTruth, write_ground_truth
 
-__all__ = ["DemoCaseSpec", "DEFAULT_DEMO_CASE", "generate_demo_case", "default_demo_case", "demo_cache_dir"]
+__all__ = ["DemoCaseSpec", "DEFAULT_DEMO_CASE", "generate_demo_case", "default_demo_case", "demo_cache_dir", "demo_case_folder"]
 
 ProgressCallback = Callable[[str], None]
 
@@ -118,9 +118,14 @@ def demo_cache_dir() -> Path:
     return base / "workbench"
 
 
+def demo_case_folder(spec: DemoCaseSpec = DEFAULT_DEMO_CASE) -> Path:
+    """Where :func:`default_demo_case` caches the case of ``spec`` (it holds ``case.json`` once generated)."""
+    return demo_cache_dir() / f"demo-case-{spec.digest()}"
+
+
 def default_demo_case(spec: DemoCaseSpec = DEFAULT_DEMO_CASE, progress: ProgressCallback | None = None) -> Path:
     """The demo case folder, generated on first use and cached (keyed by spec and version)."""
-    folder = demo_cache_dir() / f"demo-case-{spec.digest()}"
+    folder = demo_case_folder(spec)
     if (folder / "case.json").is_file():
         return folder
     return generate_demo_case(folder, spec, progress=progress)

@@ -112,9 +112,9 @@ def server_folders(case: Path | None, notebooks: Path | None) -> tuple[Path, Pat
     if case is not None:
         case_dir = resolve_case_folder(case).resolve()
     else:
-        from workbench.phantom.democase import DEFAULT_DEMO_CASE, demo_cache_dir
+        from workbench.phantom.democase import demo_case_folder
 
-        cached = (demo_cache_dir() / f"demo-case-{DEFAULT_DEMO_CASE.digest()}" / "case.json").is_file()
+        cached = (demo_case_folder() / "case.json").is_file()
         if cached:
             print("Using the cached demo case...", file=sys.stderr, flush=True)
         else:
