@@ -193,9 +193,9 @@ def expert_plan_for(case_dir: str | Path, task: str | None = None):
 
 
 def _check_case_id(case_id: str) -> str:
-    import re
+    from workbench.case.create import CASE_ID_PATTERN  # the rule every case id follows
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", case_id):
+    if not CASE_ID_PATTERN.fullmatch(case_id):
         raise TeachingError(f"library case id {case_id!r} must be letters, digits, '_' or '-'")
     return case_id
 
