@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -197,7 +198,17 @@ def open_store(db: str | Path) -> "ResultsStore":
     from alembic.util import CommandError
 
     try:
-        migrate(engine)
+        # SQLite answers "database is locked" without waiting when a writer opens the file while
+        # another process switches it to WAL or migrates it (no busy handler there): the upgrade is
+        # idempotent, so it is tried again a few times before the error is reported
+        for attempt in range(5):
+            try:
+                migrate(engine)
+                break
+            except sa.exc.OperationalError as exc:
+                if attempt == 4 or "locked" not in str(exc.orig):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except sa.exc.OperationalError as exc:
         engine.dispose()
         raise TeachingError(f"cannot open the results database ({str(exc.orig).strip().splitlines()[0]})") from None
