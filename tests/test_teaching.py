@@ -156,7 +156,7 @@ def test_score_errors_are_one_line(library, tmp_path, capsys):
 def test_teaching_notebook_runs_headless_on_the_library(library, tmp_path):
     from tests.notebook_runner import execute_notebook
 
-    source = Path(__file__).resolve().parents[1] / "notebooks" / "08_teaching_session.ipynb"
+    source = Path(__file__).resolve().parents[1] / "notebooks" / "09_teaching_session.ipynb"
     outputs, work = execute_notebook(source, library / "LIB-001-01", tmp_path / "nb", timeout_s=300)
     text = "".join(o["output"].get("text", "") for o in outputs if o["output"].get("output_type") == "stream")
     assert "LIB-001-02: difficulty" in text and "task L5 " in text
