@@ -107,6 +107,32 @@ def test_sqlite_concurrent_processes_lose_nothing(tmp_path):
     assert {r["trainee"] for r in rows} == {f"t{n:02d}" for n in range(4)} | {f"u{n:02d}" for n in range(4)}
 
 
+def _first_open(db: str, barrier) -> tuple[str, int, int]:
+    barrier.wait()  # every process opens the new file at the same moment
+    with open_store(db) as store:
+        attempt = store.submit("t01", "S1", _score(), "b" * 64)
+        with store.engine.connect() as connection:
+            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+            busy_ms = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    return str(mode), int(busy_ms), attempt
+
+
+def test_sqlite_concurrent_first_opens_wait_instead_of_failing(tmp_path):
+    """Six processes open one new SQLite file at once, three times over: the first switches it to
+    WAL under the migration lock, the others wait (busy timeout on every connection); each stores
+    its attempt (CI once failed here with "database is locked" while WAL was set on every connect)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(6) as pool:
+        for round_ in range(3):
+            db = str(tmp_path / f"results-{round_}.sqlite")
+            barrier = manager.Barrier(6)
+            answers = pool.starmap(_first_open, [(db, barrier)] * 6)
+            assert [a[:2] for a in answers] == [("wal", 30_000)] * 6
+            assert sorted(a[2] for a in answers) == [1, 2, 3, 4, 5, 6]
+            with open_store(db) as store:
+                assert len(store.results()) == 6
+
+
 def test_unsupported_or_unreachable_database(tmp_path):
     with pytest.raises(TeachingError, match="unsupported"):
         open_store("mysql://x@localhost/db")

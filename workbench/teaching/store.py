@@ -6,9 +6,11 @@ path (SQLite), creates the database schema or brings it up to date with the Alem
 shipped in ``workbench/teaching/migrations`` (run in code: no alembic.ini), and returns a
 :class:`ResultsStore`.
 
-- SQLite runs in WAL mode with a 30 s busy timeout and takes the write lock at the start of each
-  write (``BEGIN IMMEDIATE``), so concurrent trainees' submissions queue instead of failing;
-  migrations are serialised by a lock file beside the database.
+- SQLite runs in WAL mode, set once when the store is created or first opened, under the lock
+  file beside the database that also serialises migrations (switching the journal mode while
+  another process reads fails at once, without waiting); every connection has a 30 s busy
+  timeout and takes the write lock at the start of each write (``BEGIN IMMEDIATE``), so
+  concurrent openers and trainees' submissions queue instead of failing.
 - PostgreSQL serialises migrations with an advisory lock; inserts need no more.
 - No PHI, ever: a trainee is a pseudonym (:func:`check_pseudonym`, or :func:`pseudonym` to hash
   a name with a session secret), the plan itself is not stored (only its SHA-256 and the
@@ -23,7 +25,6 @@ import hashlib
 import io
 import json
 import re
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -124,19 +125,44 @@ def database_url(db: str | Path) -> str:
     return text
 
 
+#: How long a SQLite connection waits for another's lock before "database is locked", ms.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    dbapi_connection.isolation_level = None  # SQLAlchemy's begin event issues BEGIN IMMEDIATE
+    """Every SQLite connection: autocommit driver (SQLAlchemy's begin event issues ``BEGIN
+    IMMEDIATE``), the busy timeout first (so nothing after it fails at once on a lock), then
+    ``synchronous=NORMAL`` (safe in WAL mode). The journal mode is NOT set here: switching a file
+    to WAL takes an exclusive lock that SQLite refuses at once, without its busy handler, while
+    another connection reads; it is set once, under the migration lock (:func:`_ensure_wal`)."""
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _ensure_wal(connection: sa.Connection) -> None:
+    """Put the SQLite file of ``connection`` in WAL mode (persistent in the file) unless it is.
+
+    Called under the migration lock before anything runs on the connection (no transaction
+    open: the mode cannot change inside one); WAL lets readers and one writer work at once.
+    """
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise TeachingError(f"the SQLite results database cannot use WAL mode (journal mode {mode!r})")
+    finally:
+        cursor.close()
 
 
 def _engine(url: str) -> sa.Engine:
     try:
         if url.startswith("sqlite"):
-            engine = sa.create_engine(url, connect_args={"timeout": 30})
+            engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
             sa.event.listen(engine, "connect", _sqlite_pragmas)
             sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
             return engine
@@ -174,6 +200,8 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     with engine.connect() as connection:
         with _migration_lock(engine, connection):
+            if engine.dialect.name == "sqlite":
+                _ensure_wal(connection)
             if engine.dialect.name == "postgresql":
                 connection.commit()
             config.attributes["connection"] = connection
@@ -198,17 +226,7 @@ def open_store(db: str | Path) -> "ResultsStore":
     from alembic.util import CommandError
 
     try:
-        # SQLite answers "database is locked" without waiting when a writer opens the file while
-        # another process switches it to WAL or migrates it (no busy handler there): the upgrade is
-        # idempotent, so it is tried again a few times before the error is reported
-        for attempt in range(5):
-            try:
-                migrate(engine)
-                break
-            except sa.exc.OperationalError as exc:
-                if attempt == 4 or "locked" not in str(exc.orig):
-                    raise
-                time.sleep(0.5 * (attempt + 1))
+        migrate(engine)
     except sa.exc.OperationalError as exc:
         engine.dispose()
         raise TeachingError(f"cannot open the results database ({str(exc.orig).strip().splitlines()[0]})") from None
