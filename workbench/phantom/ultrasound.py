@@ -54,7 +54,10 @@ __all__ = [
     "PROBE_KINDS",
     "ProbeModel",
     "UltrasoundSimulator",
+    "acoustic_tables",
+    "anatomical_textures",
     "rotation_matrices",
+    "scan_geometry",
     "simulate_frame",
 ]
 
@@ -372,10 +375,22 @@ class _ScanGeometry:
         return float(self.depths_mm[1] - self.depths_mm[0])
 
 
+def scan_geometry(probe: ProbeModel, samples_per_line: int | None = None) -> _ScanGeometry:
+    """Line sample positions and scan-conversion tables of ``probe`` (cached per probe).
+
+    Public hook for faster simulators (``workbench.rehearsal.imaging``) that sample lines more
+    coarsely than :attr:`ProbeModel.samples_per_line`. Attributes: ``samples_px`` (L, S, 3)
+    Image-frame pixel positions of the samples (z = 0); ``depths_mm`` (S,); ``inside`` (H, W)
+    bool imaged pixels; ``gather`` (4, P) flat (L, S) indices and ``weights`` (4, P) bilinear
+    weights of the P imaged pixels; ``lateral_sigma_lines``; ``lateral_step_mm`` (S,).
+    """
+    return _scan_geometry(probe, samples_per_line)
+
+
 @functools.lru_cache(maxsize=8)
-def _scan_geometry(probe: ProbeModel) -> _ScanGeometry:
+def _scan_geometry(probe: ProbeModel, samples_per_line: int | None = None) -> _ScanGeometry:
     spacing_mm = probe.pixel_spacing_mm
-    depths_mm = np.linspace(0.0, probe.depth_mm, probe.samples_per_line)
+    depths_mm = np.linspace(0.0, probe.depth_mm, samples_per_line or probe.samples_per_line)
     columns, rows = np.meshgrid(np.arange(probe.width_px, dtype=float), np.arange(probe.height_px, dtype=float))
     if probe.is_curvilinear:
         half = probe.half_angle_rad
@@ -473,6 +488,28 @@ def _acoustic_tables(muscle_fat_fraction: float) -> _AcousticTables:
         backscatter[label] += muscle_fat_fraction * (FATTY_MUSCLE_BACKSCATTER - backscatter[label])
     speed[Label.AIR] = SPEED_OF_SOUND_MM_US * 1000.0  # coupling gel, and outside the label map
     return _AcousticTables(impedance, attenuation, backscatter, _label_mask(BONE_LABELS), known, speed)
+
+
+def acoustic_tables(muscle_fat_fraction: float = 0.0) -> _AcousticTables:
+    """Per-label-value (256,) tables the simulator uses (public hook for faster simulators).
+
+    Attributes ``impedance_mrayl``, ``attenuation_db_cm_mhz``, ``backscatter`` (muscles raised
+    by ``muscle_fat_fraction``), ``is_bone``, ``known``, ``speed_m_s``; indexed by
+    :class:`~workbench.anatomy.Label` value.
+    """
+    return _acoustic_tables(float(muscle_fat_fraction))
+
+
+def anatomical_textures() -> tuple[tuple[np.ndarray, "_Texture"], ...]:
+    """The backscatter textures fixed to the anatomy, as :class:`UltrasoundSimulator` applies them.
+
+    Returns
+    -------
+    tuple of ((256,) bool label mask, texture)
+        Muscle fibre texture on the muscle labels, fat lobules on FAT; ``texture.gain(points_lps)``
+        gives the (...,) backscatter gain (mean 1) at (..., 3) LPS mm points.
+    """
+    return ((_label_mask(_MUSCLE_LABELS), _muscle_texture()), (_label_mask([Label.FAT]), _fat_texture()))
 
 
 def _label_mask(labels) -> np.ndarray:
