@@ -60,6 +60,9 @@ TEACHING_STEPS = {
     "03_register_sweep.ipynb": "2 · Register to ultrasound",
     "04_plan_export.ipynb": "3 · Plan the needle path",
 }
+#: Pages the app serves besides the teaching steps (linked below the case table of the home page):
+#: notebook -> link label. The rehearsal (issue 18) performs a simulated block on the same case.
+EXTRA_PAGES = {"08_rehearsal.ipynb": "Rehearse the block (probe, needle, injectate, score)"}
 #: Exports a plan page writes (``exports/`` beside the notebooks) that Voila may serve as files.
 EXPORT_FILE_ALLOWLIST = (r".*\.(png|jpg|gif|svg)", r"exports/.*\.(html|json|csv|tfm|txt|png|h5)")
 
@@ -87,7 +90,17 @@ def prepare_app_folder(notebook_dir: Path, app_dir: Path) -> list[str]:
     app_dir.mkdir(parents=True, exist_ok=True)
     for name in found:
         shutil.copy2(notebook_dir / name, app_dir / name)
+    for name in EXTRA_PAGES:  # served too, listed apart from the steps (extra_pages_html)
+        if (notebook_dir / name).is_file():
+            shutil.copy2(notebook_dir / name, app_dir / name)
     return found
+
+
+def extra_pages_html(app_dir: Path, base_url: str = "/") -> str:
+    """Links of the home page to the :data:`EXTRA_PAGES` present in ``app_dir`` (empty when none)."""
+    links = [f'<a href="{html.escape(base_url + "voila/render/" + quote(name))}">{html.escape(label)}</a>'
+             for name, label in EXTRA_PAGES.items() if (app_dir / name).is_file()]
+    return f'<p class="wb-extra-pages">{" ".join(links)}</p>\n' if links else ""
 
 
 def voila_command(app_dir: Path, port: int, open_browser: bool = False) -> list[str]:
@@ -227,6 +240,7 @@ def handle(args: argparse.Namespace) -> int:
         names = prepare_app_folder(notebook_dir, app_dir)
         steps = [name for name in TEACHING_NOTEBOOKS if name in names]
         cases_html = landing_cases_html(library_case_dirs or [case_dir], steps, query_case=library is not None)
+        cases_html += extra_pages_html(app_dir)
         template_root = prepare_template(Path(tmp) / "jupyter-data", cases_html)
         command = voila_command(app_dir, port, args.browser)
         if args.dry_run:
