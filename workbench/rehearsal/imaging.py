@@ -6,7 +6,7 @@ changes that make it live (>= 25 frames/s at 256 lines on 2 cores, ``workbench b
 
 - **Slice thickness.** The beam is ``elevation_fwhm_mm`` thick across the image plane. Each
   line is sampled on ``elevation_planes`` parallel planes at the Gauss-Hermite nodes of the
-  Gaussian elevation profile (3 planes: 0 and +-1.22 FWHM/2 ... weights 2/3, 1/6, 1/6);
+  Gaussian elevation profile (default 5: 0, +-0.58 and +-1.21 FWHM, weights 0.53, 0.22, 0.01);
   specular echoes add coherently with the weights, diffuse echoes in power, and each plane
   has its own shadows. So a structure or needle a few mm off the plane still shows, faintly.
 - **Coarser line sampling**: half the axial resolution (``probe.axial_fwhm_mm / 2``) instead of
@@ -40,7 +40,6 @@ import numpy as np
 from scipy import ndimage
 
 from workbench.anatomy import Label, LabelMap
-from workbench.errors import WorkbenchError
 from workbench.phantom.ultrasound import (
     CORTEX_TRANSMISSION,
     COUPLING_GEL_IMPEDANCE_MRAYL,
@@ -54,6 +53,7 @@ from workbench.phantom.ultrasound import (
     anatomical_textures,
     scan_geometry,
 )
+from workbench.rehearsal.scene import RehearsalError
 
 __all__ = [
     "COMET_TAIL_DECAY",
@@ -71,15 +71,15 @@ DEFAULT_ELEVATION_FWHM_MM = 4.0
 #: Pressure reflection coefficient of steel in soft tissue, (45.7 - 1.63) / (45.7 + 1.63).
 NEEDLE_REFLECTION = 0.93
 #: Angular width (Gaussian sigma) of the specular echo of a smooth shaft, degrees: at 30 deg
-#: half the echo is left, at 60 deg almost none (Chin KJ et al., Reg Anesth Pain Med 2008;
+#: a third of the echo is left (-10 dB), at 60 deg 1 % (-38 dB: lost in the speckle) (Chin KJ et al., Reg Anesth Pain Med 2008;
 #: 33:532-544; Schafhalter-Zoppoth I et al., Reg Anesth Pain Med 2004; 29:480-488).
-NEEDLE_SPECULAR_WIDTH_DEG = 25.0
+NEEDLE_SPECULAR_WIDTH_DEG = 20.0
 #: Diffuse part of the needle echo (surface roughness, bevel) left at any angle, relative.
-NEEDLE_DIFFUSE_FLOOR = 0.03
+NEEDLE_DIFFUSE_FLOOR = 0.002
 #: Amplitude of each comet-tail reverberation relative to the one before it.
-COMET_TAIL_DECAY = 0.55
+COMET_TAIL_DECAY = 0.4
 #: Comet-tail reverberations drawn below each shaft echo.
-COMET_TAIL_COUNT = 6
+COMET_TAIL_COUNT = 5
 #: Backscatter of injected fluid (local anaesthetic: anechoic, a little tissue debris).
 FLUID_BACKSCATTER = 0.01
 #: Impedance of the injectate, MRayl (saline); the fluid rim echo is its step to the tissue.
@@ -91,7 +91,7 @@ _DB_PER_NEPER = 20.0 / math.log(10.0)
 _TABLE_SIZE = 256
 
 
-class ImagingError(WorkbenchError):
+class ImagingError(RehearsalError):
     """The imager cannot be built or asked for a frame: bad label map, probe, or pose."""
 
 
@@ -104,7 +104,7 @@ def needle_visibility(angle_to_beam_deg) -> np.ndarray | float:
     perpendicular to the beam (0 = parallel to the face, the insertion angle of an in-plane
     needle under a flat probe; 90 = along the beam). The model is a Gaussian specular lobe of
     width :data:`NEEDLE_SPECULAR_WIDTH_DEG` over a diffuse floor :data:`NEEDLE_DIFFUSE_FLOOR`:
-    1.00 at 0 deg, 0.50 at 30 deg, 0.08 at 60 deg.
+    1.00 at 0 deg, 0.33 at 30 deg, 0.013 at 60 deg.
 
     Parameters
     ----------
@@ -254,7 +254,7 @@ class RehearsalImager:
         elevation_fwhm_mm: float,
         muscle_fat_fraction: float = 0.0,
         seed: int = 0,
-        elevation_planes: int = 3,
+        elevation_planes: int = 5,
         axial_step_mm: float | None = None,
     ):
         if not isinstance(probe, ProbeModel):

@@ -23,8 +23,8 @@ from scipy import ndimage
 from scipy.interpolate import RegularGridInterpolator
 
 from workbench.anatomy import LabelMap
-from workbench.errors import WorkbenchError
 from workbench.phantom.ultrasound import CURVILINEAR_C5_2, ProbeModel
+from workbench.rehearsal.scene import RehearsalError
 
 __all__ = [
     "REHEARSAL_PROBE",
@@ -45,7 +45,7 @@ DEFAULT_PRESS_MM = 1.0
 SKIN_SMOOTHING_MM = 2.0
 
 
-class ProbePlacementError(WorkbenchError):
+class ProbePlacementError(RehearsalError):
     """The probe cannot be placed: no skin under it, or a pose that makes no imaging plane."""
 
 
