@@ -334,3 +334,27 @@ def test_benchmark_reports_the_rate_and_the_setting():
     assert result["image_size_px"] == [REHEARSAL_PROBE.width_px, REHEARSAL_PROBE.height_px]
     assert result["frames_per_s"] > 0 and result["ms_per_frame_median"] == pytest.approx(1e3 / result["frames_per_s"], rel=0.01)
     assert result["cpu_count"] >= 1 and "load_average_1min" in result
+
+
+def test_recorded_sweep_poses_compose_tracking_calibration_and_registration():
+    from workbench.frames import Transform
+    from workbench.io.sequence import TrackedSequence
+    from workbench.phantom.ultrasound import rotation_matrices
+
+    probe_to_reference = np.tile(np.eye(4), (3, 1, 1))
+    probe_to_reference[:, :3, :3] = rotation_matrices(np.array([[0.0, 0.1, 0.0], [0.2, 0.0, 0.0], [0.0, 0.0, 0.3]]))
+    probe_to_reference[:, :3, 3] = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]
+    sequence = TrackedSequence(
+        images=None, timestamps_s=np.arange(3.0), transforms={"ProbeToReference": probe_to_reference},
+        transform_status={"ProbeToReference": np.array([True, False, True])},
+    )
+    rotation = rotation_matrices(np.array([0.0, 0.0, 0.5]))
+    reference_to_mri = Transform.from_rotation_translation(rotation, (10.0, 90.0, -20.0), "Reference", "Mri")
+    image_to_probe = REHEARSAL_PROBE.image_to_probe()
+    poses = poses_along_sweep(sequence, image_to_probe=image_to_probe, reference_to_mri=reference_to_mri)
+    assert len(poses) == 2  # the INVALID frame is left out
+    for pose, index in zip(poses, (0, 2), strict=True):
+        expected = reference_to_mri.matrix @ probe_to_reference[index] @ image_to_probe.matrix
+        np.testing.assert_allclose(pose, expected, atol=1e-9)
+    with pytest.raises(ProbePlacementError, match="reference_to_mri"):
+        poses_along_sweep(sequence, image_to_probe=image_to_probe)
