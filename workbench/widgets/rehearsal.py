@@ -135,22 +135,28 @@ class _MriReslicer:
         low, high = np.percentile(sample, [1.0, 99.5])
         self.window, self.level = float(max(high - low, 1e-6)), float((high + low) / 2.0)
 
-    def on_plane(self, image_to_mri: np.ndarray, height_px: int, width_px: int) -> np.ndarray:
-        """(H, W) uint8: the MRI at pixel ``(col, row)`` = ``image_to_mri @ (col, row, 0, 1)``, 0 outside."""
+    def on_plane(self, image_to_mri: np.ndarray, height_px: int, width_px: int, block_px: int = 2) -> np.ndarray:
+        """(H, W) uint8: the MRI at pixel ``(col, row)`` = ``image_to_mri @ (col, row, 0, 1)``, black outside.
+
+        Sampled once per ``block_px`` x ``block_px`` block of pixels, at the block's centre, and
+        repeated over the block: B-mode pixels (about 0.3 mm) are far finer than MRI voxels, and
+        a slider update then resamples a quarter of the pixels.
+        """
         from scipy.ndimage import map_coordinates
 
         from workbench.widgets.slices import window_to_uint8
 
         image_to_ijk = np.linalg.inv(self.mri_voxel_to_mri) @ np.asarray(image_to_mri, dtype=float)
-        columns = np.arange(width_px, dtype=np.float32)
-        rows = np.arange(height_px, dtype=np.float32)
-        coords = np.empty((3, height_px, width_px), dtype=np.float32)
+        offset = (block_px - 1) / 2.0
+        columns = np.arange(0, width_px, block_px, dtype=np.float32) + np.float32(offset)
+        rows = np.arange(0, height_px, block_px, dtype=np.float32) + np.float32(offset)
+        coords = np.empty((3, len(rows), len(columns)), dtype=np.float32)
         for out_axis, ijk_axis in enumerate((2, 1, 0)):  # (k, j, i) order of the array
             a = image_to_ijk[ijk_axis]
             coords[out_axis] = np.float32(a[1]) * rows[:, None] + (np.float32(a[0]) * columns + np.float32(a[3]))[None, :]
         values = map_coordinates(self.voxels_kji, coords, order=1, mode="constant", cval=np.nan, prefilter=False)
         grey = window_to_uint8(np.nan_to_num(values, nan=self.level - self.window / 2.0), self.window, self.level)
-        return grey
+        return np.repeat(np.repeat(grey, block_px, axis=0), block_px, axis=1)[:height_px, :width_px]
 
 
 class RehearsalController:
@@ -449,7 +455,10 @@ class RehearsalController:
         bmode = np.asarray(self.imager.render(self._image_to_mri, self.attempt.needle, self.attempt.injectate), dtype=np.uint8)
         mri = fused = None
         if self._reslicer is not None:
-            mri = self._reslicer.on_plane(self._image_to_mri, *bmode.shape)
+            key = (self._image_to_mri.tobytes(), bmode.shape)
+            if getattr(self, "_mri_key", None) != key:  # the MRI changes with the plane only
+                self._mri_plane, self._mri_key = self._reslicer.on_plane(self._image_to_mri, *bmode.shape), key
+            mri = self._mri_plane
             fused = blend(mri, bmode, FUSED_US_PERCENT)
         self.images = {"bmode": bmode, "mri": mri, "fused": fused}
         self.render_ms.append((time.perf_counter() - start) * 1000.0)
@@ -635,11 +644,11 @@ class RehearsalPanel:
 
         self.controller = c = controller
         pose = c.pose
-        slider = {"continuous_update": True, "style": {"description_width": "150px"}, "layout": W.Layout(width="430px")}
+        slider = {"continuous_update": True, "style": {"description_width": "160px"}, "layout": W.Layout(width="440px")}
         self.along = W.FloatSlider(value=pose.centre_z_mm, min=pose.centre_z_mm - 80, max=pose.centre_z_mm + 80, step=1,
-                                   description="along the back (S, mm)", **slider)
+                                   description="along the back (mm)", **slider)
         self.across = W.FloatSlider(value=pose.centre_x_mm, min=pose.centre_x_mm - 80, max=pose.centre_x_mm + 80, step=1,
-                                    description="across the back (L, mm)", **slider)
+                                    description="across the back (mm)", **slider)
         self.rotation = W.FloatSlider(value=pose.rotation_deg, min=-180, max=180, step=1,
                                       description="rotation (deg)", **slider)
         self.tilt = W.FloatSlider(value=pose.tilt_deg, min=-40, max=40, step=1, description="tilt (deg)", **slider)
@@ -707,6 +716,8 @@ class RehearsalPanel:
         self.finish_button.on_click(lambda _b: self.finish())
         self.new_button.on_click(lambda _b: self.new_attempt())
         self._syncing = False
+        self.revision = 0
+        self._sent: dict = {}
 
         probe_box = W.VBox([W.HTML("<b>Probe</b>"), self.along, self.across, self.rotation, self.tilt,
                             W.HBox([self.snap_button, self.sweep_button])])
@@ -786,11 +797,14 @@ class RehearsalPanel:
             image = c.images.get(key)
             if image is None:
                 image = np.zeros((8, 8), np.uint8)
-            widget.value = png_bytes(image)
+            if self._sent.get(key) is not image:  # the MRI plane is the same array until the probe moves
+                widget.value = png_bytes(image)
+                self._sent[key] = image
         status = c.status()
         inserted = "not inserted" if status["inserted_mm"] is None else f"{status['inserted_mm']:.1f} mm inserted" + (
             f" of {status['needle_length_mm']:.0f} mm" if status["needle_length_mm"] else "")
-        text = (f"Needle: {inserted} · injected {status['injected_ml']:g} of {status['plan_volume_ml']:g} mL"
+        text = (f"Needle: {inserted} (plan: {status['plan_depth_mm']:.1f} mm to the target)"
+                f" · injected {status['injected_ml']:g} of {status['plan_volume_ml']:g} mL"
                 f" · probe rotation {c.pose.rotation_deg:.0f}°, tilt {c.pose.tilt_deg:.0f}°")
         error = getattr(self, "_error", "")
         if error:
@@ -807,7 +821,9 @@ class RehearsalPanel:
         self.insert_button.disabled = c.result is not None
         self.inject_button.disabled = not c.can_inject()
         self.finish_button.disabled = c.result is not None
-        state = {"png_px": list(c.images["bmode"].shape[::-1]), "needle": c.needle_pixels(), **status}
+        self.revision += 1  # every refresh changes the hook, so a test can wait for the answer to its click
+        state = {"revision": self.revision, "png_px": list(c.images["bmode"].shape[::-1]), "needle": c.needle_pixels(),
+                 **status}
         if c.result is not None:
             from workbench.widgets._ui import table_html
 
