@@ -39,6 +39,18 @@ def demo_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def small_demo_case(tmp_path_factory) -> Path:
+    """A small demo case (seed 3, one transverse sweep, no posture change), generated once per session.
+
+    Read-only for the tests that share it (the rehearsal tests); copy it before changing it.
+    """
+    from workbench.phantom.democase import DemoCaseSpec, generate_demo_case
+
+    spec = DemoCaseSpec(seed=3, sweep_speed_mm_s=90.0, sweeps=("transverse",), posture_change=False)
+    return generate_demo_case(tmp_path_factory.mktemp("small-demo-case") / "case", spec)
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> str:
     """SQLAlchemy URL of a real PostgreSQL server (``postgresql+psycopg://...``).
 

@@ -327,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_tune(sub)
     register_tune_bench(bench_sub)
+    from workbench.rehearsal.cli import register as register_rehearse, register_bench as register_rehearsal_bench
+
+    register_rehearse(sub)
+    register_rehearsal_bench(bench_sub)
     p = bench_sub.add_parser("demo-case", help="generate the default demo case in a temporary folder, timing each stage")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=_cmd_bench_demo_case)
