@@ -5,8 +5,9 @@ projects to, the out-of-plane dot, the tip hidden outside the elevational slab, 
 than muscle with enhancement beneath, and the probe geometry (plane through the needle path
 within 0.5 mm, orthonormal ImageToMri with the probe's pixel spacing).
 
-The imager freezes its speckle, so two frames at one pose differ only by what was added: the
-tests subtract the frame without the needle (or fluid) to see exactly what it drew.
+The imager's scatterers are fixed to the anatomy and its noise to the image, so two frames at one
+pose differ only by what was added: the tests subtract the frame without the needle (or fluid)
+to see exactly what it drew.
 """
 
 from __future__ import annotations
@@ -358,3 +359,19 @@ def test_recorded_sweep_poses_compose_tracking_calibration_and_registration():
         np.testing.assert_allclose(pose, expected, atol=1e-9)
     with pytest.raises(ProbePlacementError, match="reference_to_mri"):
         poses_along_sweep(sequence, image_to_probe=image_to_probe)
+
+
+def test_speckle_moves_with_the_anatomy(toy_skin, linear_imager):
+    """Slide the probe 2 mm: the muscle speckle follows (shifted frames correlate), unshifted it does not."""
+    spacing = LINEAR_256.pixel_spacing_mm
+    shift_px = int(round(2.0 / spacing))
+    matrix = toy_pose_matrix(toy_skin, LINEAR_256)
+    slid = matrix.copy()
+    slid[:3, 3] += shift_px * matrix[:3, 0]  # the same plane, 2 mm towards the marked side
+    first = linear_imager.render(matrix).astype(float)
+    second = linear_imager.render(slid).astype(float)
+    window = np.s_[150:350, 60 : 260 - shift_px]  # muscle, away from the fan edges
+    moved = np.s_[150:350, 60 + shift_px : 260]
+    following = np.corrcoef(first[moved].ravel(), second[window].ravel())[0, 1]
+    in_place = np.corrcoef(first[window].ravel(), second[window].ravel())[0, 1]
+    assert following > 0.6 and in_place < following - 0.3, (following, in_place)

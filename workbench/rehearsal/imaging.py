@@ -13,10 +13,10 @@ changes that make it live (>= 25 frames/s at 256 lines on 2 cores, ``workbench b
   a third; labels are looked up by nearest voxel in a volume padded with air, int32 indices.
 - **Tissue cache**: the tissue part (specular and diffuse echoes, two-way attenuation) depends
   on the pose only, so while the probe is still, only the needle and fluid are redrawn.
-- **Frozen speckle**: one complex speckle field, blurred once by the point-spread function,
-  is modulated by the diffuse echo amplitude every frame (the multiplicative speckle model,
-  exact where the echo level varies slowly over a resolution cell). Speckle is therefore fixed
-  to the image, as it is for a still probe; the anatomical textures move with the anatomy.
+- **Scatterers fixed to the anatomy**: a periodic 3D tile of complex Gaussian amplitudes, one
+  per :data:`SCATTERER_CELL_MM` cube of the Mri frame, is read at the line samples, scaled by
+  the diffuse echo level and blurred by the point-spread function. The speckle moves with the
+  tissue as the probe slides and decorrelates as it tilts, as a scanner's does.
 - **Needle**: a steel shaft is a specular reflector (:func:`needle_visibility`): its echo is
   strongest when the shaft is perpendicular to the beam and falls with the angle; it is drawn
   wherever the shaft lies within the elevational beam, weighted by the beam profile at its
@@ -84,11 +84,14 @@ COMET_TAIL_COUNT = 5
 FLUID_BACKSCATTER = 0.01
 #: Impedance of the injectate, MRayl (saline); the fluid rim echo is its step to the tissue.
 FLUID_IMPEDANCE_MRAYL = 1.52
+#: Size of the cells of the anatomy-fixed scatterer field, mm (below the axial resolution).
+SCATTERER_CELL_MM = 0.25
 #: Elevational profile below which a shaft point is not drawn (relative amplitude).
 _PROFILE_CUTOFF = 0.02
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _DB_PER_NEPER = 20.0 / math.log(10.0)
 _TABLE_SIZE = 256
+_SCATTERER_TILE = 64  # cells per side of the periodic scatterer tile (a power of 2)
 
 
 class ImagingError(RehearsalError):
@@ -234,7 +237,7 @@ class RehearsalImager:
     muscle_fat_fraction : float
         0..1, raises muscle echogenicity as in the phantom simulator.
     seed : int
-        Seeds the frozen speckle and electronic noise fields.
+        Seeds the scatterer tile and the electronic noise field.
     elevation_planes : int
         Planes sampled across the beam (1..7): Gauss-Hermite nodes of its profile.
     axial_step_mm : float, optional
@@ -310,13 +313,13 @@ class RehearsalImager:
         self._psf_sigmas = (sigma_lines, sigma_samples)
         kernels = [_gaussian_kernel(sigma) for sigma in self._psf_sigmas]
         self._psf_peak = float(np.prod([k.max() for k in kernels]))
+        rms_gain = float(np.prod([np.sqrt(np.sum(k**2)) for k in kernels]))
         rng = np.random.default_rng(seed)
-        speckle = rng.standard_normal((2, *shape)).astype(f32)
-        speckle = np.stack([ndimage.gaussian_filter(part, self._psf_sigmas, mode="wrap") for part in speckle])
-        speckle /= np.sqrt(np.mean(speckle[0] ** 2 + speckle[1] ** 2) / 2.0)  # unit RMS per part
-        noise = rng.standard_normal((2, *shape)).astype(f32) * f32(ELECTRONIC_NOISE_AMPLITUDE / math.sqrt(2.0))
-        self._speckle = speckle / f32(math.sqrt(2.0))  # complex Gaussian of unit RMS magnitude
-        self._noise = noise
+        # Scatterers fixed to the anatomy: a periodic 3D tile of complex Gaussian amplitudes, one
+        # per SCATTERER_CELL_MM cube, scaled so the blurred speckle has the diffuse echo as RMS.
+        tile = rng.standard_normal((2, _SCATTERER_TILE**3)).astype(f32)
+        self._scatterer_tile = tile * f32(self._psf_peak / rms_gain / math.sqrt(2.0))
+        self._noise = rng.standard_normal((2, *shape)).astype(f32) * f32(ELECTRONIC_NOISE_AMPLITUDE / math.sqrt(2.0))
         tgc_db = 2.0 * TGC_DB_CM_MHZ * probe.centre_frequency_mhz * geometry.depths_mm / 10.0
         self._gain_db = (tgc_db + SYSTEM_GAIN_DB).astype(f32)
         self._interface_sigmas = (
@@ -371,12 +374,15 @@ class RehearsalImager:
             textured = mask[labels[centre]]
             gain[textured] = texture.gain(points_mri[textured])
         diffuse = np.sqrt(np.sum(weights * backscatter * backscatter, axis=0)) * gain
+        cells = np.floor(points_mri * np.float32(1.0 / SCATTERER_CELL_MM)).astype(np.int32) & (_SCATTERER_TILE - 1)
+        flat = (cells[..., 0] * _SCATTERER_TILE + cells[..., 1]) * _SCATTERER_TILE + cells[..., 2]
         return {
             "specular": specular.astype(np.float32),
             "diffuse": diffuse.astype(np.float32),
             "reaching": reaching[centre],
             "log_attenuation": self._log_attenuation[labels[centre]],
             "points_mri": points_mri,
+            "scatterers": self._scatterer_tile[:, flat],
         }
 
     def _plane_points_mri(self, image_to_mri: np.ndarray) -> np.ndarray:
@@ -505,20 +511,32 @@ class RehearsalImager:
             Row 0 nearest the transducer; 0 outside the fan.
         """
         tissue = self.tissue(image_to_mri)
-        specular, diffuse = tissue["specular"], tissue["diffuse"]
-        if injectate is not None:
-            fluid = self._fluid_mask(injectate, tissue["points_mri"])
-            if fluid is not None:
-                specular, diffuse = self._add_fluid(fluid, tissue, specular, diffuse)
+        fluid = None if injectate is None else self._fluid_mask(injectate, tissue["points_mri"])
+        if fluid is None:
+            if "echo" not in tissue:  # blurred once per pose
+                tissue["echo"] = self._echo(tissue["specular"], tissue["diffuse"], tissue["scatterers"])
+            real, imaginary = tissue["echo"]
+        else:
+            real, imaginary = self._echo(*self._add_fluid(fluid, tissue, tissue["specular"], tissue["diffuse"]),
+                                         tissue["scatterers"])
         if needle is not None:
-            specular = specular + self.needle_echoes(image_to_mri, needle, tissue["reaching"])
-        return self._to_frame(specular, diffuse)
+            needle_echo = self.needle_echoes(image_to_mri, needle, tissue["reaching"])
+            real = real + self._blur(needle_echo)
+        return self._to_frame(real, imaginary)
 
-    def _to_frame(self, specular: np.ndarray, diffuse: np.ndarray) -> np.ndarray:
-        coherent = ndimage.gaussian_filter(specular, self._psf_sigmas, mode="nearest", truncate=3.0)
-        coherent *= np.float32(1.0 / self._psf_peak)
-        real = coherent + self._speckle[0] * diffuse + self._noise[0]
-        imaginary = self._speckle[1] * diffuse + self._noise[1]
+    def _blur(self, field: np.ndarray) -> np.ndarray:
+        """The point-spread function (Gaussian pulse and beam), normalised to keep a point echo's peak."""
+        blurred = ndimage.gaussian_filter(field, self._psf_sigmas, mode="nearest", truncate=3.0)
+        blurred *= np.float32(1.0 / self._psf_peak)
+        return blurred
+
+    def _echo(self, specular: np.ndarray, diffuse: np.ndarray, scatterers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Real and imaginary parts of the received echo: specular echoes plus speckle, blurred by the PSF."""
+        return self._blur(specular + scatterers[0] * diffuse), self._blur(scatterers[1] * diffuse)
+
+    def _to_frame(self, real: np.ndarray, imaginary: np.ndarray) -> np.ndarray:
+        real = real + self._noise[0]
+        imaginary = imaginary + self._noise[1]
         power = real * real + imaginary * imaginary
         level_db = np.float32(10.0) * np.log10(np.maximum(power, np.float32(1e-24))) + self._gain_db
         range_db = np.float32(self.probe.dynamic_range_db)

@@ -43,6 +43,9 @@ DEFAULT_PRESS_MM = 1.0
 #: Smoothing of the skin height map before normals are taken, mm (Gaussian sigma): a voxel
 #: staircase must not rock the probe.
 SKIN_SMOOTHING_MM = 2.0
+#: Half the span over which the skin normal is measured, mm: the probe rests on the skin over a
+#: footprint of about a centimetre, not on one voxel.
+NORMAL_HALF_SPAN_MM = 5.0
 
 
 class ProbePlacementError(RehearsalError):
@@ -150,7 +153,6 @@ class SkinSurface:
         smooth = ndimage.gaussian_filter(np.where(has_tissue, heights_mm, 0.0), sigma, mode="nearest")
         heights_mm = np.where(has_tissue, smooth / np.maximum(weight, 1e-9), np.nan)
         self.xs_mm, self.zs_mm, self.heights_mm = xs_mm, zs_mm, heights_mm
-        self._spacing_mm = float(min(abs(xs_mm[1] - xs_mm[0]), abs(zs_mm[1] - zs_mm[0])))
         self._height = RegularGridInterpolator((xs_mm, zs_mm), heights_mm, bounds_error=False, fill_value=np.nan)
 
     def height_mm(self, x_mm, z_mm) -> np.ndarray:
@@ -166,8 +168,11 @@ class SkinSurface:
         return np.array([float(x_mm), y_mm, float(z_mm)])
 
     def normal_mri(self, x_mm: float, z_mm: float) -> np.ndarray:
-        """(3,) outward (posterior) unit normal of the skin at Mri x, z (mm), by central differences."""
-        step = self._spacing_mm
+        """(3,) outward (posterior) unit normal of the skin at Mri x, z (mm).
+
+        Central differences over +-:data:`NORMAL_HALF_SPAN_MM`: the plane the probe face rests on.
+        """
+        step = NORMAL_HALF_SPAN_MM
         heights = self.height_mm([x_mm + step, x_mm - step, x_mm, x_mm], [z_mm, z_mm, z_mm + step, z_mm - step])
         if not np.all(np.isfinite(heights)):
             raise ProbePlacementError(f"no skin around x = {x_mm:.1f} mm, z = {z_mm:.1f} mm: the probe is off the back")
