@@ -44,6 +44,8 @@ GUIDANCE = {
     "05_scene_3d.ipynb": ["ultrasound frames: no registration yet: place 3 landmark pairs to register", "scene image: (540, 720, 3)"],
     "06_registration_tuning.ipynb": ["has no ground truth: tuning on simulated cases only"],
     "07_outcomes.ipynb": ["procedures;"],
+    "08_rehearsal.ipynb": ["nothing to rehearse yet: no label map yet: import or segment one in notebook 01",
+                           "no attempt: no label map yet"],
 }
 
 
