@@ -96,10 +96,21 @@ def prepare_app_folder(notebook_dir: Path, app_dir: Path) -> list[str]:
     return found
 
 
-def extra_pages_html(app_dir: Path, base_url: str = "/") -> str:
-    """Links of the home page to the :data:`EXTRA_PAGES` present in ``app_dir`` (empty when none)."""
-    links = [f'<a href="{html.escape(base_url + "voila/render/" + quote(name))}">{html.escape(label)}</a>'
-             for name, label in EXTRA_PAGES.items() if (app_dir / name).is_file()]
+def extra_pages_html(app_dir: Path, base_url: str = "/", cases: list[Path] | None = None) -> str:
+    """Links of the home page to the :data:`EXTRA_PAGES` present in ``app_dir`` (empty when none).
+
+    With ``cases`` (a library) one link per page and case, ``?case=<folder name>`` as the steps' links.
+    """
+    links = []
+    for name, label in EXTRA_PAGES.items():
+        if not (app_dir / name).is_file():
+            continue
+        href = base_url + "voila/render/" + quote(name)
+        if cases is None:
+            links.append(f'<a href="{html.escape(href)}">{html.escape(label)}</a>')
+        else:
+            links.extend(f'<a href="{html.escape(href + "?case=" + quote(case.name))}">{html.escape(label)}: '
+                         f"{html.escape(case.name)}</a>" for case in cases)
     return f'<p class="wb-extra-pages">{" ".join(links)}</p>\n' if links else ""
 
 
@@ -240,7 +251,7 @@ def handle(args: argparse.Namespace) -> int:
         names = prepare_app_folder(notebook_dir, app_dir)
         steps = [name for name in TEACHING_NOTEBOOKS if name in names]
         cases_html = landing_cases_html(library_case_dirs or [case_dir], steps, query_case=library is not None)
-        cases_html += extra_pages_html(app_dir)
+        cases_html += extra_pages_html(app_dir, cases=library_case_dirs if library is not None else None)
         template_root = prepare_template(Path(tmp) / "jupyter-data", cases_html)
         command = voila_command(app_dir, port, args.browser)
         if args.dry_run:
