@@ -206,6 +206,13 @@ def test_the_panel_follows_clicks_and_shows_the_metrics(controller):
     assert abs(state["needle"]["entry_off_plane_mm"]) < 0.3
     png = Image.open(io.BytesIO(panel.image_widgets["bmode"].value))
     assert png.size == tuple(state["png_px"])
+    # depth marks at the right edge every 10 mm below the transducer face (the fan leaves that edge black)
+    edge = np.asarray(png.convert("L"))[:, -3]
+    probe = controller.probe
+    marks = probe.transducer_origin_px[1] + np.arange(0, 400, 10.0) / probe.pixel_spacing_mm
+    marks = marks[(marks >= 0) & (marks < png.size[1] - 1)]
+    assert len(marks) >= 8 and all(edge[int(round(r)) - 1: int(round(r)) + 1].max() == 255 for r in marks)
+    assert (edge == 255).sum() <= 2 * len(marks)
     panel.inject_button.click()
     assert json.loads(panel.hook.value)["injected_ml"] == pytest.approx(1.0)
     panel.finish_button.click()
@@ -244,3 +251,17 @@ def test_notebook_08_runs_on_the_demo_case(case_dir, tmp_path):
     assert tip_mm < 1.0, out
     assert re.search(r"injected 6 mL", out) and re.search(r"saved: rehearsals/\S+", out), out
     print(out)
+
+
+def test_the_teaching_app_links_the_rehearsal_for_its_case_or_each_library_case(tmp_path):
+    from workbench.teach import EXTRA_PAGES, extra_pages_html, prepare_app_folder
+
+    app = tmp_path / "app"
+    assert prepare_app_folder(REPO / "notebooks", app) == ["02_landmarks_targets.ipynb", "03_register_sweep.ipynb",
+                                                           "04_plan_export.ipynb"]  # the steps stay three
+    assert (app / "08_rehearsal.ipynb").is_file() and list(EXTRA_PAGES) == ["08_rehearsal.ipynb"]
+    single = re.findall(r'href="([^"]+)"', extra_pages_html(app))
+    assert single == ["/voila/render/08_rehearsal.ipynb"]
+    library = re.findall(r'href="([^"]+)"', extra_pages_html(app, cases=[tmp_path / "PVB-001", tmp_path / "PVB-002"]))
+    assert library == ["/voila/render/08_rehearsal.ipynb?case=PVB-001", "/voila/render/08_rehearsal.ipynb?case=PVB-002"]
+    assert extra_pages_html(tmp_path) == ""  # a folder without notebook 08 links nothing

@@ -43,6 +43,7 @@ __all__ = [
     "RehearsalPanel",
     "png_bytes",
     "rehearsal_guidance",
+    "with_depth_marks",
 ]
 
 #: Needle steps of the advance/withdraw buttons, mm.
@@ -103,6 +104,26 @@ def _unit(vector) -> np.ndarray:
     if norm < 1e-12:
         raise WidgetError("a direction of zero length")
     return vector / norm
+
+
+#: Depth marks drawn at the right edge of the images: every DEPTH_MARK_MM, longer every 5th, mm.
+DEPTH_MARK_MM = 10.0
+
+
+def with_depth_marks(image: np.ndarray, probe) -> np.ndarray:
+    """A copy of an (H, W) or (H, W, 3) uint8 image in the probe's MF pixels with white depth marks
+    at its right edge: 6 px every :data:`DEPTH_MARK_MM` of depth below the transducer face, 14 px
+    every fifth (as on a scanner's screen)."""
+    marked = np.array(image, dtype=np.uint8, copy=True)
+    height, width = marked.shape[:2]
+    spacing_mm = float(probe.pixel_spacing_mm)
+    face_row = float(probe.transducer_origin_px[1])
+    for k in range(int((height - face_row) * spacing_mm // DEPTH_MARK_MM) + 1):
+        row = int(round(face_row + k * DEPTH_MARK_MM / spacing_mm))
+        if 0 <= row < height:
+            length = 14 if k % 5 == 0 else 6
+            marked[max(row - 1, 0): row + 1, width - length:] = 255
+    return marked
 
 
 def _jsonable(value):
@@ -798,7 +819,7 @@ class RehearsalPanel:
             if image is None:
                 image = np.zeros((8, 8), np.uint8)
             if self._sent.get(key) is not image:  # the MRI plane is the same array until the probe moves
-                widget.value = png_bytes(image)
+                widget.value = png_bytes(with_depth_marks(image, c.probe) if image.ndim >= 2 and image.shape[0] > 8 else image)
                 self._sent[key] = image
         status = c.status()
         inserted = "not inserted" if status["inserted_mm"] is None else f"{status['inserted_mm']:.1f} mm inserted" + (
@@ -810,8 +831,9 @@ class RehearsalPanel:
         if error:
             text += f"<br><span style='color:#c00'>{html.escape(error)}</span>"
         self.status.value = text
-        self.orientation.value = ("<small>Ultrasound orientation: skin at the top, depth downwards; the image's left "
-                                  "and right as the probe marker sets them. The MRI is resliced through the same plane.</small>")
+        self.orientation.value = ("<small>Skin at the top, depth downwards; the image's left and right as the probe "
+                                  f"marker sets them; marks at the right edge every {DEPTH_MARK_MM:g} mm of depth "
+                                  f"(long: {5 * DEPTH_MARK_MM:g} mm). The MRI is resliced through the same plane.</small>")
         colours = {"danger": "#c00", "warning": "#b35900"}
         items = "".join(f"<li style='color:{colours.get(m['severity'], '#333')}'><b>{html.escape(m['text'])}</b>"
                         f" <small>at {m['time_s']:.1f} s</small></li>" for m in reversed(c.messages))
