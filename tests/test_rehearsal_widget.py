@@ -254,11 +254,10 @@ def test_notebook_08_runs_on_the_demo_case(case_dir, tmp_path):
 
 
 def test_the_teaching_app_links_the_rehearsal_for_its_case_or_each_library_case(tmp_path):
-    from workbench.teach import EXTRA_PAGES, extra_pages_html, prepare_app_folder
+    from workbench.teach import EXTRA_PAGES, TEACHING_NOTEBOOKS, extra_pages_html, prepare_app_folder
 
     app = tmp_path / "app"
-    assert prepare_app_folder(REPO / "notebooks", app) == ["02_landmarks_targets.ipynb", "03_register_sweep.ipynb",
-                                                           "04_plan_export.ipynb"]  # the steps stay three
+    assert prepare_app_folder(REPO / "notebooks", app) == list(TEACHING_NOTEBOOKS)  # the rehearsal is no step
     assert (app / "08_rehearsal.ipynb").is_file() and list(EXTRA_PAGES) == ["08_rehearsal.ipynb"]
     single = re.findall(r'href="([^"]+)"', extra_pages_html(app))
     assert single == ["/voila/render/08_rehearsal.ipynb"]
