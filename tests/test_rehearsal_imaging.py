@@ -375,3 +375,23 @@ def test_speckle_moves_with_the_anatomy(toy_skin, linear_imager):
     following = np.corrcoef(first[moved].ravel(), second[window].ravel())[0, 1]
     in_place = np.corrcoef(first[window].ravel(), second[window].ravel())[0, 1]
     assert following > 0.6 and in_place < following - 0.3, (following, in_place)
+
+
+def test_fluid_beside_the_plane_shows_in_part_through_the_slice_thickness(toy_skin, convex_imager):
+    """A 5 mm-radius pool centred 0, 4 and 10 mm across the plane: full, partial, no darkening."""
+    probe = REHEARSAL_PROBE
+    matrix = toy_pose_matrix(toy_skin, probe)
+    across_mri = matrix[:3, 2] / probe.pixel_spacing_mm
+    plain = convex_imager.render(matrix).astype(float)
+    radius_px = 1.5 / probe.pixel_spacing_mm  # inside the wall, which crosses the plane 3 mm out at 4 mm
+    rows, columns = np.mgrid[0 : probe.height_px, 0 : probe.width_px]
+    footprint = np.hypot(columns - 255.5, rows - 110.0) < radius_px
+    drops = []
+    for offset_mm in (0.0, 4.0, 10.0):
+        centre = pixel_to_mri(matrix, 255.5, 110.0) + offset_mm * across_mri
+        pool = InjectateState((Bolus(centre, np.eye(3), np.full(3, 5.0), 0.5, "intramuscular"),))
+        frame = convex_imager.render(matrix, injectate=pool).astype(float)
+        drops.append(float(plain[footprint].mean() - frame[footprint].mean()))
+    assert drops[0] > 60  # the whole beam in fluid: anechoic
+    assert 10 < drops[1] < drops[0] - 40  # 77 % of the beam (planes at 0, -2.3 and -4.9 mm): hypoechoic
+    assert abs(drops[2]) < 1e-9  # beyond the beam: nothing

@@ -24,10 +24,11 @@ changes that make it live (>= 25 frames/s at 256 lines on 2 cores, ``workbench b
   (the tip cannot be told from the shaft). Below each shaft echo a comet tail of
   reverberations inside the tube, one outer diameter apart, each :data:`COMET_TAIL_DECAY` of
   the one before.
-- **Injectate**: where ``injectate.contains`` is true on the image plane the tissue echoes are
-  replaced by those of fluid (anechoic, :data:`FLUID_BACKSCATTER`), with a faint rim where the
-  impedance changes and posterior acoustic enhancement (fluid does not attenuate, so what lies
-  beyond it is brighter by the attenuation the displaced tissue would have caused).
+- **Injectate**: where ``injectate.contains`` is true (asked on every elevation plane, so a
+  pool beside the plane shows in part) the tissue echoes are replaced by those of fluid
+  (anechoic, :data:`FLUID_BACKSCATTER`), with a faint rim where the impedance changes and
+  posterior acoustic enhancement (fluid does not attenuate, so what lies beyond it is brighter
+  by the attenuation the displaced tissue would have caused).
 
 Frames and naming: docs/frames.md. Everything is in the ``Mri`` frame (LPS mm).
 """
@@ -383,6 +384,7 @@ class RehearsalImager:
             "log_attenuation": self._log_attenuation[labels[centre]],
             "points_mri": points_mri,
             "scatterers": self._scatterer_tile[:, flat],
+            "elevation_mri": image_to_mri[:3, 2].copy(),
         }
 
     def _plane_points_mri(self, image_to_mri: np.ndarray) -> np.ndarray:
@@ -416,29 +418,58 @@ class RehearsalImager:
         return self._tissue
 
     # -- injectate and needle ----------------------------------------------------------------
-    def _fluid_mask(self, injectate, points_mri: np.ndarray) -> np.ndarray | None:
-        """(L, S) bool: samples inside the injectate, None if there is none in the image."""
+    def _fluid_fraction(self, injectate, tissue: dict) -> np.ndarray | None:
+        """(2, L, S) float32 0..1: the share of the elevational beam in fluid at each sample, and
+        1 where the image plane itself is in fluid; None if there is no fluid in the beam.
+
+        ``injectate.contains`` is asked on every elevation plane (only for samples near a
+        bolus) and the answers are weighted like the tissue echoes, so a pool beside the plane
+        shows partly, as the slice thickness makes it.
+        """
         boluses = tuple(getattr(injectate, "boluses", ()))
         if not boluses:
             return None
-        lo = np.min([np.asarray(b.centre_mri) - float(np.max(b.semi_axes_mm)) for b in boluses], axis=0)
-        hi = np.max([np.asarray(b.centre_mri) + float(np.max(b.semi_axes_mm)) for b in boluses], axis=0)
+        points_mri = tissue["points_mri"]
+        across_mri = tissue["elevation_mri"]  # (3,) Mri mm per elevation pixel
+        reach_mm = float(np.max(np.abs(self._elevation_offsets_px))) * self.probe.pixel_spacing_mm
+        lo = np.min([np.asarray(b.centre_mri) - float(np.max(b.semi_axes_mm)) for b in boluses], axis=0) - reach_mm
+        hi = np.max([np.asarray(b.centre_mri) + float(np.max(b.semi_axes_mm)) for b in boluses], axis=0) + reach_mm
         near = np.all((points_mri >= lo) & (points_mri <= hi), axis=-1)
         if not near.any():
             return None
-        fluid = np.zeros(near.shape, dtype=bool)
-        fluid[near] = np.asarray(injectate.contains(points_mri[near].astype(float)), dtype=bool)
-        return fluid if fluid.any() else None
+        near_mri = points_mri[near].astype(float)
+        share = np.zeros(len(near_mri), dtype=np.float32)
+        central = np.zeros(len(near_mri), dtype=bool)
+        for offset_px, weight in zip(self._elevation_offsets_px, self._elevation_weights, strict=True):
+            inside = np.asarray(injectate.contains(near_mri + offset_px * across_mri), dtype=bool)
+            share += weight * inside
+            if offset_px == 0.0 or len(self._elevation_offsets_px) == 1:
+                central = inside
+        if not share.any():
+            return None
+        fraction = np.zeros((2, *near.shape), dtype=np.float32)
+        fraction[0][near] = share
+        fraction[1][near] = central
+        return fraction
 
     def _add_fluid(self, fluid: np.ndarray, tissue: dict, specular: np.ndarray, diffuse: np.ndarray):
+        """Specular and diffuse echoes with a share ``fluid[0]`` (L, S) of the beam in fluid.
+
+        The rim echo is drawn where the pool's wall crosses the image plane (``fluid[1]``),
+        weighted like the central plane: the steps between elevation planes are no interface.
+        """
         reaching = tissue["reaching"]
+        fraction, central = fluid
+        tissue_share = np.float32(1.0) - fraction
         # Posterior enhancement: the fluid does not attenuate as the tissue it displaced did.
-        enhancement = np.exp(np.cumsum(np.where(fluid, -tissue["log_attenuation"], np.float32(0.0)), axis=1))
-        specular = np.where(fluid, np.float32(0.0), specular * enhancement)
-        diffuse = np.where(fluid, reaching * np.float32(FLUID_BACKSCATTER * SCATTER_AMPLITUDE), diffuse * enhancement)
+        enhancement = np.exp(np.cumsum(-fraction * tissue["log_attenuation"], axis=1))
+        specular = specular * tissue_share * enhancement
+        fluid_diffuse = reaching * np.float32(FLUID_BACKSCATTER * SCATTER_AMPLITUDE)
+        tissue_diffuse = diffuse * enhancement
+        diffuse = np.sqrt(tissue_share * tissue_diffuse * tissue_diffuse + fraction * fluid_diffuse * fluid_diffuse)
         rim = np.zeros_like(specular)
-        rim[:, 1:] = np.abs(np.diff(fluid.astype(np.int8), axis=1))
-        impedance = float(np.median(self._impedance[[Label.ERECTOR_SPINAE]]))
+        rim[:, 1:] = np.abs(np.diff(central, axis=1)) * np.max(self._elevation_weights)
+        impedance = float(self._impedance[Label.ERECTOR_SPINAE])
         rim_reflection = abs(impedance - FLUID_IMPEDANCE_MRAYL) / (impedance + FLUID_IMPEDANCE_MRAYL)
         specular = specular + rim * np.float32(rim_reflection) * reaching * enhancement
         return specular, diffuse
@@ -511,7 +542,7 @@ class RehearsalImager:
             Row 0 nearest the transducer; 0 outside the fan.
         """
         tissue = self.tissue(image_to_mri)
-        fluid = None if injectate is None else self._fluid_mask(injectate, tissue["points_mri"])
+        fluid = None if injectate is None else self._fluid_fraction(injectate, tissue)
         if fluid is None:
             if "echo" not in tissue:  # blurred once per pose
                 tissue["echo"] = self._echo(tissue["specular"], tissue["diffuse"], tissue["scatterers"])
