@@ -230,6 +230,8 @@ def test_misplaced_injections_spread_differently_and_are_flagged(toy_scene):
     canal = straight_down(toy_scene, 30.0, 45.0)
     canal.inject(1.0)
     assert canal.events[-1].type == "epidural_injection"
+    # the canal is narrow: 1 mL tracks 2.21 * (1/3)^(1/3) = 1.53 segments (Jeong 2013: 2.21 at 3 mL)
+    assert spread_segments(canal.injectate.boluses[-1], [0, 0, 1], 35.0) == pytest.approx(1.532, abs=1e-3)
 
 
 def test_injecting_in_steps_grows_one_pool(demo_scene):

@@ -111,6 +111,11 @@ class AttemptResult:
         """
         from workbench.outcomes.log import procedure_row
 
+        from datetime import datetime, timezone
+
+        if "procedure_id" not in values:  # microseconds: two attempts in one second get two ids
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S%f")
+            values["procedure_id"] = f"{getattr(case, 'case_id', None) or self.case_id}-rehearsal-{stamp}"[-64:].lstrip("-_")
         values.setdefault("operation_time_s", max(1.0, float(self.metrics["time_s"])))
         values.setdefault("adverse_event", int(self.metrics["structure_punctures"] > 0))
         return procedure_row(None, case, group=group, **values)

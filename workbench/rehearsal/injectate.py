@@ -13,7 +13,9 @@ Each injection adds to a :class:`Bolus` (an ellipsoid) in the compartment the ne
   neighbouring vertebra centres).
 - ``intramuscular`` / ``subcutaneous`` / ``other``: a compact local pool (a sphere of the
   volume): the fluid does not track along a compartment; flagged.
-- ``epidural``: an ellipsoid along the canal, ``EPIDURAL_ASPECT`` times longer than wide; flagged.
+- ``epidural``: an ellipsoid along the canal calibrated like the paravertebral one but to
+  ``EPIDURAL_SEGMENTS_AT_3_ML`` (2.21) segments for 3 mL, the mean ventral epidural contrast
+  spread measured by Jeong et al. (Korean J Anesthesiol 2013;65(5):431); flagged.
 - ``intravascular``: no pool (the fluid is carried away; semi-axes 0); flagged.
 
 The volume of every bolus is exactly the injected volume (1 mL = 1000 mm^3).
@@ -29,7 +31,7 @@ import numpy as np
 __all__ = [
     "CALIBRATION_VOLUME_ML",
     "COMPARTMENTS",
-    "EPIDURAL_ASPECT",
+    "EPIDURAL_SEGMENTS_AT_3_ML",
     "PARAVERTEBRAL_SEGMENTS_AT_CALIBRATION",
     "Bolus",
     "InjectateState",
@@ -44,8 +46,9 @@ CALIBRATION_VOLUME_ML = 6.0
 #: Craniocaudal extent of the paravertebral spread at the calibration volume, in vertebral
 #: segments: the middle of the 1-1.5 segments asked for 6 mL (issue 18; docs/rehearsal.md).
 PARAVERTEBRAL_SEGMENTS_AT_CALIBRATION = 1.25
-#: Length / width of an epidural spread (it tracks along the canal).
-EPIDURAL_ASPECT = 3.0
+#: Craniocaudal extent of an epidural spread of 3 mL, in vertebral segments (mean level count of
+#: ventral epidural contrast at 3 mL, Jeong et al., Korean J Anesthesiol 2013;65(5):431).
+EPIDURAL_SEGMENTS_AT_3_ML = 2.21
 _MM3_PER_ML = 1000.0
 
 
@@ -127,14 +130,16 @@ def _frame_along(long_axis_mri) -> np.ndarray:
     return np.stack([long_axis, second, np.cross(long_axis, second)])
 
 
-def paravertebral_semi_axes_mm(volume_ml: float, segment_height_mm: float) -> np.ndarray:
-    """(3,) semi-axes (craniocaudal, transverse, transverse), mm, of a paravertebral spread of ``volume_ml``.
+def paravertebral_semi_axes_mm(volume_ml: float, segment_height_mm: float, segments: float = PARAVERTEBRAL_SEGMENTS_AT_CALIBRATION,
+                               at_ml: float = CALIBRATION_VOLUME_ML) -> np.ndarray:
+    """(3,) semi-axes (craniocaudal, transverse, transverse), mm, of a spread of ``volume_ml`` along the spine.
 
-    The craniocaudal semi-axis is ``a = 0.5 * 1.25 * H * (V / 6 mL)^(1/3)`` (``H`` the segment
-    height, mm); the transverse ones ``b = c = sqrt(3 V / (4 pi a))`` keep the volume exact.
+    The craniocaudal semi-axis is ``a = 0.5 * segments * H * (V / at_ml)^(1/3)`` (``H`` the
+    segment height, mm; 1.25 segments at 6 mL by default); the transverse ones
+    ``b = c = sqrt(3 V / (4 pi a))`` keep the volume exact.
     """
     volume_mm3 = volume_ml * _MM3_PER_ML
-    a = 0.5 * PARAVERTEBRAL_SEGMENTS_AT_CALIBRATION * segment_height_mm * (volume_ml / CALIBRATION_VOLUME_ML) ** (1 / 3)
+    a = 0.5 * segments * segment_height_mm * (volume_ml / at_ml) ** (1 / 3)
     b = math.sqrt(3.0 * volume_mm3 / (4.0 * math.pi * a))
     return np.array([a, b, b])
 
@@ -164,8 +169,7 @@ def make_bolus(compartment: str, centre_mri, volume_ml: float, spine_axis_mri, s
     if compartment == "paravertebral":
         semi = paravertebral_semi_axes_mm(volume_ml, segment_height_mm)
     elif compartment == "epidural":
-        b = (3.0 * volume_mm3 / (4.0 * math.pi * EPIDURAL_ASPECT)) ** (1 / 3)
-        semi = np.array([EPIDURAL_ASPECT * b, b, b])
+        semi = paravertebral_semi_axes_mm(volume_ml, segment_height_mm, EPIDURAL_SEGMENTS_AT_3_ML, 3.0)
     elif compartment == "intravascular":
         semi = np.zeros(3)
     else:
