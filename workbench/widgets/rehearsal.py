@@ -463,7 +463,7 @@ class RehearsalController:
     def _after_action(self) -> dict:
         for event in list(self.attempt.events)[len(self.messages):]:
             severity, text = EVENT_TEXT.get(event.type, ("warning", event.type.replace("_", " ")))
-            where = f" ({event.structure})" if getattr(event, "structure", "") else ""
+            where = f" ({event.structure.replace('_', ' ')})" if getattr(event, "structure", "") else ""
             self.messages.append({"type": event.type, "severity": severity, "text": text + where,
                                   "time_s": float(event.time_s)})
         return self.render()
@@ -590,7 +590,7 @@ class RehearsalController:
         rows = []
         for key, value in self.metrics.items():
             if key == "events":
-                shown = ", ".join(f"{e['type']} ({e.get('structure', '')})" for e in value) or "none"
+                shown = ", ".join(f"{e['type']} ({e.get('structure', '')})".replace("_", " ") for e in value) or "none"
             else:
                 shown = value
             row = {"metric": key.replace("_", " "), "value": shown, "pass if": "", "pass": ""}
