@@ -297,6 +297,19 @@ class RehearsalImager:
         self._log_attenuation[Label.AIR] = 0.0  # coupling gel before the skin
         self._backscatter = (tables.backscatter * SCATTER_AMPLITUDE).astype(f32)
         self._is_bone = tables.is_bone
+        # Per pair of neighbouring samples (previous label * 256 + label): the reflection at the
+        # step and the natural log of the two-way amplitude left after the sample (transmission
+        # through the step, the cortex loss on entering bone, the sample's attenuation).
+        previous, current = np.meshgrid(np.arange(_TABLE_SIZE), np.arange(_TABLE_SIZE), indexing="ij")
+        total = self._impedance[previous].astype(float) + self._impedance[current]
+        reflection = np.divide(self._impedance[current] - self._impedance[previous].astype(float), total,
+                               out=np.zeros(total.shape), where=total > 0)
+        enters_bone = self._is_bone[current] & ~self._is_bone[previous]
+        log_step = (np.log1p(-np.minimum(reflection**2, 1.0 - 1e-6)) + np.where(enters_bone, math.log(CORTEX_TRANSMISSION), 0.0)
+                    + self._log_attenuation[current])
+        self._pair_reflection = reflection.ravel().astype(f32)
+        self._pair_log_step = log_step.ravel().astype(f32)
+        self._pair_inverse_step = np.exp(-log_step).ravel().astype(f32)
         self._textures = anatomical_textures()
 
         # Elevation planes: Gauss-Hermite nodes (in units of sigma) of the Gaussian profile.
@@ -354,27 +367,24 @@ class RehearsalImager:
     def _tissue_echoes(self, image_to_mri: np.ndarray) -> dict[str, np.ndarray]:
         labels = self._labels(image_to_mri)  # (E, L, S)
         centre = self.elevation_planes // 2
-        impedance = self._impedance[labels]
-        reflection = np.zeros_like(impedance)
-        np.divide(impedance[..., 1:] - impedance[..., :-1], impedance[..., 1:] + impedance[..., :-1], out=reflection[..., 1:])
-        is_bone = self._is_bone[labels]
-        enters_bone = np.zeros_like(is_bone)
-        enters_bone[..., 1:] = is_bone[..., 1:] & ~is_bone[..., :-1]
-        log_step = np.log1p(-np.minimum(reflection * reflection, np.float32(1.0 - 1e-6)))
-        log_step += np.where(enters_bone, np.float32(math.log(CORTEX_TRANSMISSION)), np.float32(0.0))
-        log_step += self._log_attenuation[labels]
-        beyond = np.cumsum(log_step, axis=-1, dtype=np.float32)
-        reaching = np.exp(beyond - log_step)  # two-way amplitude arriving at each sample
-        incidence = self._incidence_factor(impedance[centre])
-        weights = self._elevation_weights[:, None, None]
-        specular = np.sum(weights * reaching * reflection, axis=0) * incidence
-        backscatter = self._backscatter[labels] * np.exp(beyond)
+        wide = labels.astype(np.uint16)
+        pair = np.empty_like(wide)  # previous label * 256 + label; the first sample has no step
+        pair[..., 0] = wide[..., 0] * np.uint16(_TABLE_SIZE + 1)
+        np.left_shift(wide[..., :-1], 8, out=pair[..., 1:])
+        pair[..., 1:] |= wide[..., 1:]
+        beyond = np.cumsum(self._pair_log_step[pair], axis=-1, dtype=np.float32)
+        transmitted = np.exp(beyond)  # two-way amplitude left after each sample
+        reaching = transmitted * self._pair_inverse_step[pair]  # ... arriving at each sample
+        incidence = self._incidence_factor(self._impedance[labels[centre]])
+        weights = self._elevation_weights
+        specular = np.tensordot(weights, reaching * self._pair_reflection[pair], axes=1) * incidence
+        backscatter = self._backscatter[labels] * transmitted
         points_mri = self._plane_points_mri(image_to_mri)
         gain = np.ones(labels.shape[1:], dtype=np.float32)
         for mask, texture in self._textures:
             textured = mask[labels[centre]]
             gain[textured] = texture.gain(points_mri[textured])
-        diffuse = np.sqrt(np.sum(weights * backscatter * backscatter, axis=0)) * gain
+        diffuse = np.sqrt(np.tensordot(weights, backscatter * backscatter, axes=1)) * gain
         cells = np.floor(points_mri * np.float32(1.0 / SCATTERER_CELL_MM)).astype(np.int32) & (_SCATTERER_TILE - 1)
         flat = (cells[..., 0] * _SCATTERER_TILE + cells[..., 1]) * _SCATTERER_TILE + cells[..., 2]
         return {
