@@ -310,3 +310,26 @@ def test_recording_reads_back_and_replays_to_identical_metrics(demo_scene, tmp_p
     replayed = replay(demo_scene, files["recording"])
     assert replayed.metrics == result.metrics
     assert result.metrics["redirections"] == 1
+
+
+def test_a_plan_saved_in_the_case_is_the_expert_path(toy_case, tmp_path):
+    import shutil
+
+    from workbench.case import Attachment, load_case, save_case
+    from workbench.case.storage import file_sha256
+    from workbench.equipment import NeedleSpec
+    from workbench.planning.export import write_plan_json
+    from workbench.planning.model import Plan, Trajectory
+
+    folder = tmp_path / "case"
+    shutil.copytree(toy_case, folder)
+    entry = (45.0, float(SKIN_Y), 32.0)
+    trajectory = Trajectory("root", "nerve root, dorsal aspect", (40.0, 37.0, 30.0), entry, NeedleSpec(50.0, "23G"),
+                            injectate_ml=5.0)
+    path = write_plan_json(Plan("TOY-PLAN-01", (trajectory,)), folder / "plans" / "plan.json")
+    case = load_case(folder)
+    case.attachments.append(Attachment("plan", "plans/plan.json", file_sha256(path), "the physician's plan"))
+    save_case(case, folder)
+    expert = load_scene(folder).expert_paths["root"]
+    assert expert.source == "saved plan"
+    assert np.allclose(expert.entry_mri, entry) and expert.needle == NeedleSpec(50.0, "23G") and expert.injectate_ml == 5.0
