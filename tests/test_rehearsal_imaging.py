@@ -325,6 +325,8 @@ def test_imager_rejects_a_pose_of_another_probe(toy_map, toy_skin, convex_imager
         convex_imager.render(matrix)
     with pytest.raises(ImagingError, match="elevation_fwhm_mm"):
         RehearsalImager(toy_map, REHEARSAL_PROBE, elevation_fwhm_mm=0.0)
+    with pytest.raises(ImagingError, match="odd"):
+        RehearsalImager(toy_map, REHEARSAL_PROBE, elevation_fwhm_mm=4.0, elevation_planes=4)
 
 
 def test_benchmark_reports_the_rate_and_the_setting():

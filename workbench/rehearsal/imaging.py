@@ -240,7 +240,7 @@ class RehearsalImager:
     seed : int
         Seeds the scatterer tile and the electronic noise field.
     elevation_planes : int
-        Planes sampled across the beam (1..7): Gauss-Hermite nodes of its profile.
+        Planes sampled across the beam (1, 3, 5 or 7): Gauss-Hermite nodes of its profile.
     axial_step_mm : float, optional
         Spacing of samples along a line; default half the probe's axial resolution.
 
@@ -271,8 +271,8 @@ class RehearsalImager:
             raise ImagingError(f"elevation_fwhm_mm must be a positive number of mm, got {elevation_fwhm_mm!r}")
         if not isinstance(muscle_fat_fraction, (int, float)) or not 0.0 <= muscle_fat_fraction <= 1.0:
             raise ImagingError(f"muscle_fat_fraction must be in [0, 1], got {muscle_fat_fraction!r}")
-        if isinstance(elevation_planes, bool) or not isinstance(elevation_planes, int) or not 1 <= elevation_planes <= 7:
-            raise ImagingError(f"elevation_planes must be an integer 1..7, got {elevation_planes!r}")
+        if isinstance(elevation_planes, bool) or elevation_planes not in (1, 3, 5, 7):
+            raise ImagingError(f"elevation_planes must be 1, 3, 5 or 7 (odd: one plane is the image plane), got {elevation_planes!r}")
         self.label_map = label_map
         self.probe = probe
         self.elevation_fwhm_mm = float(elevation_fwhm_mm)
@@ -453,7 +453,7 @@ class RehearsalImager:
         for offset_px, weight in zip(self._elevation_offsets_px, self._elevation_weights, strict=True):
             inside = np.asarray(injectate.contains(near_mri + offset_px * across_mri), dtype=bool)
             share += weight * inside
-            if offset_px == 0.0 or len(self._elevation_offsets_px) == 1:
+            if abs(offset_px) < 1e-9:  # the image plane itself (the odd count's middle node)
                 central = inside
         if not share.any():
             return None
