@@ -333,3 +333,22 @@ def test_a_plan_saved_in_the_case_is_the_expert_path(toy_case, tmp_path):
     expert = load_scene(folder).expert_paths["root"]
     assert expert.source == "saved plan"
     assert np.allclose(expert.entry_mri, entry) and expert.needle == NeedleSpec(50.0, "23G") and expert.injectate_ml == 5.0
+
+
+def test_a_wall_clock_times_every_step_and_the_recording_keeps_it(toy_scene, tmp_path):
+    from workbench.rehearsal.attempt import in_plane_image_to_mri
+
+    now = [1000.0]
+    attempt = Attempt(toy_scene, "root", clock=lambda: now[0])
+    entry, target = np.array([40.0, SKIN_Y, 30.0]), np.array([40.0, 37.0, 30.0])
+    now[0] = 1002.5
+    attempt.set_probe(in_plane_image_to_mri(entry, target, attempt.probe))
+    now[0] = 1004.0
+    attempt.insert(entry, target - entry)
+    now[0] = 1010.0
+    attempt.advance(2.0)
+    result = attempt.finish()
+    assert [s.time_s for s in result.samples] == [0.0, 2.5, 4.0, 10.0, 10.0]
+    assert result.metrics["time_s"] == 10.0
+    files = result.write(tmp_path)
+    assert replay(toy_scene, files["recording"]).metrics == result.metrics

@@ -409,6 +409,8 @@ class Attempt:
             self._time_s = float(self._clock() - self._start)
 
     def _record(self, action: str, amount: float, advanced_mm: float) -> None:
+        if self._clock is not None:  # a wall clock: every step (probe moves too) carries its own time
+            self._time_s = float(self._clock() - self._start)
         needle = self._needle
         self._samples.append(Sample(
             time_s=self._time_s,

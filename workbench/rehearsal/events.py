@@ -89,7 +89,7 @@ _ROOTS = ("NERVE_ROOT", "DORSAL_ROOT_GANGLION")
 _SUPERFICIAL = ("SKIN", "FAT")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Event:
     """Something that happened during an attempt.
 
