@@ -20,6 +20,7 @@ import pytest
 from phantom_toys import build_toy_phantom
 
 from workbench.anatomy import LabelMap
+from workbench.frames import apply_affine
 from workbench.phantom.anatomy import SpineParameters, build_phantom
 from workbench.phantom.labels import PHANTOM_TABLE
 from workbench.phantom.ultrasound import LINEAR_L14_5
@@ -72,13 +73,14 @@ def phantom():
     return build_phantom(SpineParameters(levels=("L3", "L4"), spacing_mm=1.0))
 
 
-def pixel_to_mri(matrix: np.ndarray, column: float, row: float, z_px: float = 0.0) -> np.ndarray:
-    return matrix[:3, :3] @ np.array([column, row, z_px]) + matrix[:3, 3]
+def pixel_to_mri(image_to_mri: np.ndarray, column: float, row: float, z_px: float = 0.0) -> np.ndarray:
+    """(3,) Mri mm of an Image pixel."""
+    return apply_affine(image_to_mri, np.array([column, row, z_px], dtype=float))
 
 
-def mri_to_pixel(matrix: np.ndarray, points_mri: np.ndarray) -> np.ndarray:
-    inverse = np.linalg.inv(matrix)
-    return np.atleast_2d(points_mri) @ inverse[:3, :3].T + inverse[:3, 3]
+def mri_to_pixel(image_to_mri: np.ndarray, points_mri: np.ndarray) -> np.ndarray:
+    """(N, 3) Image pixels (column, row, z) of (N, 3) Mri points, mm."""
+    return apply_affine(np.linalg.inv(image_to_mri), np.atleast_2d(points_mri))
 
 
 def in_plane_needle(matrix: np.ndarray, probe, angle_deg: float, entry_px, depth_mm: float) -> NeedleState:
@@ -224,7 +226,7 @@ def test_fluid_is_darker_than_muscle_with_enhancement_beneath(toy_skin, convex_i
     plain = convex_imager.render(matrix).astype(float)
     frame = convex_imager.render(matrix, injectate=InjectateState((bolus,))).astype(float)
     rows, columns = np.mgrid[0 : probe.height_px, 0 : probe.width_px]
-    points = pixel_to_mri(matrix, 0, 0)[None] + np.stack([columns.ravel(), rows.ravel()], 1) @ matrix[:3, :2].T
+    points = apply_affine(matrix, np.stack([columns.ravel(), rows.ravel(), np.zeros(rows.size)], 1))
     local = (points - centre) / np.array([8.0, 5.0, 8.0])
     radius = np.sqrt(np.sum(local**2, axis=1)).reshape(rows.shape)
     inside = radius < 0.8

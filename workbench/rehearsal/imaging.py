@@ -41,6 +41,7 @@ import numpy as np
 from scipy import ndimage
 
 from workbench.anatomy import Label, LabelMap
+from workbench.frames import apply_affine, apply_linear
 from workbench.phantom.ultrasound import (
     CORTEX_TRANSMISSION,
     COUPLING_GEL_IMPEDANCE_MRAYL,
@@ -157,7 +158,7 @@ def _fan_coordinates(probe: ProbeModel, x_px, y_px, samples_per_line: int):
 
 
 def _image_frame(image_to_mri: np.ndarray, probe: ProbeModel):
-    """``MriToImage`` with Image z in pixels, and the mm per pixel, checked."""
+    """``(image_to_mri, mri_to_image)`` as (4, 4) float arrays, checked against the probe's pixel spacing."""
     image_to_mri = np.asarray(getattr(image_to_mri, "matrix", image_to_mri), dtype=float)
     if image_to_mri.shape != (4, 4) or not np.all(np.isfinite(image_to_mri)):
         raise ImagingError(f"image_to_mri must be a finite (4, 4) matrix, got shape {image_to_mri.shape}")
@@ -191,7 +192,7 @@ def tip_visibility(image_to_mri, probe: ProbeModel, needle, elevation_fwhm_mm: f
     if not elevation_fwhm_mm > 0:
         raise ImagingError(f"elevation_fwhm_mm must be positive, got {elevation_fwhm_mm!r}")
     _, mri_to_image = _image_frame(image_to_mri, probe)
-    tip_px = mri_to_image[:3, :3] @ np.asarray(needle.tip_mri, dtype=float) + mri_to_image[:3, 3]
+    tip_px = apply_affine(mri_to_image, np.asarray(needle.tip_mri, dtype=float))
     _, _, inside, _ = _fan_coordinates(probe, tip_px[0], tip_px[1], 2)
     if not bool(inside):
         return 0.0
@@ -398,7 +399,11 @@ class RehearsalImager:
         }
 
     def _plane_points_mri(self, image_to_mri: np.ndarray) -> np.ndarray:
-        """(L, S, 3) float32 Mri positions (mm) of the line samples in the image plane."""
+        """(L, S, 3) float32 Mri positions (mm) of the line samples in the image plane.
+
+        ``apply_affine`` written as float32 broadcasts over the two pixel coordinates (z = 0):
+        this runs on every sample of every new pose.
+        """
         matrix = image_to_mri.astype(np.float32)
         return matrix[:3, 3] + self._x_px[..., None] * matrix[:3, 0] + self._y_px[..., None] * matrix[:3, 1]
 
@@ -501,7 +506,7 @@ class RehearsalImager:
             return echoes
         step_mm = 0.4 * min(self.axial_step_mm, float(np.min(geometry.lateral_step_mm[1:])))
         points_mri = needle.shaft_points_mri(step_mm=max(step_mm, 0.05))
-        points_px = points_mri @ mri_to_image[:3, :3].T + mri_to_image[:3, 3]
+        points_px = apply_affine(mri_to_image, points_mri)
         profile = _elevation_profile(points_px[:, 2] * self.probe.pixel_spacing_mm, self.elevation_fwhm_mm)
         keep = profile > _PROFILE_CUTOFF
         if not keep.any():
@@ -511,7 +516,8 @@ class RehearsalImager:
         if not inside.any():
             return echoes
         line, sample, profile, beam_image = line[inside], sample[inside], profile[inside], beam_image[inside]
-        beam_mri = beam_image @ matrix[:3, :2].T / self.probe.pixel_spacing_mm
+        beam_image_3d = np.concatenate([beam_image, np.zeros((len(beam_image), 1))], axis=1)
+        beam_mri = apply_linear(matrix, beam_image_3d) / self.probe.pixel_spacing_mm
         direction_mri = np.asarray(needle.direction_mri, dtype=float)
         angle_deg = np.degrees(np.arcsin(np.clip(np.abs(beam_mri @ direction_mri), 0.0, 1.0)))
         diameter_mm = 2.0 * float(getattr(needle, "radius_mm", 0.36))
