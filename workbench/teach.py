@@ -101,17 +101,23 @@ def extra_pages_html(app_dir: Path, base_url: str = "/", cases: list[Path] | Non
 
     With ``cases`` (a library) one link per page and case, ``?case=<folder name>`` as the steps' links.
     """
+    style = ("display:inline-block;margin:2px 8px 2px 0;padding:4px 10px;border-radius:4px;"
+             "background:var(--jp-brand-color1);color:white;text-decoration:none")
     links = []
     for name, label in EXTRA_PAGES.items():
         if not (app_dir / name).is_file():
             continue
         href = base_url + "voila/render/" + quote(name)
         if cases is None:
-            links.append(f'<a href="{html.escape(href)}">{html.escape(label)}</a>')
+            links.append(f'<a style="{style}" href="{html.escape(href)}">{html.escape(label)}</a>')
         else:
-            links.extend(f'<a href="{html.escape(href + "?case=" + quote(case.name))}">{html.escape(label)}: '
-                         f"{html.escape(case.name)}</a>" for case in cases)
-    return f'<p class="wb-extra-pages">{" ".join(links)}</p>\n' if links else ""
+            links.extend(f'<a style="{style}" href="{html.escape(href + "?case=" + quote(case.name))}">'
+                         f"{html.escape(label)}: {html.escape(case.name)}</a>" for case in cases)
+    if not links:
+        return ""
+    return ("<h2>Rehearse</h2>\n<p>Perform the planned block on a simulated patient made from the case: move the "
+            "probe, insert and steer the needle, inject, and see your score.</p>\n"
+            f'<p class="wb-extra-pages">{" ".join(links)}</p>\n')
 
 
 def voila_command(app_dir: Path, port: int, open_browser: bool = False) -> list[str]:
