@@ -99,6 +99,7 @@ def test_rehearsal_page_performs_an_attempt_with_its_buttons(teach, page_and_log
     link.wait_for(state="attached", timeout=30_000)
     assert link.get_attribute("href").endswith("/voila/render/" + PAGE), link.get_attribute("href")
     assert "Rehearse" in link.inner_text()
+    page.screenshot(path=str(results_dir / "voila-home-rehearsal.png"), full_page=True)
 
     open_in_voila(page, teach, PAGE)
     panel = wait_for_class(page, "wb-rehearsal", timeout_ms=NOTEBOOK_READY_MS)
