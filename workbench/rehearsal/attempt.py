@@ -20,9 +20,11 @@ from typing import Callable
 import numpy as np
 
 from workbench.rehearsal.events import INJECTION_EVENTS, Event, EventDetector, compartment_at
+from workbench.rehearsal.imaging import DEFAULT_ELEVATION_FWHM_MM, tip_visibility
 from workbench.rehearsal.injectate import InjectateState, make_bolus
 from workbench.rehearsal.metrics import Sample, compute_metrics
 from workbench.rehearsal.needle import NeedleState, advance_tip, unit
+from workbench.rehearsal.probe import REHEARSAL_PROBE, SkinSurface, image_to_mri, snap_to_needle_plane
 from workbench.rehearsal.scene import RehearsalError, RehearsalScene
 
 __all__ = [
@@ -49,8 +51,6 @@ INSERT_TIME_S = 1.0
 RECORD_STEP_MM = 1.0
 #: A redirection first withdraws the tip to this depth (subcutaneous), mm, as clinicians do.
 REDIRECT_DEPTH_MM = 10.0
-#: Elevational beam width used for tip visibility when the imager gives none, mm.
-DEFAULT_ELEVATION_FWHM_MM = 4.0
 #: Volume injected per step by :func:`scripted_attempt`, mL.
 SCRIPT_INJECT_STEP_ML = 1.0
 
@@ -124,9 +124,10 @@ class AttemptResult:
 def in_plane_image_to_mri(entry_mri, target_mri, probe) -> np.ndarray:
     """``ImageToMri`` ((4, 4)) of a plane containing the path entry -> target, transducer over its middle.
 
-    A geometric placement used when :mod:`workbench.rehearsal.probe` is not available: the
-    image's depth axis points anterior (-y, LPS), the path lies in the plane, the transducer
-    face centre is at the entry's depth, laterally over the middle of the path.
+    A purely geometric placement (no skin; :func:`workbench.rehearsal.probe.snap_to_needle_plane`
+    puts the probe on the skin): the image's depth axis points anterior (-y, LPS), the path lies
+    in the plane, the transducer face centre is at the entry's depth, laterally over the middle
+    of the path. For tests and scripted planes on toy maps.
     """
     entry_mri, target_mri = np.asarray(entry_mri, dtype=float), np.asarray(target_mri, dtype=float)
     direction = unit(target_mri - entry_mri)
@@ -140,44 +141,6 @@ def in_plane_image_to_mri(entry_mri, target_mri, probe) -> np.ndarray:
     transducer_to_mri[:3, 0], transducer_to_mri[:3, 1], transducer_to_mri[:3, 2] = lateral, depth_axis, normal
     transducer_to_mri[:3, 3] = centre
     return transducer_to_mri @ probe.image_to_transducer().matrix
-
-
-def _geometric_tip_visibility(image_to_mri, probe, needle: NeedleState, elevation_fwhm_mm: float) -> float:
-    """1 when the tip lies inside the imaged fan within half the elevational beam width of the plane, else 0."""
-    pixel_xyz = np.linalg.solve(image_to_mri, np.append(needle.tip_mri, 1.0))[:3]
-    out_of_plane_mm = abs(pixel_xyz[2]) * probe.pixel_spacing_mm
-    column, row = int(round(pixel_xyz[0])), int(round(pixel_xyz[1]))
-    if out_of_plane_mm > elevation_fwhm_mm / 2.0 or not (0 <= row < probe.height_px and 0 <= column < probe.width_px):
-        return 0.0
-    return 1.0 if _imaging_mask(probe)[row, column] else 0.0
-
-
-_MASKS: dict = {}
-
-
-def _imaging_mask(probe) -> np.ndarray:
-    key = id(probe)
-    if key not in _MASKS:
-        _MASKS[key] = (probe, probe.imaging_mask())
-    return _MASKS[key][1]
-
-
-def _default_probe():
-    """The rehearsal probe of :mod:`workbench.rehearsal.probe` (C5-2-like, 256 lines), else the phantom's C5-2."""
-    try:
-        from workbench.rehearsal.probe import REHEARSAL_PROBE
-    except ImportError:
-        from workbench.phantom.ultrasound import CURVILINEAR_C5_2 as REHEARSAL_PROBE
-    return REHEARSAL_PROBE
-
-
-def _tip_visibility_function():
-    """IMAGING's ``tip_visibility`` when :mod:`workbench.rehearsal.imaging` provides it, else the geometric test."""
-    try:
-        from workbench.rehearsal.imaging import tip_visibility
-    except ImportError:
-        return _geometric_tip_visibility
-    return tip_visibility
 
 
 class Attempt:
@@ -207,12 +170,11 @@ class Attempt:
         self.target_name = scene.target(target_name)
         self.expert = scene.expert_paths[self.target_name]
         self.target_mri = scene.targets_mri[self.target_name]
-        self.probe = probe or _default_probe()
+        self.probe = probe or REHEARSAL_PROBE
         self.elevation_fwhm_mm = float(elevation_fwhm_mm)
         self._clock = clock
         self._start = clock() if clock is not None else 0.0
         self._time_s = 0.0
-        self._visibility = _tip_visibility_function()
         self._detector = EventDetector(scene.label_map)
         self._needle: NeedleState | None = None
         self._image_to_mri: np.ndarray | None = None
@@ -253,7 +215,7 @@ class Attempt:
         """Whether the tip shows in the current image (visibility > 0.5)."""
         if self._needle is None or self._image_to_mri is None:
             return False
-        return float(self._visibility(self._image_to_mri, self.probe, self._needle, self.elevation_fwhm_mm)) > 0.5
+        return float(tip_visibility(self._image_to_mri, self.probe, self._needle, self.elevation_fwhm_mm)) > 0.5
 
     # -- actions -------------------------------------------------------------------------------
     def set_probe(self, image_to_mri) -> None:
@@ -450,8 +412,8 @@ def scripted_attempt(scene: RehearsalScene, target_name: str, *, deviation_deg: 
                      probe=None) -> AttemptResult:
     """The needle follows the expert path of ``target_name``, optionally deviated; scored.
 
-    The probe is placed in the plane of the expert path (:func:`workbench.rehearsal.probe.snap_to_needle_plane`
-    when available, else :func:`in_plane_image_to_mri`); the needle is inserted at the expert
+    The probe is placed on the skin in the plane of the expert path
+    (:func:`workbench.rehearsal.probe.snap_to_needle_plane`); the needle is inserted at the expert
     entry moved ``entry_offset_mm`` towards the patient's left (+x, LPS), aimed at the target and
     turned ``deviation_deg`` about the craniocaudal axis (positive turns the shaft from a
     left-sided path towards the midline, i.e. towards the canal; the sign follows the target's
@@ -491,11 +453,7 @@ def scripted_attempt(scene: RehearsalScene, target_name: str, *, deviation_deg: 
 
 
 def _planned_plane(scene: RehearsalScene, expert, probe) -> np.ndarray:
-    """``ImageToMri`` of the probe snapped to the plane of the expert path."""
-    try:
-        from workbench.rehearsal.probe import SkinSurface, image_to_mri, snap_to_needle_plane
-    except ImportError:
-        return in_plane_image_to_mri(expert.entry_mri, expert.target_mri, probe)
+    """``ImageToMri`` of the probe on the skin snapped to the plane of the expert path (:mod:`workbench.rehearsal.probe`)."""
     skin = SkinSurface(scene.label_map)
     pose = snap_to_needle_plane(expert.entry_mri, expert.target_mri, probe, skin)
     return np.asarray(image_to_mri(pose, probe, skin), dtype=float)
