@@ -196,6 +196,9 @@ def test_the_panel_follows_clicks_and_shows_the_metrics(controller):
     panel.sweep_button.click()
     assert controller.pose == pose and json.loads(panel.hook.value)["revision"] == revision + 13
     assert panel.along.value == pytest.approx(pose.centre_z_mm)
+    panel.recorded_button.click()  # 24 frames of the recorded sweep, then back to the sliders' pose
+    assert json.loads(panel.hook.value)["revision"] == revision + 13 + 25 and controller.pose == pose
+    np.testing.assert_allclose(controller._image_to_mri, controller.image_to_mri(pose), atol=1e-9)
     # out of plane by 10 deg: the redirect withdraws to 10 mm, 5 mm more puts the tip 15 sin(10 deg) off the plane
     panel.angle.value = 10.0
     panel.redirect_out.click()
@@ -264,3 +267,31 @@ def test_the_teaching_app_links_the_rehearsal_for_its_case_or_each_library_case(
     library = re.findall(r'href="([^"]+)"', extra_pages_html(app, cases=[tmp_path / "PVB-001", tmp_path / "PVB-002"]))
     assert library == ["/voila/render/08_rehearsal.ipynb?case=PVB-001", "/voila/render/08_rehearsal.ipynb?case=PVB-002"]
     assert extra_pages_html(tmp_path) == ""  # a folder without notebook 08 links nothing
+
+
+def test_the_recorded_sweep_is_followed_through_the_case_registration(controller, case_dir):
+    from workbench.io.sequence import pose_series
+    from workbench.widgets.session import CaseSession, case_registration
+
+    c = controller
+    c.new_attempt()
+    planes = c.recorded_sweep_planes(count=5)
+    session = CaseSession(case_dir)
+    sequence, sweep = session.sweep(0), session.case.sweeps[0]
+    probe_to_reference, valid = pose_series(sequence, "ProbeToReference")
+    first = int(np.flatnonzero(valid)[0])
+    expected = case_registration(session).transform.matrix @ probe_to_reference[first] @ sweep.image_to_probe.matrix
+    assert len(planes) == 5
+    np.testing.assert_allclose(planes[0], expected, atol=1e-9)  # the demo's recording has the probe's pixels
+    pose = c.pose
+    images = c.set_plane(planes[2])
+    assert c.pose == pose and images["bmode"].shape == images["mri"].shape
+    # a recording with other pixels (0.5 mm, 300 wide) keeps its plane and its top-centre point
+    recorded = np.eye(4)
+    recorded[:3, :3] = np.diag([0.5, 0.5, 0.5])
+    recorded[:3, 3] = [10.0, 20.0, 30.0]
+    converted = c._in_probe_pixels(recorded, 300)
+    assert np.linalg.norm(converted[:3, 0]) == pytest.approx(c.probe.pixel_spacing_mm)
+    top_centre_mm = recorded @ np.array([149.5, 0.0, 0.0, 1.0])
+    np.testing.assert_allclose(converted @ np.array([c.probe.transducer_origin_px[0], 0.0, 0.0, 1.0]), top_centre_mm,
+                               atol=1e-9)

@@ -352,6 +352,61 @@ class RehearsalController:
         return [replace(self.pose, centre_z_mm=float(centre_z_mm + dz))
                 for dz in np.linspace(half_length_mm, -half_length_mm, int(count))]
 
+    def set_plane(self, image_to_mri) -> dict:
+        """Image through a plane given directly ((4, 4) ``ImageToMri`` in the probe's pixels), e.g. a
+        frame of a recorded sweep; :attr:`pose` (the sliders) stays as it was."""
+        self._image_to_mri = np.asarray(image_to_mri, dtype=float)
+        self.attempt.set_probe(self._image_to_mri)
+        return self.render()
+
+    def recorded_sweep_planes(self, sweep_index: int = 0, count: int = 24) -> list[np.ndarray]:
+        """``count`` planes, evenly spaced, of the case's recorded sweep in the MRI (``ImageToMri``, (4, 4)).
+
+        Each tracked frame is placed with the case's registration (the accepted one, else the fit of
+        its landmark pairs; :func:`~workbench.widgets.session.case_registration`) through
+        :func:`workbench.rehearsal.probe.poses_along_sweep`. A recording whose pixels are not the
+        rehearsal probe's is rescaled about the centre of its top row, so the simulated image keeps
+        the recorded plane and transducer position.
+
+        Raises
+        ------
+        WidgetError
+            The case has no sweep, or no registration yet (says what to do).
+        """
+        from workbench.rehearsal.probe import poses_along_sweep
+        from workbench.widgets.session import CaseSession, case_registration
+
+        session = CaseSession(self.scene.case_dir)
+        if not session.case.sweeps:
+            raise WidgetError("the case has no recorded sweep to follow", self.scene.case_dir / "case.json")
+        registration = case_registration(session)
+        if registration.transform is None:
+            raise WidgetError(f"to follow the recorded sweep: {registration.description}")
+        sequence = session.sweep(sweep_index)
+        planes = poses_along_sweep(sequence, image_to_probe=session.case.sweeps[sweep_index].image_to_probe,
+                                   reference_to_mri=registration.transform)
+        if not planes:
+            raise WidgetError("no frame of the recorded sweep is tracked (all INVALID)", self.scene.case_dir)
+        picks = np.unique(np.linspace(0, len(planes) - 1, min(int(count), len(planes))).round().astype(int))
+        width_px = int(sequence.images_mf().shape[2]) if sequence.images is not None else self.probe.width_px
+        return [self._in_probe_pixels(planes[i], width_px) for i in picks]
+
+    def _in_probe_pixels(self, recorded_image_to_mri: np.ndarray, recorded_width_px: int) -> np.ndarray:
+        """A recorded frame's ``ImageToMri`` re-expressed in the rehearsal probe's pixels: same plane and
+        axes, the recorded top-centre pixel at the probe's transducer column on row 0, the probe's spacing."""
+        recorded = np.asarray(recorded_image_to_mri, dtype=float)
+        recorded_mm = float(np.linalg.norm(recorded[:3, 0]))
+        probe_mm = float(self.probe.pixel_spacing_mm)
+        if abs(recorded_mm - probe_mm) <= 1e-3 * probe_mm and recorded_width_px == self.probe.width_px:
+            return recorded
+        scale = probe_mm / recorded_mm
+        probe_centre = np.array([self.probe.transducer_origin_px[0], 0.0])
+        recorded_centre = np.array([(recorded_width_px - 1) / 2.0, 0.0])
+        probe_to_recorded = np.eye(4)  # probe pixel p -> recorded pixel centre_r + scale (p - centre_p)
+        probe_to_recorded[:3, :3] *= scale
+        probe_to_recorded[:2, 3] = recorded_centre - scale * probe_centre
+        return recorded @ probe_to_recorded
+
     # -- needle -----------------------------------------------------------------------------
     @property
     def needle(self):
@@ -675,6 +730,7 @@ class RehearsalPanel:
         self.tilt = W.FloatSlider(value=pose.tilt_deg, min=-40, max=40, step=1, description="tilt (deg)", **slider)
         self.snap_button = W.Button(description="Snap to the planned needle plane", icon="crosshairs")
         self.sweep_button = W.Button(description="Follow the sweep", icon="play")
+        self.recorded_button = W.Button(description="Follow the recorded sweep", icon="film")
         entries = c.entry_choices()
         self.entry = W.Dropdown(options=list(entries), value="plan entry", description="entry",
                                 style={"description_width": "60px"}, layout=W.Layout(width="360px"))
@@ -693,7 +749,8 @@ class RehearsalPanel:
         self.target = W.Dropdown(options=c.target_names(c.scene), value=c.target_name, description="target",
                                  style={"description_width": "60px"}, layout=W.Layout(width="520px"))
         self.new_button = W.Button(description="New attempt", icon="refresh")
-        full_label(self.new_button, self.snap_button, self.sweep_button, self.insert_button, *self.step_buttons, self.redirect_in,
+        full_label(self.new_button, self.snap_button, self.sweep_button, self.recorded_button, self.insert_button,
+                   *self.step_buttons, self.redirect_in,
                    self.redirect_out, self.inject_button, self.finish_button)
         self.status = W.HTML()
         self.status.add_class("wb-rehearsal-status")
@@ -729,6 +786,7 @@ class RehearsalPanel:
             widget.observe(self._on_slider, names="value")
         self.snap_button.on_click(lambda _b: self.snap())
         self.sweep_button.on_click(lambda _b: self.follow_sweep())
+        self.recorded_button.on_click(lambda _b: self.follow_recorded_sweep())
         self.entry.observe(lambda _ch: self._on_entry(), names="value")
         self.insert_button.on_click(lambda _b: self._act(c.insert))
         self.redirect_in.on_click(lambda _b: self._act(c.redirect, float(self.angle.value), "in-plane"))
@@ -741,7 +799,7 @@ class RehearsalPanel:
         self._sent: dict = {}
 
         probe_box = W.VBox([W.HTML("<b>Probe</b>"), self.along, self.across, self.rotation, self.tilt,
-                            W.HBox([self.snap_button, self.sweep_button])])
+                            W.HBox([self.snap_button, self.sweep_button]), self.recorded_button])
         needle_box = W.VBox([W.HTML("<b>Needle</b>"), W.HBox([self.entry, self.insert_button]),
                              W.HBox(self.step_buttons[:len(ADVANCE_STEPS_MM)] + self.step_buttons[len(ADVANCE_STEPS_MM):]),
                              W.HBox([self.angle, self.redirect_in, self.redirect_out]),
@@ -795,6 +853,19 @@ class RehearsalPanel:
         for pose in [*self.controller.sweep_poses(count), start]:
             self._act(self.controller.set_pose, pose)
             self._sync_sliders()
+
+    def follow_recorded_sweep(self, count: int = 24) -> None:
+        """Play ``count`` frames of the case's recorded sweep (registered to the MRI), then come back to
+        the slider's pose; says why not where the case has no sweep or registration."""
+        try:
+            planes = self.controller.recorded_sweep_planes(count=count)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self._error = str(exc)
+            self.refresh()
+            return
+        for plane in planes:
+            self._act(self.controller.set_plane, plane)
+        self._act(self.controller.set_pose, self.controller.pose)
 
     def _on_entry(self) -> None:
         choices = self.controller.entry_choices()
