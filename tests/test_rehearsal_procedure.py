@@ -352,3 +352,27 @@ def test_a_wall_clock_times_every_step_and_the_recording_keeps_it(toy_scene, tmp
     assert result.metrics["time_s"] == 10.0
     files = result.write(tmp_path)
     assert replay(toy_scene, files["recording"]).metrics == result.metrics
+
+
+def test_an_imported_map_without_air_gets_its_entry_from_the_mri_body(tmp_path):
+    """TotalSegmentator-like maps call value 0 'unlabelled', not air: the skin comes from the MRI's body outline."""
+    import SimpleITK as sitk
+
+    from workbench.case import Case, MriRef, Target, save_case
+    from workbench.case.labels import attach_label_map
+    from workbench.case.storage import file_sha256
+    from workbench.io.volume import save_volume
+
+    toy = toy_label_map()
+    label_map = LabelMap(toy.array, {**dict(toy.names), 100: "unlabelled"}, np.eye(4))
+    mri_path = save_volume(sitk.GetImageFromArray(np.where(toy.array == 100, 0.0, 300.0).astype(np.float32)),
+                           tmp_path / "mri" / "t2.nrrd")
+    save_case(Case(case_id="TOY-NOAIR-01", mri=MriRef("mri/t2.nrrd", file_sha256(mri_path), "MR"),
+                   targets=[Target("root", "nerve root, dorsal aspect", (40.0, 37.0, 30.0))]), tmp_path)
+    attach_label_map(tmp_path, label_map, "imported, background named unlabelled")
+    scene = load_scene(tmp_path)
+    path = scene.expert_paths["root"]
+    assert path.source == "suggested entry"
+    assert SKIN_Y - 2.0 <= path.entry_mri[1] <= SKIN_Y + 0.5  # on the body outline
+    assert path.needle.label == "50 mm 23G"  # ~33 mm deep + the 10 mm margin: the study's needle
+    assert scripted_attempt(scene, "root", inject=False).metrics["tip_to_target_mm"] < 1.0
