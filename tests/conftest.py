@@ -66,3 +66,15 @@ def postgres_url() -> str:
     if os.environ.get("WORKBENCH_REQUIRE_POSTGRES") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def teaching_library(tmp_path_factory) -> Path:
+    """A 3-case teaching library (seed 1: a plain case, a sacralised L5, a lumbarised S1; a fast
+    sweep, fewer frames), built once per test session for tests/test_teaching.py and the teaching
+    browser test. Read it only: a test that changes cases works on a copy."""
+    from workbench.teaching.library import build_library
+
+    folder = tmp_path_factory.mktemp("teaching-library") / "library"
+    build_library(folder, 3, seed=1, sweep_speed_mm_s=90.0)
+    return folder

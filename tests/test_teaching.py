@@ -1,7 +1,7 @@
 """Teaching library and scores on real generated library cases (issue 19).
 
 One library of three cases (a plain one, a sacralised L5 and a lumbarised S1: the wrong-level
-traps) is built once per module; every test reads it.
+traps) is built once per test session (tests/conftest.py); every test reads it.
 """
 
 from __future__ import annotations
@@ -20,15 +20,13 @@ from workbench.cli import main
 from workbench.io.ground_truth import read_ground_truth
 from workbench.planning.export import load_plan, write_plan_json
 from workbench.teaching import TeachingError
-from workbench.teaching.library import build_library, difficulty_rating, read_library
+from workbench.teaching.library import difficulty_rating, read_library
 from workbench.teaching.score import PASS_Z, score_plan
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teaching") / "library"
-    build_library(folder, 3, seed=1, sweep_speed_mm_s=90.0)
-    return folder
+def library(teaching_library):
+    return teaching_library  # built once per test session (tests/conftest.py), shared with the browser test
 
 
 def _label_at(image: sitk.Image, point_lps) -> int:
@@ -162,7 +160,7 @@ def test_teaching_notebook_runs_headless_on_the_library(library, tmp_path):
     assert "LIB-001-02: difficulty" in text and "task L5 " in text
     assert "18 attempts stored" in text  # 3 simulated trainees x 3 cases x 2 attempts
     assert "18 attempts by 3 trainees in session demo-session" in text
-    assert "exported 18 attempts to results.csv" in text
+    assert "exported 18 attempts to results-demo-session-" in text
     widget_views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o["output"].get("data", {})]
     assert widget_views, "the teacher's view was not displayed as a widget"
 
@@ -182,7 +180,14 @@ def test_trainee_submit_panel_scores_stores_and_overlays(library, tmp_path):
     score = panel.submit()
     assert score is not None and not score.passed
     assert f"Score {score.score:.0f} / 100, not passed" in panel.result.value and "offset at entry" in panel.result.value
-    assert png_size(panel.overlay.value) == (720, 324) and panel.overlay.layout.display is None
+    assert png_size(panel.overlay.value) == (930, 460) and panel.overlay.layout.display is None
+    # both paths on the MRI: in the axial view the entries lie 15 mm apart (the move is across the
+    # needle and horizontal), the targets coincide; in the expert's needle plane the move is out of plane
+    needle_plane, axial = panel.last_views
+    scale = axial["figure_px_per_mm"]
+    assert np.linalg.norm(np.subtract(axial["yours_px"][0], axial["expert_px"][0])) == pytest.approx(15.0 * scale, abs=1.0)
+    assert np.linalg.norm(np.subtract(axial["yours_px"][1], axial["expert_px"][1])) < 1.0
+    assert np.linalg.norm(np.subtract(needle_plane["yours_px"][0], needle_plane["expert_px"][0])) < 1.0
     with open_store(db) as store:
         (row,) = store.results()
     assert (row["trainee"], row["session"], row["case_id"]) == ("t09", "S2", "LIB-001-01")

@@ -77,10 +77,12 @@ def test_figures_and_teacher_widget(db, tmp_path):
     assert "7 attempts by 3 trainees in session S1" in teacher.status.value
     assert teacher.table.value.count("<tr>") == 4 and "t03" in teacher.table.value
     assert teacher.cases.value.index("LIB-B") < teacher.cases.value.index("LIB-A")
-    assert png_size(teacher.distributions.value) == (720, 288)
-    assert png_size(teacher.learning.value) == (720, 288)
+    assert png_size(teacher.distributions.value) == (930, 300)
+    assert png_size(teacher.learning.value) == (930, 300)
     path = teacher.export_csv()
-    assert path == tmp_path / "results.csv" and len(path.read_text().splitlines()) == 8
+    assert path.parent == tmp_path and path.name.startswith("results-S1-") and path.suffix == ".csv"
+    assert len(path.read_text().splitlines()) == 8
+    assert f"download='{path.name}'" in teacher.link.value and "(7 attempts, one row each)" in teacher.link.value
     with open_store(db) as store:  # a new submission shows after Refresh
         store.submit("t04", "S1", _score("LIB-A", 0.0, TASK), "f" * 64)
     assert len(teacher.refresh().rows) == 8 and "t04" in teacher.table.value

@@ -63,6 +63,9 @@ TEACHING_STEPS = {
 #: Pages the app serves besides the teaching steps (linked below the case table of the home page):
 #: notebook -> link label. The rehearsal (issue 18) performs a simulated block on the same case.
 EXTRA_PAGES = {"08_rehearsal.ipynb": "Rehearse the block (probe, needle, injectate, score)"}
+#: The teacher's page (class results) served with a library (``--library``); its widgets read the
+#: results database and session from the environment (workbench.widgets.session.RESULTS_DB_ENV, SESSION_ENV).
+TEACHER_NOTEBOOK = Path(__file__).resolve().parent / "teach_data" / "teacher_view.ipynb"
 #: Exports a plan page writes (``exports/`` beside the notebooks) that Voila may serve as files.
 EXPORT_FILE_ALLOWLIST = (r".*\.(png|jpg|gif|svg)", r"exports/.*\.(html|json|csv|tfm|txt|png|h5)")
 
@@ -182,6 +185,12 @@ def _case_summary(case_dir: Path) -> str:
              f"{len(case.sweeps)} ultrasound sweep{'s' if len(case.sweeps) != 1 else ''}" if case.sweeps else "no ultrasound"]
     if case.title:
         parts.insert(0, case.title)
+    from workbench.teaching.library import library_case_for
+
+    entry = library_case_for(case_dir)
+    if entry is not None:  # a library case: what to plan, and how hard
+        about = [f"task: {entry.task}", f"difficulty {entry.difficulty:.1f} of 5 ({entry.difficulty_label})"]
+        parts = about + [p for p in parts if p != case.title]
     return ", ".join(parts)
 
 
@@ -218,6 +227,28 @@ def prepare_template(dest_root: Path, cases_html: str) -> Path:
     return dest_root
 
 
+def teaching_results(library: Path, db: str | None, session: str | None, create: bool = True) -> tuple[str, str]:
+    """The results database and session id of a library's teaching app: ``db`` (URL or SQLite
+    path; default ``results.sqlite`` in ``library``), with ``create`` created or migrated now so a
+    wrong URL fails before the app starts; ``session`` checked (default today's UTC date)."""
+    from datetime import datetime, timezone
+
+    from workbench.teaching.store import DEFAULT_DB_NAME, check_session, open_store
+
+    results_db = str(db) if db else str(library / DEFAULT_DB_NAME)
+    session = check_session(session or datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+    if create:
+        open_store(results_db).close()
+    return results_db, session
+
+
+def teacher_page_html(base_url: str = "/") -> str:
+    """The home page's link to the teacher's page (class results) of a library's teaching app."""
+    href = html.escape(base_url + "voila/render/" + quote(TEACHER_NOTEBOOK.name))
+    return ('<h2>For the teacher</h2>\n<p class="wb-teacher-link"><a href="' + href + '">Class results</a> '
+            "class table, score distributions, learning curves, the cases that caused most errors, CSV export.</p>\n")
+
+
 def register(subparsers) -> None:
     """Add the ``teach`` sub-command to an ``argparse`` sub-parser collection."""
     p = subparsers.add_parser(
@@ -227,6 +258,10 @@ def register(subparsers) -> None:
     p.add_argument("--case", type=Path, default=None, help="case folder for the app (default: demo working copy)")
     p.add_argument("--library", type=Path, default=None,
                    help="folder of case bundles: the home page lists them and each page opens the case picked there")
+    p.add_argument("--db", default=None,
+                   help="results database of the session (with --library): SQLite file or postgresql:// URL "
+                        "(default: results.sqlite in the library folder)")
+    p.add_argument("--session", default=None, help="teaching session id the trainees submit under (default: today's UTC date)")
     p.add_argument("--notebooks", type=Path, default=None, help="notebook folder (default: notebooks/ of the checkout)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
     # kept only to refuse it with a clear message: a command line is readable in the process list
@@ -248,6 +283,9 @@ def handle(args: argparse.Namespace) -> int:
 
         library = args.library.expanduser().resolve()
         library_case_dirs = library_cases(library)
+        results_db, session = teaching_results(library, args.db, args.session, create=not args.dry_run)
+    elif args.db is not None or args.session is not None:
+        raise WorkbenchError("--db and --session need --library: results are kept for the cases of a library")
     case_dir, notebook_dir = server_folders(args.case or (library_case_dirs[0] if library_case_dirs else None), args.notebooks)
     port = args.port or free_port()
     token = server_token()
@@ -258,6 +296,9 @@ def handle(args: argparse.Namespace) -> int:
         steps = [name for name in TEACHING_NOTEBOOKS if name in names]
         cases_html = landing_cases_html(library_case_dirs or [case_dir], steps, query_case=library is not None)
         cases_html += extra_pages_html(app_dir, cases=library_case_dirs if library is not None else None)
+        if library is not None:  # the teacher's page of the session's results, last on the home page
+            shutil.copy2(TEACHER_NOTEBOOK, app_dir / TEACHER_NOTEBOOK.name)
+            cases_html += teacher_page_html()
         template_root = prepare_template(Path(tmp) / "jupyter-data", cases_html)
         command = voila_command(app_dir, port, args.browser)
         if args.dry_run:
@@ -271,5 +312,9 @@ def handle(args: argparse.Namespace) -> int:
             print(f"workbench teach: not found in {notebook_dir}: {', '.join(missing)}", file=sys.stderr)
         print(f"Case: {case_dir}\nApps: {', '.join(names)}\nOpen the teaching app at:\n\n    {url}\n\n(Ctrl-C to stop)", flush=True)
         env = voila_environment(case_dir, token_file, template_root=template_root, library=library)
+        if library is not None:
+            from workbench.widgets.session import RESULTS_DB_ENV, SESSION_ENV
+
+            env.update({RESULTS_DB_ENV: str(results_db), SESSION_ENV: session})
         return run_until_interrupted(command, env)
 

@@ -15,15 +15,23 @@ import numpy as np
 
 from workbench.teaching import TeachingError
 
-__all__ = ["METRICS", "ClassView"]
+__all__ = ["METRICS", "REHEARSAL_ONLY", "ClassView"]
 
-#: Metrics of the distributions: column -> axis label.
+#: Metrics of the distributions: column -> axis label (short: four plots side by side).
 METRICS = {
     "score": "score (0-100)",
-    "angle_deviation_deg": "angle deviation from the expert (deg)",
-    "offset_at_entry_mm": "offset from the expert line at the entry (mm)",
-    "offset_at_target_mm": "offset from the expert line at the target (mm)",
+    "angle_deviation_deg": "angle to the expert's (deg)",
+    "offset_at_entry_mm": "offset at the entry (mm)",
+    "offset_at_target_mm": "offset at the target (mm)",
+    "tip_to_target_mm": "rehearsal: tip to target (mm)",
 }
+#: Metrics of rehearsal attempts only (read from the attempt's metrics; plotted when there are some).
+REHEARSAL_ONLY = ("tip_to_target_mm",)
+
+
+def _median(values) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return round(float(np.median(present)), 1) if present else None
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,9 @@ class ClassView:
         return sorted({r["session"] for r in self.rows})
 
     def class_table(self) -> list[dict]:
-        """Per trainee: ``attempts``, ``cases`` (distinct), ``mean_score``, ``best_score``,
-        ``last_score``, ``pass_rate`` (0..1), ``wrong_level`` (count), ``median_offset_mm``."""
+        """Per trainee: ``attempts``, ``rehearsals`` (of them rehearsal attempts), ``cases``
+        (distinct), ``mean_score``, ``best_score``, ``last_score``, ``pass_rate`` (0..1),
+        ``wrong_level`` (count), ``median_offset_mm`` (of the plans; None without one)."""
         by_trainee = defaultdict(list)
         for row in self.rows:
             by_trainee[row["trainee"]].append(row)
@@ -58,22 +67,26 @@ class ClassView:
                 {
                     "trainee": trainee,
                     "attempts": len(rows),
+                    "rehearsals": sum(r.get("kind") == "rehearsal" for r in rows),
                     "cases": len({r["case_id"] for r in rows}),
                     "mean_score": round(float(scores.mean()), 1),
                     "best_score": round(float(scores.max()), 1),
                     "last_score": round(float(scores[-1]), 1),
                     "pass_rate": round(float(np.mean([r["passed"] for r in rows])), 3),
                     "wrong_level": int(sum(bool(r["wrong_level"]) for r in rows)),
-                    "median_offset_mm": round(float(np.median([r["offset_mm"] for r in rows])), 1),
+                    "median_offset_mm": _median([r["offset_mm"] for r in rows]),
                 }
             )
         return table
 
     def distribution(self, metric: str) -> np.ndarray:
-        """(N,) values of ``metric`` (a key of :data:`METRICS`) over all attempts."""
+        """(N,) values of ``metric`` (a key of :data:`METRICS`) over the attempts that have it
+        (plan geometry: plans; :data:`REHEARSAL_ONLY`: rehearsal attempts, from their metrics)."""
         if metric not in METRICS:
             raise TeachingError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-        return np.array([float(r[metric]) for r in self.rows], dtype=float)
+        values = [r.get(metric) if metric in r else (r.get("metrics") or {}).get("rehearsal_metrics", {}).get(metric)
+                  for r in self.rows]
+        return np.array([float(v) for v in values if v is not None], dtype=float)
 
     def learning_curves(self) -> dict[str, list[tuple[int, float]]]:
         """Per trainee, ``(attempt number from 1, score)`` in submission order."""
@@ -111,7 +124,7 @@ class ClassView:
 
         return results_to_csv(list(self.rows))
 
-    def figure(self, kind: str, width_in: float = 8.0, height_in: float = 3.2, dpi: int = 90):
+    def figure(self, kind: str, width_in: float = 9.3, height_in: float = 3.0, dpi: int = 100):
         """A matplotlib Figure (Agg canvas): ``"distributions"`` (a histogram per metric of
         :data:`METRICS`) or ``"learning"`` (score per attempt, one line per trainee, the pass
         line at 50 = the z threshold's sub-score)."""
@@ -121,18 +134,27 @@ class ClassView:
         figure = Figure(figsize=(width_in, height_in), dpi=dpi)
         FigureCanvasAgg(figure)
         if kind == "distributions":
-            axes = figure.subplots(1, len(METRICS))
-            for ax, (metric, label) in zip(axes, METRICS.items()):
+            shown = {m: label for m, label in METRICS.items() if m not in REHEARSAL_ONLY or self.distribution(m).size}
+            axes = figure.subplots(1, len(shown))
+            for ax, (metric, label) in zip(axes, shown.items()):
                 values = self.distribution(metric)
                 if values.size:
                     ax.hist(values, bins=min(10, max(3, values.size)), color="#4c72b0")
-                ax.set_title(label, fontsize=7)
+                ax.set_xlabel(label, fontsize=8)
                 ax.tick_params(labelsize=7)
+            axes[0].set_ylabel("attempts", fontsize=8)
         elif kind == "learning":
             ax = figure.subplots()
+            kinds = defaultdict(list)
+            for row in self.rows:
+                kinds[row["trainee"]].append(row.get("kind", "plan"))
             for trainee, curve in self.learning_curves().items():
                 attempts, scores = zip(*curve)
-                ax.plot(attempts, scores, marker="o", label=trainee)
+                (line,) = ax.plot(attempts, scores, marker="o", label=trainee)
+                rehearsed = [(a, s) for (a, s), kind in zip(curve, kinds[trainee]) if kind == "rehearsal"]
+                if rehearsed:  # rehearsal attempts: squares on the same curve
+                    ax.plot(*zip(*rehearsed), linestyle="none", marker="s", markersize=9, color=line.get_color(),
+                            markerfacecolor="none")
             ax.axhline(50.0, color="grey", linestyle=":", linewidth=1)
             ax.set_xlabel("attempt", fontsize=8)
             ax.set_ylabel("score", fontsize=8)

@@ -27,6 +27,7 @@ at twice it. The score is the weighted mean of the sub-scores (:data:`METRIC_WEI
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +43,14 @@ __all__ = [
     "METRIC_WEIGHTS",
     "PASS_Z",
     "PlanScore",
+    "REHEARSAL_WEIGHTS",
+    "RehearsalScore",
     "expert_records",
+    "load_rehearsal_metrics",
+    "rehearsal_expert_records",
     "line_metrics",
     "score_plan",
+    "score_rehearsal",
     "score_trajectory",
 ]
 
@@ -374,22 +380,231 @@ def score_plan(case_dir: str | Path, plan_path: str | Path, task: str | None = N
     )
 
 
-def _safety(case_dir: Path, trajectory, expert):
-    """Safety reports of the trainee's and the expert's trajectories (one label map and body mask)."""
+@functools.lru_cache(maxsize=4)
+def _case_safety_inputs(case_dir: str, _case_json_mtime_ns: int):
+    """The label map and MRI body mask of a case, read once per process and case.json version
+    (a class submits many plans of the same few cases; reading them costs about 1.3 s)."""
     from workbench.case import load_case
     from workbench.case.labels import read_case_label_map
     from workbench.io.volume import load_volume
     from workbench.planning.mri_checks import BodyMask
+
+    folder = Path(case_dir)
+    case = load_case(folder, verify_digests=False)
+    label_map = read_case_label_map(case, folder)
+    body = BodyMask.from_volume(load_volume(folder / case.mri.path)) if case.mri is not None else None
+    return label_map, body, {}
+
+
+def _safety(case_dir: Path, trajectory, expert):
+    """Safety reports of the trainee's and the expert's trajectories (one label map and body mask;
+    the expert's report is kept with them)."""
+    from workbench.planning.model import NeedleSpec, Trajectory
     from workbench.planning.safety import check_trajectory
 
-    case = load_case(case_dir, verify_digests=False)
-    label_map = read_case_label_map(case, case_dir)
-    body = BodyMask.from_volume(load_volume(case_dir / case.mri.path)) if case.mri is not None else None
-    from workbench.planning.model import NeedleSpec, Trajectory
+    folder = Path(case_dir).resolve()
+    label_map, body, expert_reports = _case_safety_inputs(str(folder), (folder / "case.json").stat().st_mtime_ns)
+    key = (expert.target, tuple(np.round(expert.entry_lps_mm, 6)), tuple(np.round(expert.target_lps_mm, 6)))
+    if key not in expert_reports:
+        expert_trajectory = Trajectory(
+            "expert", expert.target, expert.target_lps_mm, expert.entry_lps_mm,
+            NeedleSpec(expert.needle_length_mm, expert.needle_gauge),
+        )
+        expert_reports[key] = check_trajectory(expert_trajectory, label_map, body=body)
+    return check_trajectory(trajectory, label_map, body=body), expert_reports[key]
 
-    expert_trajectory = Trajectory(
-        "expert", expert.target, expert.target_lps_mm, expert.entry_lps_mm, NeedleSpec(expert.needle_length_mm, expert.needle_gauge)
+
+
+
+# -- rehearsal attempts (issue 18) ---------------------------------------------------------------
+
+#: Scored metrics of a rehearsal attempt (``metrics.json`` of ``workbench rehearse``): name ->
+#: (weight, higher is better). The expert reference of each is :func:`rehearsal_expert_records`.
+REHEARSAL_WEIGHTS = {
+    "tip_to_target_mm": (0.35, False),
+    "frechet_to_expert_mm": (0.25, False),
+    "tip_visible_fraction": (0.15, True),
+    "redirections": (0.10, False),
+    "punctures": (0.05, False),
+    "time_s": (0.10, False),
+}
+#: Assumed expert performance where no expert geometry defines it (mean, SD): a teaching
+#: judgement, stated in docs/teaching.md; real expert recordings would replace it.
+REHEARSAL_EXPERT_ASSUMED = {
+    "tip_visible_fraction": (0.85, 0.075),
+    "redirections": (1.0, 1.0),
+    "punctures": (1.0, 0.5),
+    "time_s": (120.0, 45.0),
+}
+#: Events that make an attempt unsafe (capped at :data:`BLOCKED_CAP`, not passed) and events that
+#: cost :data:`WARNING_PENALTY` once.
+REHEARSAL_CRITICAL_EVENTS = ("dura_puncture", "vessel_puncture", "kidney_puncture", "intravascular_injection", "epidural_injection")
+REHEARSAL_WARNING_EVENTS = ("nerve_contact",)
+#: Where the injectate of a nerve-root block belongs.
+REHEARSAL_TARGET_COMPARTMENTS = ("paravertebral",)
+
+
+def rehearsal_expert_records(n: int = EXPERT_RECORDS, seed: int = 0) -> dict[str, np.ndarray]:
+    """Simulated expert values of the rehearsal metrics, ``(n,)`` each.
+
+    ``tip_to_target_mm``: the norm of the expert tip spread (:data:`EXPERT_TARGET_SD_MM` per axis,
+    as for plans); ``frechet_to_expert_mm``: for two straight paths the discrete Frechet distance
+    is the larger endpoint distance, so ``max(|entry spread|, |tip spread|)`` with the entry spread
+    :data:`EXPERT_ENTRY_SD_MM` per axis across the needle; the others: normal with
+    :data:`REHEARSAL_EXPERT_ASSUMED` (counts and fractions clipped to their ranges).
+    """
+    rng = np.random.default_rng(seed)
+    tip = np.linalg.norm(rng.normal(0.0, EXPERT_TARGET_SD_MM, (n, 3)), axis=1)
+    entry = np.linalg.norm(rng.normal(0.0, EXPERT_ENTRY_SD_MM, (n, 2)), axis=1)
+    records = {"tip_to_target_mm": tip, "frechet_to_expert_mm": np.maximum(tip, entry)}
+    for name, (mean, sd) in REHEARSAL_EXPERT_ASSUMED.items():
+        values = rng.normal(mean, sd, n)
+        records[name] = np.clip(values, 0.0, 1.0) if name == "tip_visible_fraction" else np.maximum(values, 0.0)
+    return records
+
+
+@dataclass(frozen=True)
+class RehearsalScore:
+    """The score of one rehearsal attempt (``metrics.json``) against expert records.
+
+    ``metrics`` holds the attempt's metrics as given (JSON values); ``z_scores``, ``percentiles``
+    and ``sub_scores`` the expert-anchored figures per metric of :data:`REHEARSAL_WEIGHTS`.
+    """
+
+    case_id: str
+    task: str
+    score: float
+    passed: bool
+    wrong_level: bool
+    wrong_side: bool
+    metrics: dict
+    z_scores: dict
+    percentiles: dict
+    sub_scores: dict
+    safety_status: str
+    findings: list[str] = field(default_factory=list)
+    attempt_kind: str = "rehearsal"
+
+    def to_dict(self) -> dict:
+        m = self.metrics
+        return {
+            "case_id": self.case_id,
+            "task": self.task,
+            "attempt_kind": self.attempt_kind,
+            "score": self.score,
+            "passed": self.passed,
+            "tip_to_target_mm": m.get("tip_to_target_mm"),
+            "frechet_to_expert_mm": m.get("frechet_to_expert_mm"),
+            "wrong_level": self.wrong_level,
+            "wrong_side": self.wrong_side,
+            "safety_status": self.safety_status,
+            "z_scores": self.z_scores,
+            "percentiles": self.percentiles,
+            "sub_scores": self.sub_scores,
+            "findings": list(self.findings),
+            "rehearsal_metrics": m,
+        }
+
+
+def _number(metrics: dict, name: str, source) -> float | None:
+    value = metrics.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise TeachingError(f"rehearsal metric {name!r} must be a finite number or null, not {value!r}", source)
+    return float(value)
+
+
+def score_rehearsal(metrics: dict, *, case_id: str, task: str, source=None) -> RehearsalScore:
+    """Score a rehearsal attempt's metrics (the ``metrics.json`` dict of issue 18) for ``task``.
+
+    Each metric of :data:`REHEARSAL_WEIGHTS` becomes a z-score against
+    :func:`rehearsal_expert_records` (sign turned for ``tip_visible_fraction``: less is worse),
+    a percentile and a sub-score as for plans (pass at ``z <= PASS_Z``); a metric that is null
+    (no needle, no imaging plane) scores 0 and fails. The score is their weighted mean, then capped
+    at :data:`WRONG_LEVEL_CAP` when the attempt's ``target`` is at another level or side than
+    ``task``, at :data:`BLOCKED_CAP` after a critical event (:data:`REHEARSAL_CRITICAL_EVENTS`),
+    less :data:`WARNING_PENALTY` after a nerve contact; an injection outside
+    :data:`REHEARSAL_TARGET_COMPARTMENTS` fails the attempt.
+
+    Raises
+    ------
+    TeachingError
+        ``metrics`` is not a dict of the issue-18 keys with numbers (``source`` names the file).
+    """
+    if not isinstance(metrics, dict):
+        raise TeachingError("rehearsal metrics must be a JSON object", source)
+    missing = [name for name in (*REHEARSAL_WEIGHTS, "events") if name not in metrics]
+    if missing:
+        raise TeachingError(f"not a rehearsal metrics.json: missing {', '.join(missing)}", source)
+    events = metrics["events"]
+    if not isinstance(events, list) or not all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in events):
+        raise TeachingError("rehearsal metric 'events' must be a list of objects with a 'type'", source)
+    records = rehearsal_expert_records(seed=_seed_for(case_id, task))
+    z_scores, percentiles, sub_scores, findings = {}, {}, {}, []
+    all_within = True
+    for name, (_weight, higher_is_better) in REHEARSAL_WEIGHTS.items():
+        value = _number(metrics, name, source)
+        if value is None:
+            z_scores[name], percentiles[name], sub_scores[name] = None, None, 0.0
+            all_within = False
+            findings.append(f"{name}: not measured in this attempt (scores 0)")
+            continue
+        reference = records[name]
+        sign = -1.0 if higher_is_better else 1.0
+        z = sign * (value - float(reference.mean())) / max(float(reference.std()), 1e-9)
+        z_scores[name] = round(z, 3)
+        percentiles[name] = round(100.0 * float(np.mean(reference <= value)), 1)
+        sub_scores[name] = round(_sub_score(z), 2)
+        if z > PASS_Z:
+            all_within = False
+            findings.append(f"{name} = {value:g}: beyond two expert SDs (z = {z:.1f})")
+    score = sum(REHEARSAL_WEIGHTS[name][0] * sub_scores[name] for name in REHEARSAL_WEIGHTS)
+    score /= sum(weight for weight, _ in REHEARSAL_WEIGHTS.values())
+    target = str(metrics.get("target") or task)
+    (level, side), (task_level, task_side) = _level_side(target), _level_side(task)
+    wrong_level, wrong_side = level != task_level, side != task_side
+    if wrong_level or wrong_side:
+        score = min(score, WRONG_LEVEL_CAP)
+        findings.append(f"wrong {'level' if wrong_level else 'side'}: the attempt aimed at {target}, the task is {task}")
+    types = [e["type"] for e in events]
+    critical = sorted({t for t in types if t in REHEARSAL_CRITICAL_EVENTS})
+    safety_status = "ok"
+    if critical:
+        score, safety_status = min(score, BLOCKED_CAP), "blocked"
+        findings.append("critical: " + ", ".join(t.replace("_", " ") for t in critical))
+    elif any(t in REHEARSAL_WARNING_EVENTS for t in types):
+        score, safety_status = max(score - WARNING_PENALTY, 0.0), "warning"
+        findings.append("warning: nerve contact")
+    compartment = metrics.get("injection_compartment")
+    injected = _number(metrics, "injected_ml", source) if "injected_ml" in metrics else None
+    wrong_compartment = bool(injected) and compartment not in REHEARSAL_TARGET_COMPARTMENTS
+    if wrong_compartment:
+        findings.append(f"injectate in the {compartment} compartment, not {' or '.join(REHEARSAL_TARGET_COMPARTMENTS)}")
+    passed = all_within and not (wrong_level or wrong_side or critical or wrong_compartment)
+    return RehearsalScore(
+        case_id=case_id, task=task, score=round(float(np.clip(score, 0.0, 100.0)), 2), passed=bool(passed),
+        wrong_level=bool(wrong_level), wrong_side=bool(wrong_side), metrics=dict(metrics), z_scores=z_scores,
+        percentiles=percentiles, sub_scores=sub_scores, safety_status=safety_status, findings=findings,
     )
-    return check_trajectory(trajectory, label_map, body=body), check_trajectory(expert_trajectory, label_map, body=body)
 
 
+def load_rehearsal_metrics(path: str | Path) -> dict:
+    """The dict of a rehearsal attempt's ``metrics.json`` (at most 1 MB).
+
+    Raises
+    ------
+    TeachingError
+        Missing, too large or not JSON (the message names the file).
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise TeachingError("no such rehearsal metrics file", path)
+    if path.stat().st_size > 1_000_000:
+        raise TeachingError("rehearsal metrics file larger than 1 MB", path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TeachingError(f"rehearsal metrics file is not JSON ({exc})", path) from None

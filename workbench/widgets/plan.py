@@ -41,16 +41,20 @@ class PlanModel:
         case's current registration; plans then record it as not saved in the case.
     points : PointListModel, optional
         Share an editor's list (default: a read-only view of the case).
+    expert_entries : bool
+        Offer a synthetic case's expert entries as choices (default). A teaching-library case
+        hides them: the trainee's plan is scored against the expert's, shown after submitting.
     """
 
-    def __init__(self, session: CaseSession, reference_to_mri=None, points: PointListModel | None = None):
+    def __init__(self, session: CaseSession, reference_to_mri=None, points: PointListModel | None = None,
+                 expert_entries: bool = True):
         self.session = session
         self.given_reference_to_mri = reference_to_mri
         self.points = points or PointListModel(session.case, None, autosave=False)
         self.label_map = session.label_map
         self._body = None
         truth = session.ground_truth()
-        self._expert = {} if truth is None else {plan.target: plan for plan in truth.expert_plans}
+        self._expert = {} if truth is None or not expert_entries else {plan.target: plan for plan in truth.expert_plans}
 
     @property
     def registration(self):

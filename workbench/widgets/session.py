@@ -20,6 +20,8 @@ from workbench.errors import WorkbenchError
 __all__ = [
     "CASE_ENV",
     "LIBRARY_ENV",
+    "RESULTS_DB_ENV",
+    "SESSION_ENV",
     "WORKDIR_ENV",
     "CaseRegistration",
     "CaseSession",
@@ -39,6 +41,11 @@ WORKDIR_ENV = "WORKBENCH_WORKDIR"
 #: Environment variable naming a folder of case bundles (``workbench teach --library``): a Voila
 #: page opened with ``?case=ID`` works on ``<library>/ID``.
 LIBRARY_ENV = "WORKBENCH_LIBRARY"
+#: Environment variables of the teaching app with a library (``workbench teach --library --db
+#: --session``): the session's results database (SQLite path or URL, never shown on a page) and
+#: the session id submissions go under (read by :mod:`workbench.widgets.teacher`).
+RESULTS_DB_ENV = "WORKBENCH_RESULTS_DB"
+SESSION_ENV = "WORKBENCH_TEACHING_SESSION"
 #: What a case id in a page address may be (a folder name, never a path).
 _CASE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
