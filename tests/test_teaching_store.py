@@ -64,7 +64,7 @@ def test_sqlite_store_round_trip_and_csv(tmp_path):
         assert store.results(session="other") == []
     engine = sa.create_engine(database_url(db))
     with engine.connect() as connection:
-        assert connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar() == "0001_attempts"
+        assert connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar() == "0002_rehearsal_attempts"
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         columns = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(attempts)")}
     engine.dispose()
@@ -87,9 +87,12 @@ def test_pseudonym_is_stable_and_accepted():
     assert pseudonym("Jane Doe", "other") != a
 
 
-def test_only_plan_attempts_for_now(tmp_path):
-    with open_store(tmp_path / "r.sqlite") as store, pytest.raises(TeachingError, match="kind 'rehearsal'"):
-        store.submit("t01", "S1", _score(), "a" * 64, kind="rehearsal")
+def test_attempt_kind_must_match_the_score(tmp_path):
+    with open_store(tmp_path / "r.sqlite") as store:
+        with pytest.raises(TeachingError, match="a plan score cannot be stored as a rehearsal attempt"):
+            store.submit("t01", "S1", _score(), "a" * 64, kind="rehearsal")
+        with pytest.raises(TeachingError, match="kind 'video' is not accepted"):
+            store.submit("t01", "S1", _score(), "a" * 64, kind="video")
 
 
 def test_sqlite_concurrent_processes_lose_nothing(tmp_path):
@@ -176,7 +179,7 @@ def test_postgresql_store_with_concurrent_writers(postgres_schema_url):
     assert csv_text.count("\n") == 93
     engine = sa.create_engine(postgres_schema_url)
     with engine.connect() as connection:
-        assert connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar() == "0001_attempts"
+        assert connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar() == "0002_rehearsal_attempts"
     engine.dispose()
 
 

@@ -37,12 +37,14 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the score as one JSON object")
     p.set_defaults(func=_cmd_score)
 
-    p = sub.add_parser("submit", help="score a trainee's plan and store the attempt in the results database")
+    p = sub.add_parser("submit", help="score a trainee's plan or rehearsal attempt and store it in the results database")
     p.add_argument("--db", default=None, help="SQLite file or postgresql:// URL (default: results.sqlite beside the library)")
     p.add_argument("--trainee", required=True, help="pseudonymous trainee id (no names, no e-mail addresses)")
     p.add_argument("--session", required=True, help="teaching session id")
     p.add_argument("--case", required=True, help="library case folder")
-    p.add_argument("--plan", required=True, help="the trainee's plan.json")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--plan", help="the trainee's plan.json")
+    what.add_argument("--attempt", help="a rehearsal attempt's metrics.json (workbench rehearse)")
     p.add_argument("--json", action="store_true", help="print the stored attempt as JSON")
     p.set_defaults(func=_cmd_submit)
 
@@ -120,14 +122,18 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from workbench.teaching.submit import submit_plan
+    from workbench.teaching.submit import submit_plan, submit_rehearsal
 
-    attempt_id, score = submit_plan(args.db, args.trainee, args.session, args.case, args.plan)
+    if args.attempt is not None:
+        attempt_id, score = submit_rehearsal(args.db, args.trainee, args.session, args.case, args.attempt)
+    else:
+        attempt_id, score = submit_plan(args.db, args.trainee, args.session, args.case, args.plan)
     document = {"attempt_id": attempt_id, **score.to_dict()}
     if args.json:
         _print_json(document)
     else:
-        print(f"attempt {attempt_id}: {score.case_id} score {score.score:.1f}/100, {'passed' if score.passed else 'not passed'}")
+        print(f"attempt {attempt_id} ({score.attempt_kind}): {score.case_id} score {score.score:.1f}/100, "
+              f"{'passed' if score.passed else 'not passed'}")
     return 0
 
 
@@ -143,7 +149,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     elif not args.csv:
         for r in rows:
             print(
-                f"{r['id']:5d} {r['submitted_utc']} {r['session']} {r['trainee']:>10} {r['case_id']} "
+                f"{r['id']:5d} {r['submitted_utc']} {r['session']} {r['trainee']:>10} {r['case_id']} {r['kind']:>9} "
                 f"score {r['score']:5.1f} {'pass' if r['passed'] else 'FAIL'}{' WRONG-LEVEL' if r['wrong_level'] else ''}"
             )
     else:

@@ -42,14 +42,17 @@ __all__ = [
     "METADATA",
     "ResultsStore",
     "check_pseudonym",
+    "check_session",
     "database_url",
     "migrate",
     "open_store",
     "pseudonym",
 ]
 
-#: Attempt kinds accepted now; the table's check constraint already allows "rehearsal" (issue 18).
-ATTEMPT_KINDS = ("plan",)
+#: Attempt kinds: a submitted plan, or a rehearsal attempt (issue 18; scored on its metrics.json).
+ATTEMPT_KINDS = ("plan", "rehearsal")
+#: Plan-geometry columns: NULL for a rehearsal attempt (migration 0002).
+PLAN_GEOMETRY_COLUMNS = ("angle_deviation_deg", "offset_at_entry_mm", "offset_at_target_mm", "offset_mm")
 #: The SQLite file of a library's results (beside ``library.json``).
 DEFAULT_DB_NAME = "results.sqlite"
 #: Alembic's version table of the store (its own name: the database may serve other applications).
@@ -74,10 +77,10 @@ ATTEMPTS = sa.Table(
     sa.Column("passed", sa.Boolean, nullable=False),
     sa.Column("wrong_level", sa.Boolean, nullable=False),
     sa.Column("wrong_side", sa.Boolean, nullable=False),
-    sa.Column("angle_deviation_deg", sa.Float, nullable=False),
-    sa.Column("offset_at_entry_mm", sa.Float, nullable=False),
-    sa.Column("offset_at_target_mm", sa.Float, nullable=False),
-    sa.Column("offset_mm", sa.Float, nullable=False),
+    sa.Column("angle_deviation_deg", sa.Float, nullable=True),
+    sa.Column("offset_at_entry_mm", sa.Float, nullable=True),
+    sa.Column("offset_at_target_mm", sa.Float, nullable=True),
+    sa.Column("offset_mm", sa.Float, nullable=True),
     sa.Column("safety_status", sa.String(16), nullable=False),
     sa.Column("plan_sha256", sa.String(64), nullable=False),
     sa.Column("metrics_json", sa.Text, nullable=False),
@@ -106,7 +109,8 @@ def pseudonym(name: str, secret: str) -> str:
     return "t-" + hashlib.sha256(f"{secret}\x00{name.strip().lower()}".encode()).hexdigest()[:12]
 
 
-def _check_session(session: str) -> str:
+def check_session(session: str) -> str:
+    """``session`` if it is a session id (1-64 letters, digits, ``_ . : -``), else :class:`TeachingError`."""
     if not isinstance(session, str) or not _SESSION.fullmatch(session):
         raise TeachingError(f"session {session!r} must be 1-64 letters, digits, '_', '.', ':', '-'")
     return session
@@ -251,7 +255,8 @@ class ResultsStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def submit(self, trainee: str, session: str, score, plan_sha256: str, *, kind: str = "plan", when: datetime | None = None) -> int:
+    def submit(self, trainee: str, session: str, score, plan_sha256: str, *, kind: str | None = None,
+               when: datetime | None = None) -> int:
         """Store one attempt and return its id.
 
         Parameters
@@ -259,18 +264,23 @@ class ResultsStore:
         trainee : str
             A pseudonym (:func:`check_pseudonym`).
         session : str
-        score : workbench.teaching.score.PlanScore
+        score : workbench.teaching.score.PlanScore or RehearsalScore
         plan_sha256 : str
-            SHA-256 of the submitted plan file (the plan is not stored: it may carry an author name).
-        kind : str
-            One of :data:`ATTEMPT_KINDS`.
+            SHA-256 of the submitted plan file, or of a rehearsal's ``metrics.json`` (the file
+            itself is not stored: a plan may carry an author name).
+        kind : str, optional
+            One of :data:`ATTEMPT_KINDS`; default the score's ``attempt_kind``. A rehearsal
+            attempt leaves the plan-geometry columns NULL (its metrics are in ``metrics_json``).
         when : datetime, optional
             UTC time of submission (default now).
         """
         check_pseudonym(trainee)
-        _check_session(session)
+        check_session(session)
+        kind = kind or getattr(score, "attempt_kind", "plan")
         if kind not in ATTEMPT_KINDS:
             raise TeachingError(f"attempt kind {kind!r} is not accepted; use one of {', '.join(ATTEMPT_KINDS)}")
+        if kind != getattr(score, "attempt_kind", "plan"):
+            raise TeachingError(f"a {getattr(score, 'attempt_kind', 'plan')} score cannot be stored as a {kind} attempt")
         if not re.fullmatch(r"[0-9a-f]{64}", plan_sha256):
             raise TeachingError("plan_sha256 must be 64 lower-case hex digits")
         document = score.to_dict()
@@ -285,10 +295,7 @@ class ResultsStore:
             "passed": bool(score.passed),
             "wrong_level": bool(score.wrong_level),
             "wrong_side": bool(score.wrong_side),
-            "angle_deviation_deg": float(score.metrics["angle_deviation_deg"]),
-            "offset_at_entry_mm": float(score.metrics["offset_at_entry_mm"]),
-            "offset_at_target_mm": float(score.metrics["offset_at_target_mm"]),
-            "offset_mm": float(score.metrics["offset_mm"]),
+            **{name: (float(score.metrics[name]) if kind == "plan" else None) for name in PLAN_GEOMETRY_COLUMNS},
             "safety_status": score.safety_status,
             "plan_sha256": plan_sha256,
             "metrics_json": json.dumps(document, sort_keys=True, allow_nan=False),

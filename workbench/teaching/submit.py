@@ -10,7 +10,7 @@ from workbench.teaching import TeachingError
 from workbench.teaching.library import LIBRARY_INDEX
 from workbench.teaching.store import DEFAULT_DB_NAME, check_pseudonym, open_store
 
-__all__ = ["default_db", "overlay_figure", "submit_plan"]
+__all__ = ["default_db", "overlay_figure", "submit_plan", "submit_rehearsal"]
 
 
 def default_db(case_dir: str | Path) -> Path:
@@ -41,6 +41,37 @@ def submit_plan(db, trainee: str, session: str, case_dir: str | Path, plan_path:
     plan_path = Path(plan_path)
     score = score_plan(case_dir, plan_path, check_safety=check_safety)
     digest = hashlib.sha256(plan_path.read_bytes()).hexdigest()
+    with open_store(db if db is not None else default_db(case_dir)) as store:
+        attempt_id = store.submit(trainee, session, score, digest)
+    return attempt_id, score
+
+
+def submit_rehearsal(db, trainee: str, session: str, case_dir: str | Path, metrics_path: str | Path):
+    """Score a rehearsal attempt's ``metrics.json`` (issue 18) for ``case_dir`` and store it in
+    ``db`` (None: :func:`default_db`). The task is the library's for the case, else the attempt's
+    ``target``. Only the JSON is read: teaching does not import the rehearsal simulator.
+
+    Returns
+    -------
+    attempt_id : int
+    score : workbench.teaching.score.RehearsalScore
+    """
+    from workbench.teaching.library import library_case_for
+    from workbench.teaching.score import load_rehearsal_metrics, score_rehearsal
+
+    check_pseudonym(trainee)
+    metrics_path = Path(metrics_path)
+    metrics = load_rehearsal_metrics(metrics_path)
+    entry = library_case_for(case_dir)
+    task = entry.task if entry is not None else metrics.get("target") if isinstance(metrics, dict) else None
+    if not isinstance(task, str) or not task:
+        raise TeachingError("no task to score the rehearsal against: the case is not in a library "
+                            "and the attempt names no target", metrics_path)
+    case_id = entry.case_id if entry is not None else Path(case_dir).resolve().name
+    if isinstance(metrics, dict) and metrics.get("case_id") not in (None, case_id):
+        raise TeachingError(f"the attempt is of case {metrics['case_id']!r}, not {case_id!r}", metrics_path)
+    score = score_rehearsal(metrics, case_id=case_id, task=task, source=metrics_path)
+    digest = hashlib.sha256(metrics_path.read_bytes()).hexdigest()
     with open_store(db if db is not None else default_db(case_dir)) as store:
         attempt_id = store.submit(trainee, session, score, digest)
     return attempt_id, score
