@@ -95,6 +95,9 @@ def test_an_attempt_along_the_plan_reaches_the_target_and_is_saved(controller, c
     assert rows["injection compartment"]["value"] == "paravertebral" and rows["injection compartment"]["pass"] == "yes"
     with pytest.raises(Exception, match="finished"):
         c.finish()
+    teaching = c.teaching_score()  # the teaching sessions' scorer, where it is there
+    if teaching is not None:
+        assert teaching["passed"] and teaching["safety_status"] == "ok" and teaching["score"] >= 80.0, teaching
 
 
 def test_a_shallow_needle_is_a_bright_line_on_the_b_mode(controller):
@@ -142,6 +145,9 @@ def test_a_needle_turned_towards_the_canal_raises_events(controller):
     assert metrics["redirections"] == 1
     assert metrics["tip_to_target_mm"] > 5.0
     assert [e["type"] for e in metrics["events"]] == types
+    teaching = c.teaching_score()
+    if teaching is not None:
+        assert not teaching["passed"], teaching  # 25 deg off and on bone is no pass
 
 
 def test_probe_slider_update_time_is_measured(controller):

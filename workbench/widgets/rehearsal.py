@@ -657,6 +657,24 @@ class RehearsalController:
             rows.append(row)
         return rows
 
+    def teaching_score(self) -> dict | None:
+        """The attempt scored as the teaching sessions score it (``workbench.teaching.score.score_rehearsal``:
+        0-100 against expert records, passed or not, findings), for the library's task of the case
+        (else the attempt's target); None where that scorer is not available."""
+        if self.result is None:
+            raise WidgetError("finish the attempt to score it")
+        try:
+            from workbench.teaching.score import score_rehearsal
+        except ImportError:
+            return None
+        from workbench.teaching.library import library_case_for
+
+        entry = library_case_for(self.scene.case_dir)
+        task = entry.task if entry is not None else self.target_name
+        scored = score_rehearsal(self.metrics, case_id=self.scene.case_id, task=task)
+        return {"score": scored.score, "passed": scored.passed, "safety_status": scored.safety_status,
+                "findings": list(scored.findings), "task": task}
+
     def score(self) -> dict:
         """``{"passed": n, "checked": m, "pass": bool}`` over the metrics with a pass threshold."""
         rows = [r for r in self.score_rows() if r["pass"]]
@@ -921,12 +939,21 @@ class RehearsalPanel:
             from workbench.widgets._ui import table_html
 
             score = c.score()
+            teaching = c.teaching_score()
             saved = "" if c.saved_to is None else f"<br><small>Saved: {html.escape(c.saved_to.name)}</small>"
             verdict = (f"<b>{score['passed']} of {score['checked']} metrics within their pass threshold</b>"
                        if score["checked"] else "<b>Metrics</b>")
+            if teaching is not None:
+                colour = "#1a7f37" if teaching["passed"] else "#c00"
+                findings = "".join(f"<li>{html.escape(f)}</li>" for f in teaching["findings"])
+                verdict = (f"<b style='color:{colour}'>Score {teaching['score']:.0f} of 100: "
+                           f"{'passed' if teaching['passed'] else 'not passed'}</b> <small>(against expert records, "
+                           f"as a teaching session scores it)</small>" + (f"<ul>{findings}</ul>" if findings else "<br>")
+                           + verdict)
             self.metrics.value = verdict + table_html(c.score_rows(), ["metric", "value", "pass if", "pass"]) + saved
             state["metrics"] = c.metrics
             state["score"] = score
+            state["teaching_score"] = teaching
         else:
             self.metrics.value = ""
         self.hook.value = json.dumps(state)
