@@ -142,7 +142,8 @@ def test_rehearsal_page_performs_an_attempt_with_its_buttons(teach, page_and_log
     metrics = page.locator(".wb-rehearsal-metrics").first
     metrics.wait_for(state="visible", timeout=CLICK_MS)
     text = metrics.inner_text()
-    panel.screenshot(path=str(results_dir / "voila-rehearsal-finished.png"))
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=str(results_dir / "voila-rehearsal-finished.png"), full_page=True)
     match = re.search(r"tip to target mm\s+([\d.]+)", text)
     assert match, text
     assert float(match.group(1)) < 1.0, text

@@ -770,6 +770,7 @@ class RehearsalPanel:
         full_label(self.new_button, self.snap_button, self.sweep_button, self.recorded_button, self.insert_button,
                    *self.step_buttons, self.redirect_in,
                    self.redirect_out, self.inject_button, self.finish_button)
+        self.recorded_button.layout.align_self = "flex-start"  # its own row, at its label's width
         self.status = W.HTML()
         self.status.add_class("wb-rehearsal-status")
         self.events = W.HTML()
