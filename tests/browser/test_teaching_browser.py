@@ -159,9 +159,16 @@ def test_a_class_of_three_trainees_in_the_voila_app(library, results_db, page_an
             assert entry.case_id in home and f"task: {entry.task}" in home, home
         assert "Class results" in home and str(library) not in home and "sqlite" not in home.lower(), home
         shown = {}
-        for index, entry in enumerate(entries):
-            page.goto(app.url("/"), wait_until="domcontentloaded")
-            page.locator(f"a[href$='04_plan_export.ipynb?case={entry.case_id}']").click()
+        # three trainees' tabs, one per case, opened from the home page's links at once (their
+        # kernels start side by side, as in a class); the first by a click on its link
+        links = [page.locator(f"a[href$='04_plan_export.ipynb?case={entry.case_id}']") for entry in entries]
+        hrefs = [page.evaluate("(h) => new URL(h, document.baseURI).href", link.get_attribute("href")) for link in links[1:]]
+        tabs = [page] + [page.context.new_page() for _ in hrefs]
+        for tab, href in zip(tabs[1:], hrefs):
+            tab.set_default_timeout(30_000)
+            tab.goto(href, wait_until="commit")
+        links[0].click()
+        for index, (entry, page) in enumerate(zip(entries, tabs)):
             wait_for_class(page, "wb-submit-panel")
             panel_text = page.locator(".wb-plan-panel").inner_text()
             assert "expert:" not in page.locator(".wb-plan-panel .widget-dropdown select").nth(1).inner_text(), (
@@ -184,6 +191,9 @@ def test_a_class_of_three_trainees_in_the_voila_app(library, results_db, page_an
                 _colour_pixels(png, CYAN), _colour_pixels(png, MAGENTA))
             assert str(library) not in page.locator("body").inner_text() and panel_text
         page.screenshot(path=str(results_dir / f"voila-trainee-page-{backend}.png"), full_page=True)
+        for tab in tabs[1:]:
+            tab.close()
+        page = tabs[0]
 
         # the database, by numbers
         with open_store(db) as store:
@@ -227,7 +237,8 @@ def test_a_class_of_three_trainees_in_the_voila_app(library, results_db, page_an
         exported = list(csv.DictReader(io.StringIO(response.text())))
         assert len(exported) == len(SUBMISSIONS) and {r["trainee"] for r in exported} == {"t01", "t02", "t03"}
         assert sorted(float(r["score"]) for r in exported) == pytest.approx(sorted(r["score"] for r in rows), abs=1e-9)
-        page.screenshot(path=str(results_dir / f"voila-teacher-{backend}.png"), full_page=True)
+        page.set_viewport_size({"width": 1400, "height": 1900})  # the whole teacher's page in one picture
+        page.locator(".wb-teacher").screenshot(path=str(results_dir / f"voila-teacher-{backend}.png"))
         teacher_text = page.locator("body").inner_text()
         assert str(library) not in teacher_text and "sqlite" not in teacher_text.lower() and "postgresql" not in teacher_text
     assert not log.foreign(), f"the teaching app requested non-local URLs: {log.foreign()}"

@@ -156,6 +156,9 @@ class ClassView:
                     ax.plot(*zip(*rehearsed), linestyle="none", marker="s", markersize=9, color=line.get_color(),
                             markerfacecolor="none")
             ax.axhline(50.0, color="grey", linestyle=":", linewidth=1)
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # attempts are whole numbers
             ax.set_xlabel("attempt", fontsize=8)
             ax.set_ylabel("score", fontsize=8)
             ax.set_ylim(0, 105)
