@@ -79,14 +79,16 @@ def test_build_writes_every_export_of_the_expert_plan(built, registered_case, sh
     for expert, trajectory in zip(ground_truth["expert_plans"], document["trajectories"]):
         assert trajectory["structure"] == expert["target"]
         assert trajectory["derived"]["insertion_depth_mm"] == pytest.approx(expert["insertion_depth_mm"], abs=1e-9)
-        # the MRI slab ends behind the spinous processes: every entry lies 10-30 mm outside it (a warning:
-        # the label map covers it and checks the skin); the S1 roots also run close to the expert path
+        # the MRI slab reaches 15 mm behind the skin (docs/phantom.md): every entry lies inside it; only
+        # the S1 roots run close to the expert path (a warning)
         reasons = trajectory["safety"]["reasons"]
-        assert trajectory["safety"]["status"] == "warning", reasons
-        assert re.fullmatch(r"entry is [12][0-9]\.\d mm outside the MRI volume \(skin and air checked on the label map\)", reasons[0])
-        assert len(reasons) == (2 if expert["target"].startswith("S1") else 1), reasons
+        is_s1 = expert["target"].startswith("S1")
+        assert not any("outside the MRI" in reason for reason in reasons), reasons
+        assert trajectory["safety"]["status"] == ("warning" if is_s1 else "ok"), reasons
+        assert len(reasons) == (1 if is_s1 else 0), reasons
         checks = {c["name"]: c for c in trajectory["safety"]["checks"]}
-        assert abs(checks["entry on the skin"]["value_mm"]) < 0.5 and checks["path through air"]["value_mm"] < 0.5
+        # measured on the MRI's body mask now that the entry is inside the MRI (2.28 mm pixels across)
+        assert abs(checks["entry on the skin"]["value_mm"]) < 1.5 and checks["path through air"]["value_mm"] < 0.5
         assert 0.0 <= trajectory["derived"]["angle_to_skin_normal_deg"] < 45.0
     assert document["provenance"]["author"] == "QA"
     assert re.fullmatch(r"[0-9a-f]{64}", document["provenance"]["mri_digest"])
@@ -111,7 +113,9 @@ def test_check_reruns_the_safety_checks_with_the_case_label_map_and_mri(built, d
     summary = json.loads(capsys.readouterr().out)
     assert summary["label_map_checked"] is True and summary["mri_checked"] is True
     statuses = {t["name"]: t["status"] for t in summary["plans"][0]["trajectories"]}
-    assert set(statuses.values()) == {"warning"} and len(statuses) == 8
+    assert len(statuses) == 8  # entries inside the MRI: ok, but the S1 roots run close to the expert path
+    assert {name for name, status in statuses.items() if status == "warning"} == {n for n in statuses if n.startswith("S1")}
+    assert {status for name, status in statuses.items() if not name.startswith("S1")} == {"ok"}
     assert summary["blocked"] == []
 
 

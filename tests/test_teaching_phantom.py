@@ -17,6 +17,7 @@ from workbench.anatomy import Label
 from workbench.errors import PhantomError
 from workbench.phantom.anatomy import SpineParameters, build_phantom
 from workbench.phantom.democase import DEFAULT_DEMO_CASE, DemoCaseSpec
+from workbench.phantom.mri import MRI_SYNTHESIS_VERSION
 
 NEURAL = (Label.NERVE_ROOT, Label.DORSAL_ROOT_GANGLION, Label.RADICULAR_ARTERY)
 
@@ -40,7 +41,7 @@ def _array(phantom) -> np.ndarray:
 def test_demo_spec_cache_key_and_ground_truth_spec_unchanged_at_defaults():
     old_fields = {k: v for k, v in dataclasses.asdict(DEFAULT_DEMO_CASE).items()
                   if k not in ("scoliosis_deg", "transitional", "foraminal_stenosis")}
-    old_text = json.dumps({**old_fields, "software": __version__}, sort_keys=True)
+    old_text = json.dumps({**old_fields, "software": __version__, "mri_synthesis": MRI_SYNTHESIS_VERSION}, sort_keys=True)
     assert DEFAULT_DEMO_CASE.digest() == hashlib.sha256(old_text.encode()).hexdigest()[:12]
     assert DEFAULT_DEMO_CASE.as_dict() == old_fields
     varied = dataclasses.replace(DEFAULT_DEMO_CASE, transitional="lumbarised-S1", scoliosis_deg=12.0)

@@ -99,8 +99,13 @@ class DemoCaseSpec:
         return out
 
     def digest(self) -> str:
-        """Short digest of the spec and the software version (the cache key)."""
-        text = json.dumps({**self.as_dict(), "software": __version__}, sort_keys=True)
+        """Short digest of the spec, the software version and the MRI synthesis version (the
+        cache key: a case cached before the MRI signal model changed is not reused)."""
+        from workbench.phantom.mri import MRI_SYNTHESIS_VERSION
+
+        text = json.dumps(
+            {**self.as_dict(), "software": __version__, "mri_synthesis": MRI_SYNTHESIS_VERSION}, sort_keys=True
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

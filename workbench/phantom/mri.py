@@ -7,18 +7,22 @@ back with the same geometry and pixels. Positions are LPS mm (``Mri`` frame, doc
 
 Signal model (docs/phantom.md)
 ------------------------------
-1. Each label's relative T2-weighted signal from :data:`~workbench.phantom.labels.TISSUE`;
-   paraspinal muscles mix in fat by the phantom's ``muscle_fat_fraction``; the disc nucleus
-   darkens with ``disc_degeneration`` (to 40 % at 1); bone voxels within
-   ``CORTEX_THICKNESS_MM`` of the bone surface are cortex (nearly void), deeper ones marrow
-   (``MARROW_T2_SIGNAL``).
-2. Partial volume: the signal on the fine label grid is box-averaged over each MRI voxel's
+1. Each label's relative T2-weighted signal from :data:`~workbench.phantom.labels.TISSUE`
+   (values aimed at the contrasts measured on a real 3D T2 lumbar MRI, docs/phantom.md); the
+   disc nucleus darkens with ``disc_degeneration`` (to 40 % at 1).
+2. Texture on the label grid (seeded by the phantom's anatomy seed, so every MRI of one phantom
+   shows the same texture): bone is a cortical shell ``CORTEX_THICKNESS_MM`` thick, partial-
+   volumed per label voxel, around marrow (``MARROW_T2_SIGNAL``) modulated +-10 % by a smooth
+   random field; paraspinal muscle fat (``muscle_fat_fraction`` on average) is concentrated in
+   thin fat planes between fascicles (near the zero set of a smooth random field that drifts
+   slowly along z, so the planes run craniocaudally) and along the borders between muscles.
+3. Partial volume: the signal on the fine label grid is box-averaged over each MRI voxel's
    extent (slice thickness across, pixel size in plane) and sampled at the voxel centres.
-3. A smooth multiplicative bias field (exponential of a random second-order polynomial over
+4. A smooth multiplicative bias field (exponential of a random second-order polynomial over
    the field of view, about +-15 %, receive-coil sensitivity).
-4. Rician noise: the magnitude of the signal plus complex Gaussian noise of standard deviation
+5. Rician noise: the magnitude of the signal plus complex Gaussian noise of standard deviation
    ``noise_sigma`` (so air is Rayleigh distributed, mean/std = 1.91).
-5. Scaled so that CSF is about 2000 and stored as uint16 clipped to 12 bits (0..4095).
+6. Scaled so that CSF is about 2000 and stored as uint16 clipped to 12 bits (0..4095).
 """
 
 from __future__ import annotations
@@ -41,11 +45,41 @@ from workbench.errors import DicomError, PhantomError
 from workbench.phantom.anatomy import Phantom
 from workbench.phantom.labels import CORTEX_THICKNESS_MM, MARROW_T2_SIGNAL, TISSUE
 
-__all__ = ["MriProtocol", "PROTOCOLS", "synthesize_t2", "write_dicom_series"]
+__all__ = [
+    "MriProtocol",
+    "PROTOCOLS",
+    "MRI_SYNTHESIS_VERSION",
+    "SKIN_MARGIN_MM",
+    "synthesize_t2",
+    "signal_lookup",
+    "write_dicom_series",
+]
+
+#: Version of the signal model and protocol geometry: bump it whenever the same phantom, protocol
+#: and seed would give different pixels or geometry (cached demo cases are keyed by it).
+MRI_SYNTHESIS_VERSION = 2
+#: Field of view behind the posterior skin, mm, over the planning region (both protocols).
+SKIN_MARGIN_MM = 15.0
+#: Field of view in front of the most anterior vertebral body voxel, mm ("seed-3d-space").
+BODY_MARGIN_MM = 5.0
+#: Planning region for the coverage: +-this many mm from the midline (x), and from this many mm
+#: below the lowest to above the highest built vertebral body centre (z).
+PLANNING_HALF_WIDTH_MM = 80.0
+PLANNING_Z_MARGIN_MM = 20.0
 
 #: Metadata key on synthesised images naming their protocol (read by :func:`write_dicom_series`).
 PROTOCOL_METADATA_KEY = "workbench.mri.protocol"
 _MUSCLES = (Label.ERECTOR_SPINAE, Label.MULTIFIDUS, Label.QUADRATUS_LUMBORUM, Label.PSOAS)
+_MARROW_VARIATION = 0.12  # standard deviation of the marrow signal's smooth relative variation
+_MARROW_GRAIN_MM = 1.0  # correlation length (Gaussian sigma) of that variation, mm
+#: Gaussian sigma (z, y, x) of the random field whose zero set places the fat planes between
+#: fascicles, mm: long craniocaudally like the fascicles, longer antero-posteriorly than across.
+_FASCICLE_SIGMA_ZYX_MM = (15.0, 8.0, 1.5)
+_FAT_PLANE_WIDTH = 0.2  # |field| scale of a fat plane (half-width about this x the x sigma)
+_PRESENCE_SIGMA_MM = 6.0  # Gaussian sigma of the field that breaks the fat planes into streaks
+_PRESENCE_LEVEL = 0.3  # fat planes only where the presence field exceeds this (38 % of the volume)
+_DIFFUSE_FAT_SHARE = 0.3  # share of the muscle fat spread evenly; the rest lies in the planes
+_BORDER_FAT_FRACTION = 0.6  # fat fraction of the label voxels on a border between two muscles
 _NUCLEUS_DARKENING = 0.6  # fraction of the nucleus signal lost at full degeneration
 _SIGNAL_TO_COUNTS = 2000.0  # relative signal 1 (CSF) -> stored value
 _MAX_COUNT = 4095  # 12-bit range
@@ -76,7 +110,10 @@ class MriProtocol:
     slice_thickness_mm : float
         Slice thickness and spacing, mm (also the in-plane pixel when ``matrix`` is None).
     n_slices : int or None
-        Number of slices; None covers the whole phantom.
+        Number of slices. None: with ``fov_mm`` None, the grid tiles the whole label map (and
+        ``SKIN_MARGIN_MM`` of air behind it); with a field of view, the slab is as thick as
+        needed to reach from ``BODY_MARGIN_MM`` in front of the vertebral bodies to
+        ``SKIN_MARGIN_MM`` behind the posterior skin over the planning region.
     protocol_name, sequence_name, series_description : str
         DICOM ProtocolName, SequenceName and default SeriesDescription.
     repetition_time_ms, echo_time_ms : float
@@ -104,7 +141,10 @@ class MriProtocol:
 
 
 #: Protocol presets. "seed-3d-space" is the clinical study's sequence: coronal T2 3D SPACE,
-#: FOV 420 mm, matrix 184 x 184 (2.283 mm pixels), 80 slices of 1 mm.
+#: FOV 420 mm, matrix 184 x 184 (2.283 mm pixels), slices of 1 mm. The study used 80 slices;
+#: 80 mm cannot reach from the vertebral bodies to the posterior skin (the default demo case,
+#: BMI 28, needs 159 slices with the margins), so the preset's slab is sized to the anatomy
+#: (docs/phantom.md).
 PROTOCOLS: dict[str, MriProtocol] = {
     "seed-3d-space": MriProtocol(
         name="seed-3d-space",
@@ -112,7 +152,7 @@ PROTOCOLS: dict[str, MriProtocol] = {
         fov_mm=420.0,
         matrix=184,
         slice_thickness_mm=1.0,
-        n_slices=80,
+        n_slices=None,
         protocol_name="t2_space_cor",
         sequence_name="*spc3d1rr282ns",
         series_description="t2_space_cor_p2_iso",
@@ -154,10 +194,12 @@ def synthesize_t2(phantom: Phantom, protocol: str = "seed-3d-space", seed: int =
     Notes
     -----
     "seed-3d-space" centres its 420 mm field of view on x = 0 and the middle of the built
-    vertebrae in z; its 80 mm coronal slab spans from the most anterior vertebral body centre
-    (mid-depth of the bodies) to 2 mm behind the most posterior spinous process tip, centred
-    on that span; when the span exceeds the slab, the slab keeps the posterior end (spinous
-    processes, laminae, canal and roots) and cuts the bodies.
+    vertebrae in z; its coronal slab of 1 mm slices reaches from ``BODY_MARGIN_MM`` in front of
+    the most anterior vertebral body voxel to ``SKIN_MARGIN_MM`` behind the most posterior skin
+    point of the planning region (``|x| <= PLANNING_HALF_WIDTH_MM``, z within
+    ``PLANNING_Z_MARGIN_MM`` of the built body centres): 159 slices for the default demo case
+    (BMI 28). "isotropic-1mm" tiles the label map with 1 mm voxels and adds ``SKIN_MARGIN_MM``
+    of air behind it.
 
     Raises
     ------
@@ -202,44 +244,71 @@ def _geometry(phantom: Phantom, preset: MriProtocol) -> _Geometry:
     axes = _ORIENTATIONS[preset.orientation]
     if preset.fov_mm is None:
         return _covering_geometry(phantom.labels, preset.slice_thickness_mm, axes)
+    if preset.orientation != "coronal":
+        raise PhantomError(f"protocol {preset.name!r}: a field-of-view slab must be coronal")
     pixel = preset.fov_mm / preset.matrix
-    size = (preset.matrix, preset.matrix, preset.n_slices)
+    front_y_mm, back_y_mm = _slab_span_y_mm(phantom)
+    n_slices = preset.n_slices or int(np.ceil((back_y_mm - front_y_mm) / preset.slice_thickness_mm)) + 1
+    size = (preset.matrix, preset.matrix, n_slices)
     spacing = (pixel, pixel, preset.slice_thickness_mm)
-    centre = _field_of_view_centre(phantom, preset)
+    centres = np.array(list(phantom.vertebra_centres_lps.values()))
+    centre = np.array([0.0, (front_y_mm + back_y_mm) / 2, centres[:, 2].mean()])
     half_extent = (np.array(size) - 1) / 2 * np.array(spacing)
     return _Geometry(size, spacing, centre - axes.T @ half_extent, axes)
 
 
-def _field_of_view_centre(phantom: Phantom, preset: MriProtocol) -> np.ndarray:
-    """Centre of a slab: x = 0, z = middle of the built bodies, along the slice axis as in the
-    Notes of :func:`synthesize_t2` (coronal: y)."""
-    centres = np.array(list(phantom.vertebra_centres_lps.values()))
-    tips = np.array([p for name, p in phantom.landmarks_lps.items() if name.endswith("spinous process tip")])
-    centre = np.array([0.0, 0.0, centres[:, 2].mean()])
-    slab = preset.n_slices * preset.slice_thickness_mm
-    front, back = centres[:, 1].min(), tips[:, 1].max() + 2.0
-    centre[1] = (front + back) / 2 if back - front <= slab - 2.0 else back + 1.0 - slab / 2
-    return centre
+def planning_skin_y_mm(phantom: Phantom) -> float:
+    """Most posterior y of the skin over the planning region, mm (LPS).
+
+    The planning region is ``|x| <= PLANNING_HALF_WIDTH_MM`` and z from
+    ``PLANNING_Z_MARGIN_MM`` below the lowest to as far above the highest built vertebral body
+    centre, sampled every 2 mm.
+    """
+    centres_z_mm = np.array([c[2] for c in phantom.vertebra_centres_lps.values()])
+    x_mm = np.arange(-PLANNING_HALF_WIDTH_MM, PLANNING_HALF_WIDTH_MM + 1e-9, 2.0)
+    z_mm = np.arange(centres_z_mm.min() - PLANNING_Z_MARGIN_MM, centres_z_mm.max() + PLANNING_Z_MARGIN_MM + 1e-9, 2.0)
+    return float(np.nanmax(phantom.skin_surface_y_mm(x_mm[None, :], z_mm[:, None])))
+
+
+def _slab_span_y_mm(phantom: Phantom) -> tuple[float, float]:
+    """(front, back) y of the "seed-3d-space" slab, mm: ``BODY_MARGIN_MM`` in front of the most
+    anterior vertebral body label voxel, ``SKIN_MARGIN_MM`` behind :func:`planning_skin_y_mm`."""
+    labels = sitk.GetArrayViewFromImage(phantom.labels)
+    rows = np.nonzero(np.any(labels == int(Label.VERTEBRAL_BODY), axis=(0, 2)))[0]
+    if rows.size == 0:
+        raise PhantomError("the phantom's label map holds no vertebral body; cannot place the MRI slab")
+    fine = phantom.labels.GetSpacing()[1]
+    front_y_mm = phantom.labels.GetOrigin()[1] + (rows[0] - 0.5) * fine - BODY_MARGIN_MM
+    return front_y_mm, planning_skin_y_mm(phantom) + SKIN_MARGIN_MM
 
 
 def _covering_geometry(labels: sitk.Image, spacing_mm: float, axes: np.ndarray) -> _Geometry:
-    """An axis-aligned grid of ``spacing_mm`` voxels tiling the label map's extent."""
+    """An axis-aligned grid of ``spacing_mm`` voxels tiling the label map's extent, extended by
+    ``SKIN_MARGIN_MM`` posteriorly (+y: air behind the skin, whose label map ends 5 mm behind it)."""
     fine = labels.GetSpacing()[0]
     box_lo = np.array(labels.GetOrigin()) - fine / 2
-    extent = np.array(labels.GetSize()) * fine
+    extent = np.array(labels.GetSize()) * fine + np.array([0.0, SKIN_MARGIN_MM, 0.0])
     size = tuple(int(n) for n in np.floor(extent / spacing_mm + 1e-6))
     return _Geometry(size, (spacing_mm,) * 3, box_lo + spacing_mm / 2, axes)
 
 
 def signal_lookup(phantom: Phantom) -> np.ndarray:
-    """(256,) float32 relative T2 signal per label (bone labels: marrow; cortex is applied on
-    the grid), with the phantom's muscle fat fraction and disc degeneration."""
+    """(256,) float32 mean relative T2 signal per label: muscles with the phantom's mean muscle fat
+    fraction mixed in, the nucleus darkened by its disc degeneration, bone labels at the marrow
+    value (the texture of :func:`synthesize_t2` redistributes muscle fat into fat planes and
+    puts a cortical shell around the marrow, see the module notes)."""
+    table = _base_table(phantom)
+    fat = TISSUE[Label.FAT].t2_signal
+    for muscle in _MUSCLES:
+        table[int(muscle)] += phantom.muscle_fat_fraction * (fat - table[int(muscle)])
+    return table
+
+
+def _base_table(phantom: Phantom) -> np.ndarray:
+    """(256,) float32 signal per label before texture: fat-free muscle, bone labels = marrow."""
     table = np.zeros(256, dtype=np.float32)
     for label, tissue in TISSUE.items():
         table[int(label)] = tissue.t2_signal
-    fat = TISSUE[Label.FAT].t2_signal
-    for muscle in _MUSCLES:
-        table[int(muscle)] += phantom.muscle_fat_fraction * (fat - TISSUE[muscle].t2_signal)
     table[int(Label.DISC_NUCLEUS)] *= 1.0 - _NUCLEUS_DARKENING * phantom.disc_degeneration
     for label in BONE_LABELS:
         table[int(label)] = MARROW_T2_SIGNAL
@@ -263,7 +332,7 @@ def _partial_volume_signal(phantom: Phantom, geometry: _Geometry) -> np.ndarray:
     if np.any(hi <= lo):
         return np.zeros(out_shape, dtype=np.float32)
     array = sitk.GetArrayViewFromImage(labels)[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
-    signal = _fine_signal(array, signal_lookup(phantom), fine)
+    signal = _fine_signal(array, phantom, lo)
     for axis_lps, width in enumerate(widths):
         if width > 1:
             ndimage.uniform_filter1d(signal, int(width), axis=2 - axis_lps, output=signal, mode="constant")
@@ -279,17 +348,140 @@ def _partial_volume_signal(phantom: Phantom, geometry: _Geometry) -> np.ndarray:
     return ndimage.affine_transform(signal, matrix, offset, output_shape=out_shape, order=1, mode="constant", cval=0.0)
 
 
-def _fine_signal(labels: np.ndarray, table: np.ndarray, fine_mm: float) -> np.ndarray:
-    """Signal on the label grid: table lookup, then bone within the cortex thickness of a
-    non-bone voxel (chessboard distance) set to the cortical value."""
-    signal = table[labels]
-    bone_table = np.zeros(256, dtype=np.uint8)
-    bone_table[[int(v) for v in BONE_LABELS]] = 1
-    bone = bone_table[labels]
-    radius = max(1, int(round(CORTEX_THICKNESS_MM / fine_mm)))
-    interior = ndimage.minimum_filter(bone, size=2 * radius + 1, mode="nearest")
-    signal[(bone == 1) & (interior == 0)] = TISSUE[Label.VERTEBRAL_BODY].t2_signal
+def _fine_signal(labels: np.ndarray, phantom: Phantom, lo: np.ndarray) -> np.ndarray:
+    """Signal on the label grid, numpy order (z, y, x), float32, for the crop of the label map
+    whose first voxel is label index ``lo`` (x, y, z): table lookup, then the bone and muscle
+    texture of the module notes."""
+    fine_mm = phantom.labels.GetSpacing()[0]
+    signal = _base_table(phantom)[labels]
+    fields = _TextureFields(phantom, lo)
+    kind_table = np.zeros(256, dtype=np.uint8)  # 1 bone, 2 muscle
+    kind_table[[int(v) for v in BONE_LABELS]] = 1
+    kind_table[[int(m) for m in _MUSCLES]] = 2
+    kind = kind_table[labels]
+    _add_bone_texture(signal, kind == 1, fine_mm, fields)
+    fat_fraction = np.zeros(256, dtype=np.float32)
+    fat_fraction[[int(m) for m in _MUSCLES]] = phantom.muscle_fat_fraction
+    _add_muscle_fat(signal, labels, kind == 2, fat_fraction, fields)
     return signal
+
+
+class _TextureFields:
+    """Smooth unit-variance random fields for the texture, seeded by the phantom's anatomy seed.
+
+    Each is a periodic block of Gaussian-filtered white noise (filtered with wrap-around, so it
+    tiles seamlessly) looked up at label voxel indices modulo its size (:meth:`on_box`): marrow
+    grain at the label spacing (period 40 mm); the fascicle field at 1 mm (or the label spacing
+    if coarser), anisotropic (sigma ``_FASCICLE_SIGMA_ZYX_MM``), period 96 x 64 x 128 mm
+    (x, y, z); where fat planes are present (a field above ``_PRESENCE_LEVEL``, bool) at 4 mm,
+    period 128 mm.
+    """
+
+    def __init__(self, phantom: Phantom, lo: np.ndarray):
+        fine_mm = phantom.labels.GetSpacing()[0]
+        seed = int(getattr(getattr(phantom, "parameters", None), "seed", 0))
+        rng = np.random.default_rng([seed, 0x7E2])
+        self._fine_mm, self._lo = fine_mm, np.asarray(lo)
+        n = max(8, int(round(40.0 / fine_mm)))
+        self.marrow = (_periodic_field(rng, (n, n, n), (_MARROW_GRAIN_MM / fine_mm,) * 3), fine_mm)
+        coarse_mm = max(1.0, fine_mm)
+        size = tuple(max(8, int(round(v / coarse_mm))) for v in (128.0, 64.0, 96.0))
+        sigma = tuple(v / coarse_mm for v in _FASCICLE_SIGMA_ZYX_MM)
+        self.fascicles = (_periodic_field(rng, size, sigma), coarse_mm)
+        presence = _periodic_field(rng, (32, 32, 32), (_PRESENCE_SIGMA_MM / 4.0,) * 3) > _PRESENCE_LEVEL
+        self.presence = (presence, 4.0)
+
+    def on_box(self, field: tuple[np.ndarray, float], box: tuple[slice, slice, slice]) -> np.ndarray:
+        """``field`` on the voxels of ``box`` (slices z, y, x of the crop), (z, y, x), its dtype."""
+        block, block_mm = field
+        scale = self._fine_mm / block_mm
+        out = block
+        for axis, part in enumerate(box):  # one axis at a time: each gather is cheap but the last
+            index = np.floor((self._lo[2 - axis] + np.arange(part.start, part.stop)) * scale).astype(np.int64)
+            out = np.take(out, index % block.shape[axis], axis=axis)
+        return out
+
+
+def _periodic_field(rng: np.random.Generator, shape_zyx: tuple[int, ...], sigma_px: tuple[float, ...]) -> np.ndarray:
+    """Gaussian-filtered white noise with wrap-around, scaled to unit standard deviation, float32."""
+    noise = rng.standard_normal(shape_zyx).astype(np.float32)
+    field = ndimage.gaussian_filter(noise, [max(s, 0.5) for s in sigma_px], mode="wrap")
+    return field / max(float(field.std()), 1e-6)
+
+
+def _add_bone_texture(signal, bone, fine_mm, fields) -> None:
+    """Bone voxels: marrow x (1 + ``_MARROW_VARIATION`` x grain field), mixed with the cortical
+    value by the voxel's cortex fraction: label voxels 1, 2, ... voxels deep (chessboard) in the
+    bone are cortex over the part of their depth range [n s, (n + 1) s) that lies within
+    ``CORTEX_THICKNESS_MM`` of the surface (partial volume on the label grid)."""
+    box = _bounding_box(bone)
+    if box is None:
+        return
+    bone = bone[box]
+    cortex_fraction = np.zeros(bone.shape, dtype=np.float32)
+    layer = bone.view(np.uint8)
+    depth = 0
+    while depth * fine_mm < CORTEX_THICKNESS_MM:
+        fraction = np.float32(min(1.0, (CORTEX_THICKNESS_MM - depth * fine_mm) / fine_mm))
+        inner = ndimage.minimum_filter(layer, size=3, mode="nearest")
+        cortex_fraction += fraction * (layer > inner)  # in this layer: bone, but not in the next
+        layer = inner
+        depth += 1
+    marrow = fields.on_box(fields.marrow, box)
+    marrow *= np.float32(_MARROW_VARIATION)
+    marrow += np.float32(1.0)
+    marrow *= signal[box]  # bone voxels hold MARROW_T2_SIGNAL from the table
+    cortex = np.float32(TISSUE[Label.VERTEBRAL_BODY].t2_signal)
+    marrow += cortex_fraction * (cortex - marrow)
+    sub = signal[box]
+    marrow -= sub
+    marrow *= bone  # 0 outside the bone: leaves those voxels as they are
+    sub += marrow
+
+
+def _add_muscle_fat(signal, labels, inside, fat_fraction, fields) -> None:
+    """Voxels ``inside`` (labels with a fat fraction ``fat_fraction``, (256,) per label):
+    the fat-free signal mixed with fat by a local fat fraction whose mean is the label's: a
+    diffuse share, fat planes near the zero set of the fascicle field where the presence field
+    exceeds ``_PRESENCE_LEVEL`` (broken, craniocaudal streaks), and ``_BORDER_FAT_FRACTION`` on
+    the borders between two different such labels (in plane)."""
+    box = _bounding_box(inside)
+    if box is None:
+        return
+    sub_labels, sub_signal, mask = labels[box], signal[box], inside[box]
+    mean_plane = float(np.mean(np.exp(-((fields.fascicles[0] / _FAT_PLANE_WIDTH) ** 2))))
+    mean_plane *= float(np.mean(fields.presence[0]))
+    plane = fields.on_box(fields.fascicles, box)
+    plane *= np.float32(1.0 / _FAT_PLANE_WIDTH)
+    np.square(plane, out=plane)
+    np.negative(plane, out=plane)
+    np.exp(plane, out=plane)
+    plane *= fields.on_box(fields.presence, box)
+    plane *= np.float32((1.0 - _DIFFUSE_FAT_SHARE) / mean_plane)
+    plane += np.float32(_DIFFUSE_FAT_SHARE)
+    plane *= fat_fraction.astype(np.float32)[sub_labels]  # local fat fraction; 0 outside the labels
+    border = np.zeros_like(mask)  # a different textured label next door (in plane, 4-neighbours)
+    for axis in (1, 2):
+        before = tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
+        after = tuple(slice(1, None) if a == axis else slice(None) for a in range(3))
+        differ = (sub_labels[before] != sub_labels[after]) & mask[before] & mask[after]
+        border[before] |= differ
+        border[after] |= differ
+    np.maximum(plane, np.float32(_BORDER_FAT_FRACTION), out=plane, where=border)
+    np.clip(plane, 0.0, 1.0, out=plane)
+    fat = np.float32(TISSUE[Label.FAT].t2_signal)
+    sub_signal += plane * (fat - sub_signal)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Slices of the smallest box holding every True voxel of a 3D mask, or None."""
+    box = []
+    for axis in range(3):
+        hits = np.nonzero(np.any(mask, axis=tuple(a for a in range(3) if a != axis)))[0]
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 def _grid_corners(geometry: _Geometry) -> np.ndarray:
