@@ -143,6 +143,29 @@ def test_unsupported_or_unreachable_database(tmp_path):
         open_store(tmp_path / "missing" / "r.sqlite")
 
 
+def test_teaching_app_results_database_and_session(tmp_path, capsys):
+    """``workbench teach --library``: the database is created (or migrated) before the app starts,
+    a wrong one fails then; --db/--session need --library."""
+    import re
+
+    from workbench.cli import main
+    from workbench.teach import teaching_results
+
+    db, session = teaching_results(tmp_path, None, None)
+    assert db == str(tmp_path / "results.sqlite") and (tmp_path / "results.sqlite").is_file()
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", session)
+    with open_store(db) as store:
+        assert store.results() == []
+    assert teaching_results(tmp_path, str(tmp_path / "other.sqlite"), "am-1", create=False) == (str(tmp_path / "other.sqlite"), "am-1")
+    assert not (tmp_path / "other.sqlite").exists()  # --dry-run creates nothing
+    with pytest.raises(TeachingError, match="session 'a b'"):
+        teaching_results(tmp_path, None, "a b")
+    with pytest.raises(TeachingError, match="cannot open the results database"):
+        teaching_results(tmp_path, "postgresql://nobody@127.0.0.1:1/none", "S1")
+    assert main(["teach", "--db", str(tmp_path / "x.sqlite"), "--dry-run"]) == 2
+    assert "--db and --session need --library" in capsys.readouterr().err
+
+
 @pytest.fixture
 def postgres_schema_url(postgres_url):
     """A fresh schema of the test server per test, dropped afterwards (the server may be shared)."""
