@@ -246,7 +246,7 @@ def teacher_page_html(base_url: str = "/") -> str:
     """The home page's link to the teacher's page (class results) of a library's teaching app."""
     href = html.escape(base_url + "voila/render/" + quote(TEACHER_NOTEBOOK.name))
     return ('<h2>For the teacher</h2>\n<p class="wb-teacher-link"><a href="' + href + '">Class results</a> '
-            "class table, score distributions, learning curves, the cases that caused most errors, CSV export.</p>\n")
+            "the class table, score distributions, learning curves, the cases that caused most errors, CSV export.</p>\n")
 
 
 def register(subparsers) -> None:

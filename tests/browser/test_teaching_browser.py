@@ -154,6 +154,7 @@ def test_a_class_of_three_trainees_in_the_voila_app(library, results_db, page_an
         # the trainee: the home page lists the cases (with their task) and the teacher's page
         page.goto(app.url("/"), wait_until="domcontentloaded")
         page.wait_for_selector("#wb-landing")
+        page.screenshot(path=str(results_dir / f"voila-home-library-{backend}.png"), full_page=True)
         home = page.locator("body").inner_text()
         for entry in entries:
             assert entry.case_id in home and f"task: {entry.task}" in home, home
