@@ -181,7 +181,10 @@ def _case_summary(case_dir: Path) -> str:
         case = load_case(case_dir)
     except WorkbenchError:
         return "cannot be opened here (the teacher can run `workbench info` on it)"
-    parts = [f"{len(case.targets)} target{'s' if len(case.targets) != 1 else ''}" if case.targets else "no targets yet",
+    from workbench.case.readiness import ENTRY_STRUCTURE
+
+    targets = [t for t in case.targets if t.structure != ENTRY_STRUCTURE]  # entry points are stored as targets too
+    parts = [f"{len(targets)} target{'s' if len(targets) != 1 else ''}" if targets else "no targets yet",
              f"{len(case.sweeps)} ultrasound sweep{'s' if len(case.sweeps) != 1 else ''}" if case.sweeps else "no ultrasound"]
     if case.title:
         parts.insert(0, case.title)
