@@ -155,6 +155,9 @@ class ClassView:
                 if rehearsed:  # rehearsal attempts: squares on the same curve
                     ax.plot(*zip(*rehearsed), linestyle="none", marker="s", markersize=9, color=line.get_color(),
                             markerfacecolor="none")
+            if any(r.get("kind") == "rehearsal" for r in self.rows):  # a legend entry for the squares
+                ax.plot([], [], linestyle="none", marker="s", markersize=9, color="grey", markerfacecolor="none",
+                        label="rehearsal")
             ax.axhline(50.0, color="grey", linestyle=":", linewidth=1)
             from matplotlib.ticker import MaxNLocator
 
