@@ -70,6 +70,7 @@ PLANNING_Z_MARGIN_MM = 20.0
 #: Metadata key on synthesised images naming their protocol (read by :func:`write_dicom_series`).
 PROTOCOL_METADATA_KEY = "workbench.mri.protocol"
 _MUSCLES = (Label.ERECTOR_SPINAE, Label.MULTIFIDUS, Label.QUADRATUS_LUMBORUM, Label.PSOAS)
+_CHUNK_SLICES = 48  # label slices per texture chunk (bounds the temporary arrays)
 _MARROW_VARIATION = 0.12  # standard deviation of the marrow signal's smooth relative variation
 _MARROW_GRAIN_MM = 1.0  # correlation length (Gaussian sigma) of that variation, mm
 #: Gaussian sigma (z, y, x) of the random field whose zero set places the fat planes between
@@ -351,18 +352,26 @@ def _partial_volume_signal(phantom: Phantom, geometry: _Geometry) -> np.ndarray:
 def _fine_signal(labels: np.ndarray, phantom: Phantom, lo: np.ndarray) -> np.ndarray:
     """Signal on the label grid, numpy order (z, y, x), float32, for the crop of the label map
     whose first voxel is label index ``lo`` (x, y, z): table lookup, then the bone and muscle
-    texture of the module notes."""
+    texture of the module notes (in chunks of ``_CHUNK_SLICES`` slices, to bound the memory)."""
     fine_mm = phantom.labels.GetSpacing()[0]
-    signal = _base_table(phantom)[labels]
     fields = _TextureFields(phantom, lo)
-    kind_table = np.zeros(256, dtype=np.uint8)  # 1 bone, 2 muscle
-    kind_table[[int(v) for v in BONE_LABELS]] = 1
-    kind_table[[int(m) for m in _MUSCLES]] = 2
-    kind = kind_table[labels]
-    _add_bone_texture(signal, kind == 1, fine_mm, fields)
+    bone_table = np.zeros(256, dtype=bool)
+    bone_table[[int(v) for v in BONE_LABELS]] = True
     fat_fraction = np.zeros(256, dtype=np.float32)
     fat_fraction[[int(m) for m in _MUSCLES]] = phantom.muscle_fat_fraction
-    _add_muscle_fat(signal, labels, kind == 2, fat_fraction, fields)
+    table = _base_table(phantom)
+    signal = np.empty(labels.shape, dtype=np.float32)
+    bone_box, muscle_box = _BoxAccumulator(), _BoxAccumulator()
+    for z0 in range(0, labels.shape[0], _CHUNK_SLICES):  # lookups index with intp: chunk the index copies
+        part = labels[z0 : z0 + _CHUNK_SLICES]
+        signal[z0 : z0 + _CHUNK_SLICES] = table[part]
+        bone_box.add(bone_table[part], z0)
+        muscle_box.add((fat_fraction > 0)[part], z0)
+    bone_box, muscle_box = bone_box.box(), muscle_box.box()
+    if bone_box is not None:
+        _add_bone_texture(signal, labels, bone_table, bone_box, fine_mm, fields)
+    if muscle_box is not None:
+        _add_muscle_fat(signal, labels, fat_fraction, muscle_box, fields)
     return signal
 
 
@@ -409,79 +418,100 @@ def _periodic_field(rng: np.random.Generator, shape_zyx: tuple[int, ...], sigma_
     return field / max(float(field.std()), 1e-6)
 
 
-def _add_bone_texture(signal, bone, fine_mm, fields) -> None:
-    """Bone voxels: marrow x (1 + ``_MARROW_VARIATION`` x grain field), mixed with the cortical
-    value by the voxel's cortex fraction: label voxels 1, 2, ... voxels deep (chessboard) in the
-    bone are cortex over the part of their depth range [n s, (n + 1) s) that lies within
-    ``CORTEX_THICKNESS_MM`` of the surface (partial volume on the label grid)."""
-    box = _bounding_box(bone)
-    if box is None:
-        return
-    bone = bone[box]
-    cortex_fraction = np.zeros(bone.shape, dtype=np.float32)
-    layer = bone.view(np.uint8)
-    depth = 0
-    while depth * fine_mm < CORTEX_THICKNESS_MM:
-        fraction = np.float32(min(1.0, (CORTEX_THICKNESS_MM - depth * fine_mm) / fine_mm))
-        inner = ndimage.minimum_filter(layer, size=3, mode="nearest")
-        cortex_fraction += fraction * (layer > inner)  # in this layer: bone, but not in the next
-        layer = inner
-        depth += 1
-    marrow = fields.on_box(fields.marrow, box)
-    marrow *= np.float32(_MARROW_VARIATION)
-    marrow += np.float32(1.0)
-    marrow *= signal[box]  # bone voxels hold MARROW_T2_SIGNAL from the table
+def _add_bone_texture(signal, labels, bone_table, box, fine_mm, fields) -> None:
+    """Bone voxels (``bone_table[labels]``) in ``box``: marrow x (1 + ``_MARROW_VARIATION`` x grain
+    field), mixed with the cortical value by the voxel's cortex fraction: label voxels 1, 2, ...
+    voxels deep (chessboard) in the bone are cortex over the part of their depth range
+    [n s, (n + 1) s) that lies within ``CORTEX_THICKNESS_MM`` of the surface (partial volume on the
+    label grid). Chunks along z carry a halo of as many slices as layers, so they agree with one pass."""
+    fractions = []
+    while len(fractions) * fine_mm < CORTEX_THICKNESS_MM:
+        fractions.append(np.float32(min(1.0, (CORTEX_THICKNESS_MM - len(fractions) * fine_mm) / fine_mm)))
+    halo = len(fractions)
     cortex = np.float32(TISSUE[Label.VERTEBRAL_BODY].t2_signal)
-    marrow += cortex_fraction * (cortex - marrow)
-    sub = signal[box]
-    marrow -= sub
-    marrow *= bone  # 0 outside the bone: leaves those voxels as they are
-    sub += marrow
+    for z0 in range(box[0].start, box[0].stop, _CHUNK_SLICES):
+        z1 = min(z0 + _CHUNK_SLICES, box[0].stop)
+        za, zb = max(box[0].start, z0 - halo), min(box[0].stop, z1 + halo)
+        layer = bone_table[labels[za:zb, box[1], box[2]]].view(np.uint8)
+        core = slice(z0 - za, z1 - za)
+        bone = layer[core].astype(bool)
+        cortex_fraction = np.zeros(bone.shape, dtype=np.float32)
+        for fraction in fractions:
+            inner = ndimage.minimum_filter(layer, size=3, mode="nearest")
+            cortex_fraction += fraction * (layer[core] > inner[core])  # bone in this layer, not in the next
+            layer = inner
+        chunk = (slice(z0, z1), box[1], box[2])
+        sub = signal[chunk]
+        marrow = fields.on_box(fields.marrow, chunk)
+        marrow *= np.float32(_MARROW_VARIATION)
+        marrow += np.float32(1.0)
+        marrow *= sub  # bone voxels hold MARROW_T2_SIGNAL from the table
+        marrow += cortex_fraction * (cortex - marrow)
+        marrow -= sub
+        marrow *= bone  # 0 outside the bone: leaves those voxels as they are
+        sub += marrow
 
 
-def _add_muscle_fat(signal, labels, inside, fat_fraction, fields) -> None:
-    """Voxels ``inside`` (labels with a fat fraction ``fat_fraction``, (256,) per label):
-    the fat-free signal mixed with fat by a local fat fraction whose mean is the label's: a
-    diffuse share, fat planes near the zero set of the fascicle field where the presence field
-    exceeds ``_PRESENCE_LEVEL`` (broken, craniocaudal streaks), and ``_BORDER_FAT_FRACTION`` on
-    the borders between two different such labels (in plane)."""
-    box = _bounding_box(inside)
-    if box is None:
-        return
-    sub_labels, sub_signal, mask = labels[box], signal[box], inside[box]
+def _add_muscle_fat(signal, labels, fat_fraction, box, fields) -> None:
+    """Voxels in ``box`` whose label has a fat fraction (``fat_fraction``, (256,) per label): the
+    fat-free signal mixed with fat by a local fat fraction whose mean is the label's: a diffuse
+    share, fat planes near the zero set of the fascicle field where the presence field exceeds
+    ``_PRESENCE_LEVEL`` (broken, craniocaudal streaks), and ``_BORDER_FAT_FRACTION`` on the
+    borders between two different such labels (in plane, so z chunks need no halo)."""
     mean_plane = float(np.mean(np.exp(-((fields.fascicles[0] / _FAT_PLANE_WIDTH) ** 2))))
     mean_plane *= float(np.mean(fields.presence[0]))
-    plane = fields.on_box(fields.fascicles, box)
-    plane *= np.float32(1.0 / _FAT_PLANE_WIDTH)
-    np.square(plane, out=plane)
-    np.negative(plane, out=plane)
-    np.exp(plane, out=plane)
-    plane *= fields.on_box(fields.presence, box)
-    plane *= np.float32((1.0 - _DIFFUSE_FAT_SHARE) / mean_plane)
-    plane += np.float32(_DIFFUSE_FAT_SHARE)
-    plane *= fat_fraction.astype(np.float32)[sub_labels]  # local fat fraction; 0 outside the labels
-    border = np.zeros_like(mask)  # a different textured label next door (in plane, 4-neighbours)
-    for axis in (1, 2):
-        before = tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
-        after = tuple(slice(1, None) if a == axis else slice(None) for a in range(3))
-        differ = (sub_labels[before] != sub_labels[after]) & mask[before] & mask[after]
-        border[before] |= differ
-        border[after] |= differ
-    np.maximum(plane, np.float32(_BORDER_FAT_FRACTION), out=plane, where=border)
-    np.clip(plane, 0.0, 1.0, out=plane)
+    textured = fat_fraction > 0
     fat = np.float32(TISSUE[Label.FAT].t2_signal)
-    sub_signal += plane * (fat - sub_signal)
+    for z0 in range(box[0].start, box[0].stop, _CHUNK_SLICES):
+        chunk = (slice(z0, min(z0 + _CHUNK_SLICES, box[0].stop)), box[1], box[2])
+        sub_labels, sub_signal = labels[chunk], signal[chunk]
+        mask = textured[sub_labels]
+        plane = fields.on_box(fields.fascicles, chunk)
+        plane *= np.float32(1.0 / _FAT_PLANE_WIDTH)
+        np.square(plane, out=plane)
+        np.negative(plane, out=plane)
+        np.exp(plane, out=plane)
+        plane *= fields.on_box(fields.presence, chunk)
+        plane *= np.float32((1.0 - _DIFFUSE_FAT_SHARE) / mean_plane)
+        plane += np.float32(_DIFFUSE_FAT_SHARE)
+        plane *= fat_fraction[sub_labels]  # local fat fraction; 0 outside the textured labels
+        border = np.zeros_like(mask)  # a different textured label next door (in plane, 4-neighbours)
+        for axis in (1, 2):
+            before = tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
+            after = tuple(slice(1, None) if a == axis else slice(None) for a in range(3))
+            differ = (sub_labels[before] != sub_labels[after]) & mask[before] & mask[after]
+            border[before] |= differ
+            border[after] |= differ
+        np.maximum(plane, np.float32(_BORDER_FAT_FRACTION), out=plane, where=border)
+        np.clip(plane, 0.0, 1.0, out=plane)
+        sub_signal += plane * (fat - sub_signal)
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Slices of the smallest box holding every True voxel of a 3D mask, or None."""
-    box = []
-    for axis in range(3):
-        hits = np.nonzero(np.any(mask, axis=tuple(a for a in range(3) if a != axis)))[0]
-        if hits.size == 0:
+class _BoxAccumulator:
+    """Bounding box of a 3D mask given in chunks along its first axis."""
+
+    def __init__(self):
+        self._z: list[int] = []
+        self._yx: np.ndarray | None = None
+
+    def add(self, mask: np.ndarray, z0: int) -> None:
+        """Add chunk ``mask`` (z, y, x) whose first slice is slice ``z0`` of the whole."""
+        hits = np.nonzero(np.any(mask, axis=(1, 2)))[0]
+        if hits.size:
+            self._z += [z0 + int(hits[0]), z0 + int(hits[-1])]
+            yx = np.any(mask, axis=0)
+            self._yx = yx if self._yx is None else self._yx | yx
+
+    def box(self) -> tuple[slice, slice, slice] | None:
+        """Slices (z, y, x) of the smallest box holding every True voxel, or None."""
+        if not self._z:
             return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
+        rows, cols = np.nonzero(np.any(self._yx, axis=1))[0], np.nonzero(np.any(self._yx, axis=0))[0]
+        return (
+            slice(min(self._z), max(self._z) + 1),
+            slice(int(rows[0]), int(rows[-1]) + 1),
+            slice(int(cols[0]), int(cols[-1]) + 1),
+        )
 
 
 def _grid_corners(geometry: _Geometry) -> np.ndarray:
