@@ -301,3 +301,69 @@ def test_the_recorded_sweep_is_followed_through_the_case_registration(controller
     top_centre_mm = recorded @ np.array([149.5, 0.0, 0.0, 1.0])
     np.testing.assert_allclose(converted @ np.array([c.probe.transducer_origin_px[0], 0.0, 0.0, 1.0]), top_centre_mm,
                                atol=1e-9)
+
+
+def test_a_library_attempt_is_submitted_to_the_results_database(teaching_library, tmp_path):
+    """The submit box of a teaching-library case (notebook 08 in ``workbench teach --library``):
+    a scripted attempt along the plan, finished through the controller, submitted under a
+    pseudonym to a temporary SQLite store: one ``rehearsal`` row of that trainee, case and task
+    whose score equals ``score_rehearsal`` of the saved ``metrics.json`` (1e-9); a name is refused
+    and a second submit of the same attempt adds no row. A case outside a library has no box."""
+    import shutil
+
+    from workbench.teaching.library import LIBRARY_INDEX, library_case_for
+    from workbench.teaching.score import score_rehearsal
+    from workbench.teaching.store import PLAN_GEOMETRY_COLUMNS, open_store
+    from workbench.widgets.rehearsal import RehearsalController, RehearsalPanel
+    from workbench.widgets.session import WidgetError
+
+    case_id = "LIB-001-01"
+    library = tmp_path / "library"  # a copy: finishing saves the attempt into the case
+    library.mkdir()
+    shutil.copy2(teaching_library / LIBRARY_INDEX, library / LIBRARY_INDEX)
+    shutil.copytree(teaching_library / case_id, library / case_id)
+    task = library_case_for(library / case_id).task
+    db = tmp_path / "results.sqlite"
+
+    c = RehearsalController.from_case(library / case_id, task)
+    panel = RehearsalPanel(c, submit=True, db=db, session="R-08")
+    assert panel.submit_button.disabled  # nothing to submit before Finish
+    c.snap()
+    c.insert()
+    c.advance_to_target(5.0)
+    while c.can_inject():
+        c.inject(1.0)
+    panel.finish()
+    assert c.result is not None and not panel.submit_button.disabled
+    shown = c.teaching_score()  # what the metrics box showed at Finish
+
+    panel.trainee.value = "John Smith"  # a name, not a pseudonym: refused, nothing stored
+    assert panel.submit() is None and "not a pseudonym" in panel.submit_result.value
+    panel.trainee.value = " t08 "
+    stored = panel.submit()
+    assert stored is not None, panel.submit_result.value
+    metrics = json.loads(stored["metrics_path"].read_text(encoding="utf-8"))
+    expected = score_rehearsal(metrics, case_id=case_id, task=task)
+    with open_store(db) as store:
+        rows = store.results()
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert (row["trainee"], row["session"], row["case_id"], row["kind"], row["task"]) == (
+        "t08", "R-08", case_id, "rehearsal", task)
+    assert row["id"] == stored["attempt_id"]
+    assert row["score"] == pytest.approx(expected.score, abs=1e-9) == pytest.approx(shown["score"], abs=1e-9)
+    assert row["passed"] == expected.passed and expected.passed and row["score"] >= 90.0  # along the expert path
+    assert all(row[name] is None for name in PLAN_GEOMETRY_COLUMNS)
+    assert row["metrics"]["tip_to_target_mm"] == pytest.approx(metrics["tip_to_target_mm"], abs=1e-9)
+    assert metrics["tip_to_target_mm"] < 1.0
+    assert f"Score {expected.score:.0f} / 100, passed" in panel.submit_result.value
+    assert f"data-attempt='{row['id']}'" in panel.submit_result.value
+    assert json.loads(panel.hook.value)["submitted"]["score"] == pytest.approx(expected.score, abs=1e-9)
+    assert panel.submit_button.disabled  # one row per attempt
+    with pytest.raises(WidgetError, match="submitted already"):
+        c.submit("t08", "R-08", db=db)
+    with open_store(db) as store:
+        assert len(store.results()) == 1
+    panel.new_attempt()
+    assert c.submitted is None and panel.submit_result.value == "" and panel.submit_button.disabled
+    assert RehearsalPanel(c).submit_box is None  # outside a teaching library: no submit box

@@ -16,6 +16,13 @@ saves the attempt (``metrics.json`` and the recording) into ``<case>/rehearsals/
 published with one atomic rename. The three images are PNGs (``ipywidgets.Image``); a hidden JSON
 hook (``wb-rehearsal-state``) gives tests the needle's pixels on the B-mode and the metrics.
 
+On a teaching-library case (``workbench teach --library``) the panel adds a submit box: after
+*Finish*, the trainee's pseudonym and *Submit attempt* store the attempt in the session's results
+database as a ``rehearsal`` attempt (:meth:`RehearsalController.submit`, through
+:func:`workbench.teaching.submit.submit_rehearsal`, as ``workbench submit --attempt`` does; the
+database and session come from the app as on plan page 04, :mod:`workbench.widgets.teacher`), and
+the box shows the score and findings.
+
 The tip's position is known to the simulator and never printed for the trainee: the panel shows
 the inserted length (the needle's depth marks) and the images only. All positions ``Mri`` (LPS mm).
 """
@@ -250,6 +257,7 @@ class RehearsalController:
         self.result = None
         self.metrics: dict | None = None
         self.saved_to: Path | None = None
+        self.submitted: dict | None = None
         self.entry_mri = self.plan_entry_mri.copy()
         self.pose = self.snap_pose()
         if self.imager is not None:
@@ -675,6 +683,59 @@ class RehearsalController:
         return {"score": scored.score, "passed": scored.passed, "safety_status": scored.safety_status,
                 "findings": list(scored.findings), "task": task}
 
+    def submit(self, trainee: str, session: str | None = None, db=None) -> dict:
+        """Store the finished attempt in the teaching results database as a ``rehearsal`` attempt
+        of ``trainee`` (a pseudonym) and return what was stored.
+
+        The attempt's saved ``metrics.json`` (saved now if :meth:`finish` did not) is scored and
+        stored by :func:`workbench.teaching.submit.submit_rehearsal`, as ``workbench submit
+        --attempt`` does: the task is the library's for the case.
+
+        Parameters
+        ----------
+        trainee : str
+            Pseudonymous trainee id (checked by the store: no names, no PHI).
+        session : str, optional
+            Teaching session id (default :func:`workbench.widgets.teacher.app_session`: the app's).
+        db : str or Path, optional
+            SQLite file or database URL (default :func:`workbench.widgets.teacher.app_results_db`:
+            the app's, else ``results.sqlite`` beside the case's library).
+
+        Returns
+        -------
+        dict
+            ``attempt_id`` (int, the row's id), ``trainee``, ``session``, ``case_id``, ``task``,
+            ``score`` (0-100), ``passed``, ``safety_status``, ``findings`` (list of str),
+            ``metrics_path`` (Path of the submitted ``metrics.json``). Also kept as :attr:`submitted`.
+
+        Raises
+        ------
+        WidgetError
+            The attempt is not finished, or was submitted already (one row per attempt).
+        workbench.teaching.TeachingError
+            Not a pseudonym, no results database, the database cannot be reached.
+        """
+        from workbench.teaching.submit import submit_rehearsal
+        from workbench.widgets.teacher import app_results_db, app_session
+
+        if self.result is None:
+            raise WidgetError("finish the attempt before submitting it", self.scene.case_dir)
+        if self.submitted is not None:
+            raise WidgetError(f"this attempt is submitted already (attempt {self.submitted['attempt_id']} of "
+                              f"{self.submitted['trainee']}): start a new attempt", self.scene.case_dir)
+        trainee = str(trainee).strip()
+        session = app_session() if session is None else str(session).strip()
+        db = app_results_db(self.scene.case_dir) if db is None else db
+        if self.saved_to is None:
+            self.saved_to = self.save()
+        metrics_path = self.saved_to / "metrics.json"
+        attempt_id, scored = submit_rehearsal(db, trainee, session, self.scene.case_dir, metrics_path)
+        self.submitted = {"attempt_id": int(attempt_id), "trainee": trainee, "session": session,
+                          "case_id": scored.case_id, "task": scored.task, "score": float(scored.score),
+                          "passed": bool(scored.passed), "safety_status": scored.safety_status,
+                          "findings": list(scored.findings), "metrics_path": metrics_path}
+        return self.submitted
+
     def score(self) -> dict:
         """``{"passed": n, "checked": m, "pass": bool}`` over the metrics with a pass threshold."""
         rows = [r for r in self.score_rows() if r["pass"]]
@@ -728,10 +789,22 @@ class RehearsalPanel:
         Probe, needle and injection controls, the B-mode (``wb-rehearsal-bmode``), the MRI on the
         same plane (``wb-rehearsal-mri``), the fused view (``wb-rehearsal-fused``), the event list
         (``wb-rehearsal-events``), the metrics (``wb-rehearsal-metrics``) and the hidden JSON hook
-        ``wb-rehearsal-state``.
+        ``wb-rehearsal-state``; with ``submit``, the submit box ``wb-rehearsal-submit`` (trainee id
+        ``wb-submit-trainee``, session, *Submit attempt*, the stored score ``wb-rehearsal-submit-result``).
+
+    Parameters
+    ----------
+    controller : RehearsalController
+    submit : bool
+        Show the submit box (a teaching-library case: notebook 08 passes
+        ``library_case_for(case) is not None``, as plan page 04 does).
+    db : str or Path, optional
+        Results database of the submit box (default: the app's, :meth:`RehearsalController.submit`).
+    session : str, optional
+        Preset teaching session id (editable; default the app's, :func:`workbench.widgets.teacher.app_session`).
     """
 
-    def __init__(self, controller: RehearsalController):
+    def __init__(self, controller: RehearsalController, submit: bool = False, db=None, session: str | None = None):
         import ipywidgets as W
 
         from workbench.widgets._ui import full_label, json_hook
@@ -832,7 +905,58 @@ class RehearsalPanel:
             self.events, self.metrics, self.hook,
         ])
         self.widget.add_class("wb-rehearsal")
+        self.submit_box = None
+        self.db = db
+        if submit:
+            self.submit_box = self._submit_box(session)
+            self.widget.children = (*self.widget.children[:-1], self.submit_box, self.hook)
         self.refresh()
+
+    def _submit_box(self, session: str | None):
+        """The trainee's submit box (task, pseudonym, session, *Submit attempt*, result)."""
+        import ipywidgets as W
+
+        from workbench.teaching.library import library_case_for
+        from workbench.widgets._ui import full_label
+        from workbench.widgets.teacher import app_session
+
+        entry = library_case_for(self.controller.scene.case_dir)
+        task = ("" if entry is None else f"<b>Your task:</b> {html.escape(entry.task)} (difficulty "
+                f"{entry.difficulty:.1f} of 5, {html.escape(entry.difficulty_label)}). ")
+        self.submit_note = W.HTML(f"<b>Submit (teaching session)</b><br>{task}<small>After <i>Finish and score</i>, "
+                                  "type your pseudonymous id and submit: the attempt is scored against expert "
+                                  "records and stored for your teacher.</small>")
+        self.trainee = W.Text(description="Trainee id", placeholder="pseudonym, e.g. t07")
+        self.trainee.add_class("wb-submit-trainee")
+        self.session = W.Text(description="Session", value=session if session is not None else app_session())
+        self.submit_button = W.Button(description="Submit attempt", button_style="primary", icon="paper-plane")
+        self.submit_button.add_class("wb-rehearsal-submit-button")
+        full_label(self.submit_button)
+        self.submit_result = W.HTML()
+        self.submit_result.add_class("wb-rehearsal-submit-result")
+        self.submit_button.on_click(lambda _b: self.submit())
+        box = W.VBox([self.submit_note, W.HBox([self.trainee, self.session, self.submit_button]), self.submit_result])
+        box.add_class("wb-rehearsal-submit")
+        return box
+
+    def submit(self) -> dict | None:
+        """Submit the finished attempt under the typed pseudonym and session; show the stored score
+        and findings. Returns :attr:`RehearsalController.submitted`, or None after an error (shown)."""
+        if self.submit_box is None:
+            raise WidgetError("this page has no submit box (not a teaching-library case)")
+        from workbench.errors import WorkbenchError
+
+        self.submit_button.disabled = True
+        self.submit_result.value = "<i>Scoring your attempt against expert records…</i>"
+        try:
+            stored = self.controller.submit(self.trainee.value, self.session.value, db=self.db)
+        except WorkbenchError as exc:
+            self.refresh()
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.submit_result.value = f"<span class='wb-submit-error' style='color:#b00'>{html.escape(problem)}</span>"
+            return None
+        self.refresh()
+        return stored
 
     # -- actions ----------------------------------------------------------------------------
     def _act(self, action, *args) -> None:
@@ -957,4 +1081,19 @@ class RehearsalPanel:
             state["teaching_score"] = teaching
         else:
             self.metrics.value = ""
+        if self.submit_box is not None:
+            stored = c.submitted
+            self.submit_button.disabled = c.result is None or stored is not None
+            if stored is not None:
+                colour = "#1a7f37" if stored["passed"] else "#c00"
+                findings = "".join(f"<li>{html.escape(f)}</li>" for f in stored["findings"])
+                self.submit_result.value = (
+                    f"<div class='wb-submit-score' data-attempt='{stored['attempt_id']}' data-score='{stored['score']:.2f}'>"
+                    f"<b style='color:{colour}'>{html.escape(stored['trainee'])}: Score {stored['score']:.0f} / 100, "
+                    f"{'passed' if stored['passed'] else 'not passed'}</b> <small>(stored as attempt "
+                    f"{stored['attempt_id']} of session {html.escape(stored['session'])})</small>"
+                    + (f"<ul>{findings}</ul>" if findings else "") + "</div>")
+            elif c.result is None:
+                self.submit_result.value = ""
+            state["submitted"] = None if stored is None else {k: v for k, v in stored.items() if k != "metrics_path"}
         self.hook.value = json.dumps(state)
