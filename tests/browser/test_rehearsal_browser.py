@@ -5,6 +5,8 @@ Snap the probe to the planned needle plane, insert the needle, advance it to the
 kernel says it lies on (hidden hook ``wb-rehearsal-state``: entry and tip in B-mode pixels), inject
 the plan's volume in 1 mL clicks, finish, and read the tip-to-target distance from the metrics
 table (< 1 mm for the plan). The home page links the rehearsal. Screenshots go to ``results_dir``.
+In a library app (``workbench teach --library``) the page's submit box stores the finished attempt
+in the session's SQLite results and shows the stored score.
 """
 
 from __future__ import annotations
@@ -154,3 +156,93 @@ def test_rehearsal_page_performs_an_attempt_with_its_buttons(teach, page_and_log
     assert "puncture" not in events.lower() and "paraesthesia" not in events.lower(), events
     print(json.dumps({"metrics_text": text[:400]}))
     assert not log.foreign(), f"the rehearsal page requested non-local URLs: {log.foreign()}"
+
+
+LIBRARY_CASE = "LIB-001-01"
+LIBRARY_SESSION = "t18-rehearsal-browser"
+
+
+def test_a_library_rehearsal_is_submitted_from_the_page(browser, teaching_library, page_and_log, results_dir, tmp_path):
+    """``workbench teach --library``: the rehearsal page of a library case starts on the case's task
+    and has a submit box; insert, finish, type a pseudonym, Submit attempt: the score
+    shown is the row stored in the library's SQLite database (kind ``rehearsal``, the trainee, the
+    case, the app's session) and equals ``score_rehearsal`` of the saved metrics (0.005, the shown
+    rounding). The library holds the one case (a copy of the session's; the page writes into it)."""
+    import os
+    import secrets
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from workbench.teaching.library import LIBRARY_INDEX
+
+    from workbench.teaching.library import library_case_for
+    from workbench.teaching.score import score_rehearsal
+    from workbench.teaching.store import open_store
+    from workbench.widgets.cli import free_port
+
+    from ._harness import Server, _stop, _wait_http
+
+    start = time.perf_counter()
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copy2(teaching_library / LIBRARY_INDEX, library / LIBRARY_INDEX)
+    shutil.copytree(teaching_library / LIBRARY_CASE, library / LIBRARY_CASE)
+    task = library_case_for(library / LIBRARY_CASE).task
+    port, token = free_port(), secrets.token_hex(16)
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(state / "jupyter-config"), "WORKBENCH_TOKEN": token}
+    log_path = state / "voila.log"
+    cmd = [sys.executable, "-m", "workbench", "teach", "--library", str(library), "--session", LIBRARY_SESSION,
+           "--port", str(port)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, cwd=state, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", token, log_path)
+    try:
+        _wait_http(server.url("/"), process, log_path, 90)
+        app_s = time.perf_counter() - start
+        page, log = page_and_log
+        open_in_voila(page, server, f"{PAGE}?case={LIBRARY_CASE}")
+        wait_for_class(page, "wb-rehearsal-submit", timeout_ms=NOTEBOOK_READY_MS)
+        page.wait_for_function("() => { const el = document.querySelector('.wb-rehearsal-state');"
+                               " return el && el.innerText.includes('plan_depth_mm'); }", timeout=NOTEBOOK_READY_MS)
+        page_s = time.perf_counter() - start - app_s
+        assert task in page.locator(".wb-rehearsal-submit").first.inner_text()
+        assert page.locator(".wb-rehearsal-submit-button button, button.wb-rehearsal-submit-button").first.is_disabled()
+        _click(page, "Insert the needle")
+        state_after = _click(page, "Finish and score")
+        assert state_after["finished"] and state_after["submitted"] is None, state_after
+        page.locator(".wb-submit-trainee input").fill("t18")
+        before = page.locator(".wb-rehearsal .wb-rehearsal-state").first.inner_text()
+        page.locator(".wb-rehearsal-submit-button").first.click()
+        page.wait_for_function(
+            "(before) => { const el = document.querySelector('.wb-rehearsal .wb-rehearsal-state');"
+            " return el && el.innerText !== before && document.querySelector('.wb-submit-score'); }",
+            arg=before, timeout=CLICK_MS,
+        )
+        shown = page.locator(".wb-submit-score").first
+        text = shown.inner_text()
+        page.locator(".wb-rehearsal-submit").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(results_dir / "voila-rehearsal-submitted.png"), full_page=True)
+        submitted = _state(page)["submitted"]
+        with open_store(library / "results.sqlite") as store:
+            rows = store.results()
+        assert [(r["trainee"], r["case_id"], r["kind"], r["session"], r["task"]) for r in rows] == [
+            ("t18", LIBRARY_CASE, "rehearsal", LIBRARY_SESSION, task)], rows
+        row = rows[0]
+        saved = sorted((library / LIBRARY_CASE / "rehearsals").glob("*/metrics.json"))
+        assert len(saved) == 1, saved
+        expected = score_rehearsal(json.loads(saved[0].read_text(encoding="utf-8")), case_id=LIBRARY_CASE, task=task)
+        assert row["score"] == pytest.approx(expected.score, abs=1e-9)
+        assert float(shown.get_attribute("data-score")) == pytest.approx(row["score"], abs=0.005 + 1e-9)
+        assert int(shown.get_attribute("data-attempt")) == row["id"] == submitted["attempt_id"]
+        verdict = "passed" if row["passed"] else "not passed"
+        assert f"t18: Score {row['score']:.0f} / 100, {verdict}" in text, text
+        assert all(finding in text for finding in expected.findings), (text, expected.findings)
+        print(json.dumps({"score": row["score"], "passed": row["passed"], "text": text[:300], "app_up_s": round(app_s, 1),
+                          "page_ready_s": round(page_s, 1), "total_s": round(time.perf_counter() - start, 1)}))
+        assert not log.foreign(), f"the rehearsal page requested non-local URLs: {log.foreign()}"
+    finally:
+        _stop(process)
