@@ -475,6 +475,9 @@ class RehearsalImager:
         """
         reaching = tissue["reaching"]
         fraction, central = fluid
+        # Shares summed over elevation planes may round a hair past 1: clip so the square root
+        # below never sees a negative tissue share.
+        fraction = np.clip(fraction, 0.0, 1.0)
         tissue_share = np.float32(1.0) - fraction
         # Posterior enhancement: the fluid does not attenuate as the tissue it displaced did.
         enhancement = np.exp(np.cumsum(-fraction * tissue["log_attenuation"], axis=1))
