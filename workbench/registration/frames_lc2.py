@@ -21,6 +21,11 @@ Pixels that carry no information about the MRI are left out:
 What it achieves on the simulated sweeps (docs/registration.md): the metric peaks within about
 1 mm of the truth, so it converges to about 1-1.5 mm target error from starts within a few mm,
 but not from 10-20 mm offsets, and started from bone ICP (0.25 mm) it moves to about 1 mm.
+Those numbers are for the earlier cartoon MRI. On the realistic T2 synthesis the peak lies
+several mm / degrees off (the bone echo sits on a dark-to-bright muscle-to-marrow step, which
+``"beam-descending"`` mostly ignores, and the MRI's intramuscular fat planes, parallel to
+sagittal frames, have no US counterpart in the simulator): docs/registration.md, "On the
+realistic T2".
 
 Frames: see docs/frames.md.
 """
