@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from workbench.widgets.session import demo_working_copy
+from tests.pixels import line_brightness
 
 REPO = Path(__file__).resolve().parents[1]
 #: Events that mean the needle went where it must not (a plan followed exactly raises none of them).
@@ -44,18 +45,6 @@ def controller(scene):
     from workbench.widgets.rehearsal import RehearsalController
 
     return RehearsalController(scene)
-
-
-def _line_brightness(image: np.ndarray, start_px, end_px, samples: int = 40) -> np.ndarray:
-    """Brightest pixel within 2 px of each of ``samples`` points along the segment (col, row pixels)."""
-    height, width = image.shape
-    values = []
-    for t in np.linspace(0.1, 0.95, samples):
-        col, row = (1 - t) * np.asarray(start_px, float) + t * np.asarray(end_px, float)
-        c, r = int(round(col)), int(round(row))
-        if 0 <= r < height and 0 <= c < width:
-            values.append(image[max(r - 2, 0): r + 3, max(c - 2, 0): c + 3].max())
-    return np.asarray(values, dtype=float)
 
 
 def test_an_attempt_along_the_plan_reaches_the_target_and_is_saved(controller, case_dir):
@@ -113,8 +102,8 @@ def test_a_shallow_needle_is_a_bright_line_on_the_b_mode(controller):
     pixels = c.needle_pixels()
     assert abs(pixels["tip_off_plane_mm"]) < 0.5  # an in-plane redirect keeps the needle in the image plane
     bmode = c.images["bmode"]
-    along = _line_brightness(bmode, pixels["entry_px"], pixels["tip_px"])
-    beside = [np.median(_line_brightness(bmode, *[np.asarray(pixels[k]) + np.array([dx, 0.0]) for k in ("entry_px", "tip_px")]))
+    along = line_brightness(bmode, pixels["entry_px"], pixels["tip_px"])
+    beside = [np.median(line_brightness(bmode, *[np.asarray(pixels[k]) + np.array([dx, 0.0]) for k in ("entry_px", "tip_px")]))
               for dx in (-25.0, 25.0)]
     print(f"needle line on the B-mode: median {np.median(along):.0f} grey, 25 px beside it {beside[0]:.0f} / {beside[1]:.0f}")
     assert len(along) >= 30 and np.median(along) >= 200 and np.median(along) > max(beside) + 40

@@ -20,6 +20,7 @@ import pytest
 
 from ._harness import merge_result
 from ._pages import NOTEBOOK_READY_MS, open_in_voila, wait_for_class, widget_json
+from tests.pixels import line_brightness
 
 pytestmark = pytest.mark.browser
 
@@ -55,18 +56,6 @@ def _rgb(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("L")).astype(float)
 
 
-def _along(grey: np.ndarray, start_px, end_px, samples: int = 30) -> np.ndarray:
-    """Brightest grey within 2 px of ``samples`` points of a segment (screenshot pixels)."""
-    height, width = grey.shape
-    values = []
-    for t in np.linspace(0.1, 0.95, samples):
-        col, row = (1 - t) * np.asarray(start_px, float) + t * np.asarray(end_px, float)
-        c, r = int(round(col)), int(round(row))
-        if 0 <= r < height and 0 <= c < width:
-            values.append(grey[max(r - 2, 0): r + 3, max(c - 2, 0): c + 3].max())
-    return np.asarray(values)
-
-
 def _set_angle(page, angle_deg: float) -> None:
     """Type the redirect angle (degrees) and commit it (Enter), as a person does."""
     field = page.locator(".wb-rehearsal input[type='number']").first
@@ -86,8 +75,8 @@ def _check_needle_line(page, state: dict, tmp_path, results_dir) -> dict:
     png_w, png_h = state["png_px"]
     scale = np.array([box["width"] / png_w, box["height"] / png_h])
     entry, tip = (np.asarray(state["needle"][k], float) * scale for k in ("entry_px", "tip_px"))
-    along = _along(grey, entry, tip)
-    beside = [float(np.median(_along(grey, entry + (dx, 0), tip + (dx, 0)))) for dx in (-25, 25)]
+    along = line_brightness(grey, entry, tip, samples=30)
+    beside = [float(np.median(line_brightness(grey, entry + (dx, 0), tip + (dx, 0), samples=30))) for dx in (-25, 25)]
     result = {"along_median_grey": float(np.median(along)), "beside_median_grey": beside, "samples": len(along),
               "css_px": [box["width"], box["height"]], "png_px": [png_w, png_h]}
     merge_result(results_dir / "viewers.json", "voila-rehearsal-bmode", result)
