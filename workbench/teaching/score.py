@@ -123,17 +123,12 @@ def expert_records(expert_entry, expert_target, n: int = EXPERT_RECORDS, seed: i
     return line_metrics(e, t, entries, targets)
 
 
-@dataclass(frozen=True)
-class PlanScore:
-    """The score of one trainee trajectory against the expert's (attributes as in the module docstring).
-
-    ``metrics`` holds the geometric metrics (mm, deg); ``z_scores``, ``percentiles`` and
-    ``sub_scores`` the expert-anchored figures per scored metric; ``findings`` one line each.
-    """
+@dataclass(frozen=True, kw_only=True)
+class _Score:
+    """What every attempt's score holds (plan or rehearsal): the figures of the module docstring."""
 
     case_id: str
     task: str
-    trajectory: str
     score: float
     passed: bool
     wrong_level: bool
@@ -143,8 +138,36 @@ class PlanScore:
     percentiles: dict
     sub_scores: dict
     safety_status: str
-    needle: dict
     findings: list[str] = field(default_factory=list)
+
+    def _common_dict(self) -> dict:
+        """The keys both kinds of score export, in one place."""
+        return {
+            "case_id": self.case_id,
+            "task": self.task,
+            "attempt_kind": self.attempt_kind,
+            "score": self.score,
+            "passed": self.passed,
+            "wrong_level": self.wrong_level,
+            "wrong_side": self.wrong_side,
+            "safety_status": self.safety_status,
+            "z_scores": self.z_scores,
+            "percentiles": self.percentiles,
+            "sub_scores": self.sub_scores,
+            "findings": list(self.findings),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanScore(_Score):
+    """The score of one trainee trajectory against the expert's (attributes as in the module docstring).
+
+    ``metrics`` holds the geometric metrics (mm, deg); ``z_scores``, ``percentiles`` and
+    ``sub_scores`` the expert-anchored figures per scored metric; ``findings`` one line each.
+    """
+
+    trajectory: str
+    needle: dict
     attempt_kind: str = "plan"
     trainee_entry_lps_mm: tuple = ()
     trainee_target_lps_mm: tuple = ()
@@ -154,28 +177,17 @@ class PlanScore:
     def to_dict(self) -> dict:
         m = self.metrics
         return {
-            "case_id": self.case_id,
-            "task": self.task,
+            **self._common_dict(),
             "trajectory": self.trajectory,
-            "attempt_kind": self.attempt_kind,
-            "score": self.score,
-            "passed": self.passed,
             "angle_deviation_deg": m["angle_deviation_deg"],
             "offset_at_entry_mm": m["offset_at_entry_mm"],
             "offset_at_target_mm": m["offset_at_target_mm"],
             "offset_mm": m["offset_mm"],
             "target_error_mm": m["target_error_mm"],
             "depth_error_mm": m["depth_error_mm"],
-            "wrong_level": self.wrong_level,
-            "wrong_side": self.wrong_side,
-            "safety_status": self.safety_status,
             "needle": self.needle,
-            "z_scores": self.z_scores,
-            "percentiles": self.percentiles,
-            "sub_scores": self.sub_scores,
             "thresholds": {"pass_z": PASS_Z, "weights": METRIC_WEIGHTS, "expert_entry_sd_mm": EXPERT_ENTRY_SD_MM,
                            "expert_target_sd_mm": EXPERT_TARGET_SD_MM, "expert_records": EXPERT_RECORDS},
-            "findings": list(self.findings),
             "trainee_entry_lps_mm": list(self.trainee_entry_lps_mm),
             "trainee_target_lps_mm": list(self.trainee_target_lps_mm),
             "expert_entry_lps_mm": list(self.expert_entry_lps_mm),
@@ -463,45 +475,22 @@ def rehearsal_expert_records(n: int = EXPERT_RECORDS, seed: int = 0) -> dict[str
     return records
 
 
-@dataclass(frozen=True)
-class RehearsalScore:
+@dataclass(frozen=True, kw_only=True)
+class RehearsalScore(_Score):
     """The score of one rehearsal attempt (``metrics.json``) against expert records.
 
     ``metrics`` holds the attempt's metrics as given (JSON values); ``z_scores``, ``percentiles``
     and ``sub_scores`` the expert-anchored figures per metric of :data:`REHEARSAL_WEIGHTS`.
     """
 
-    case_id: str
-    task: str
-    score: float
-    passed: bool
-    wrong_level: bool
-    wrong_side: bool
-    metrics: dict
-    z_scores: dict
-    percentiles: dict
-    sub_scores: dict
-    safety_status: str
-    findings: list[str] = field(default_factory=list)
     attempt_kind: str = "rehearsal"
 
     def to_dict(self) -> dict:
         m = self.metrics
         return {
-            "case_id": self.case_id,
-            "task": self.task,
-            "attempt_kind": self.attempt_kind,
-            "score": self.score,
-            "passed": self.passed,
+            **self._common_dict(),
             "tip_to_target_mm": m.get("tip_to_target_mm"),
             "frechet_to_expert_mm": m.get("frechet_to_expert_mm"),
-            "wrong_level": self.wrong_level,
-            "wrong_side": self.wrong_side,
-            "safety_status": self.safety_status,
-            "z_scores": self.z_scores,
-            "percentiles": self.percentiles,
-            "sub_scores": self.sub_scores,
-            "findings": list(self.findings),
             "rehearsal_metrics": m,
         }
 
