@@ -58,7 +58,12 @@ def _number(pattern: str, text: str) -> float:
 
 def test_01_load_case(run_env, tmp_path):
     out = "".join(_execute(NOTEBOOKS / "01_load_case.ipynb", tmp_path, run_env)[0])
-    assert "coronal slice 40 of 80: 184 x 184 pixels" in out
+    # the demo's coronal slab reaches from the bodies past the skin (docs/phantom.md): 159 slices at
+    # its default BMI, the study's 184 x 184 matrix; the viewer opens on the middle slice
+    shown = re.search(r"coronal slice (\d+) of (\d+): 184 x 184 pixels", out)
+    assert shown, out
+    slice_index, slice_count = int(shown.group(1)), int(shown.group(2))
+    assert slice_count == 159 and slice_index == slice_count // 2
     centre = json.loads(re.search(r"centre pixel in LPS \(mm\): (\[.*\])", out).group(1))
     assert len(centre) == 3 and abs(centre[0]) < 1.2  # mid column is the mid-sagittal plane (x ~ 0), within a voxel
 
