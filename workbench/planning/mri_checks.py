@@ -203,8 +203,8 @@ class BodyMask:
     def from_label_map(cls, label_map, lo_mri: np.ndarray, hi_mri: np.ndarray) -> "BodyMask":
         """The body (every label but AIR) of a label map, in the box ``lo_mri``..``hi_mri`` (LPS mm).
 
-        For paths that leave the MRI where a label map covers them (the synthetic demo case's MRI
-        slab ends behind the spinous processes; its label map holds the skin).
+        For paths that leave the MRI where a label map covers them (a thin MRI slab that stops
+        short of the skin, as the demo's did before issue 17; the label map holds the skin).
         """
         from workbench.anatomy import Label
 
