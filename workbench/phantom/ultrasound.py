@@ -664,7 +664,7 @@ class UltrasoundSimulator:
         self._labels = _LabelVolume(labels_image, self._tables.known)
         self._geometry = _scan_geometry(probe)
         self._psf = _PointSpread(probe, self._geometry)
-        self._textures = ((_label_mask(_MUSCLE_LABELS), _muscle_texture()), (_label_mask([Label.FAT]), _fat_texture()))
+        self._textures = anatomical_textures()
         geometry = self._geometry
         self._attenuation_db_per_sample = (
             self._tables.attenuation_db_cm_mhz * probe.centre_frequency_mhz * geometry.axial_step_mm / 10.0
