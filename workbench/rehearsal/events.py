@@ -129,7 +129,6 @@ class EventDetector:
         self._event_of_value = {
             value: _STRUCTURE_EVENTS[name] for value, name in label_map.table.items() if name in _STRUCTURE_EVENTS
         }
-        self._bone_values = frozenset(label_map.values_of(sorted(BONE_NAMES)))
         self.reset()
 
     def reset(self, value: int | None = None) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.anatomy import BONE_NAMES, LabelMap
+from workbench.anatomy import LabelMap
 from workbench.equipment import GAUGE_OUTER_DIAMETER_MM, NeedleSpec
 
 __all__ = ["NeedleState", "TIP_STEP_MM", "TipMove", "advance_tip", "gauge_number", "unit"]
@@ -150,14 +150,9 @@ def advance_tip(needle: NeedleState, label_map: LabelMap, distance_mm: float, st
     count = int(math.ceil(span_mm / step_mm - 1e-9))
     depths_mm = needle.depth_mm + np.minimum(np.arange(1, count + 1) * step_mm, span_mm)
     values = label_map.values_at(needle.entry_mri + depths_mm[:, None] * needle.direction_mri)
-    bone = _bone_values(label_map)
-    hit = np.flatnonzero(np.isin(values, bone))
+    hit = np.flatnonzero(label_map.bone_mask(values))
     if hit.size:
         first = int(hit[0])
         reached_mm = float(depths_mm[first - 1]) if first > 0 else needle.depth_mm
         return TipMove(reached_mm, depths_mm[:first], values[:first], int(values[first]))
     return TipMove(float(goal_mm), depths_mm, values, None)
-
-
-def _bone_values(label_map: LabelMap) -> np.ndarray:
-    return np.array(label_map.values_of(sorted(BONE_NAMES)), dtype=int)
