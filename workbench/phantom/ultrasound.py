@@ -56,6 +56,7 @@ __all__ = [
     "UltrasoundSimulator",
     "acoustic_tables",
     "anatomical_textures",
+    "point_spread",
     "rotation_matrices",
     "scan_geometry",
     "simulate_frame",
@@ -498,6 +499,15 @@ def acoustic_tables(muscle_fat_fraction: float = 0.0) -> _AcousticTables:
     :class:`~workbench.anatomy.Label` value.
     """
     return _acoustic_tables(float(muscle_fat_fraction))
+
+
+def point_spread(probe: ProbeModel, geometry: _ScanGeometry) -> "_PointSpread":
+    """The simulator's point-spread function on the lines and samples of ``geometry`` (public hook).
+
+    Attributes ``sigmas`` (Gaussian sigma across lines, along samples), ``peak_gain`` (a
+    specular echo's peak after the blur) and ``rms_gain`` (a unit speckle field's RMS after it).
+    """
+    return _PointSpread(probe, geometry)
 
 
 def anatomical_textures() -> tuple[tuple[np.ndarray, "_Texture"], ...]:

@@ -53,6 +53,7 @@ from workbench.phantom.ultrasound import (
     ProbeModel,
     acoustic_tables,
     anatomical_textures,
+    point_spread,
     scan_geometry,
 )
 from workbench.rehearsal.scene import RehearsalError
@@ -323,17 +324,13 @@ class RehearsalImager:
         self._x_px = samples_px[..., 0].astype(f32)
         self._y_px = samples_px[..., 1].astype(f32)
         shape = self._x_px.shape
-        sigma_lines = geometry.lateral_sigma_lines
-        sigma_samples = probe.axial_fwhm_mm / _FWHM_PER_SIGMA / self.axial_step_mm
-        self._psf_sigmas = (sigma_lines, sigma_samples)
-        kernels = [_gaussian_kernel(sigma) for sigma in self._psf_sigmas]
-        self._psf_peak = float(np.prod([k.max() for k in kernels]))
-        rms_gain = float(np.prod([np.sqrt(np.sum(k**2)) for k in kernels]))
+        psf = point_spread(probe, geometry)
+        self._psf_sigmas, self._psf_peak = psf.sigmas, psf.peak_gain
         rng = np.random.default_rng(seed)
         # Scatterers fixed to the anatomy: a periodic 3D tile of complex Gaussian amplitudes, one
         # per SCATTERER_CELL_MM cube, scaled so the blurred speckle has the diffuse echo as RMS.
         tile = rng.standard_normal((2, _SCATTERER_TILE**3)).astype(f32)
-        self._scatterer_tile = tile * f32(self._psf_peak / rms_gain / math.sqrt(2.0))
+        self._scatterer_tile = tile * f32(psf.peak_gain / psf.rms_gain / math.sqrt(2.0))
         self._noise = rng.standard_normal((2, *shape)).astype(f32) * f32(ELECTRONIC_NOISE_AMPLITUDE / math.sqrt(2.0))
         tgc_db = 2.0 * TGC_DB_CM_MHZ * probe.centre_frequency_mhz * geometry.depths_mm / 10.0
         self._gain_db = (tgc_db + SYSTEM_GAIN_DB).astype(f32)
@@ -596,9 +593,3 @@ class RehearsalImager:
         frame = np.zeros(self._inside.shape, dtype=np.uint8)
         frame[self._inside] = (values.sum(axis=0) + np.float32(0.5)).astype(np.uint8)
         return frame
-
-
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    impulse = np.zeros(2 * int(math.ceil(3.0 * sigma)) + 3)
-    impulse[len(impulse) // 2] = 1.0
-    return ndimage.gaussian_filter1d(impulse, sigma, mode="constant", truncate=3.0)
