@@ -23,7 +23,7 @@ from workbench.rehearsal.events import INJECTION_EVENTS, Event, EventDetector, c
 from workbench.rehearsal.imaging import DEFAULT_ELEVATION_FWHM_MM, tip_visibility
 from workbench.rehearsal.injectate import InjectateState, make_bolus
 from workbench.rehearsal.metrics import Sample, compute_metrics
-from workbench.rehearsal.needle import NeedleState, advance_tip, unit
+from workbench.rehearsal.needle import NeedleState, advance_tip, gauge_number, unit
 from workbench.rehearsal.probe import REHEARSAL_PROBE, SkinSurface, image_to_mri, snap_to_needle_plane
 from workbench.rehearsal.scene import RehearsalError, RehearsalScene
 
@@ -352,11 +352,10 @@ class Attempt:
         )  # fmt: skip
         metrics.update(case_id=self.scene.case_id, target=self.target_name, expert_source=self.expert.source,
                        needle=self.expert.needle.label)
-        needle = self._needle
-        length = self.expert.needle.length_mm if needle is None else needle.length_mm
-        gauge = int(str(self.expert.needle.gauge).rstrip("G")) if needle is None else needle.gauge
+        spec = self.expert.needle  # the needle inserted is always this catalogue needle (:meth:`insert`)
         return AttemptResult(metrics, list(self._events), list(self._samples), self._injectate, self.scene.case_id,
-                             self.target_name, float(length), int(gauge), self.probe.image_to_probe().matrix)
+                             self.target_name, float(spec.length_mm), gauge_number(spec.gauge),
+                             self.probe.image_to_probe().matrix)
 
     # -- internals -----------------------------------------------------------------------------
     def _require_needle(self) -> NeedleState:
