@@ -128,13 +128,12 @@ def replay(scene, recording, *, target_name: str | None = None):
     name = target_name or recording.header.get("RehearsalTarget")
     if not name:
         raise RehearsalError("the recording names no target: give target_name", recording.source_path)
-    times = iter(list(recording.timestamps_s[1:]))
     clock_now = [float(recording.timestamps_s[0]) if len(recording) else 0.0]
     attempt = Attempt(scene, name, clock=lambda: clock_now[0])
     attempt._start = 0.0
     fields = recording.frame_fields
     for i in range(1, len(recording)):
-        clock_now[0] = next(times)
+        clock_now[0] = float(recording.timestamps_s[i])
         action = fields["Action"][i]
         amount = float(fields["ActionAmount"][i])
         if action == "probe":
