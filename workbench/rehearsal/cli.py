@@ -83,10 +83,8 @@ def register_bench(bench_subparsers) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    try:
-        from workbench.rehearsal.bench import run_rehearsal_benchmark
-    except ImportError as exc:
-        raise RehearsalError(f"the rehearsal imaging benchmark is not available yet (workbench.rehearsal.bench: {exc})") from None
+    from workbench.rehearsal.bench import run_rehearsal_benchmark
+
     report = run_rehearsal_benchmark()
     if args.json:
         print(json.dumps(report, indent=1))
