@@ -68,6 +68,27 @@ def postgres_url() -> str:
     pytest.skip(message)
 
 
+@pytest.fixture
+def postgres_schema_url(postgres_url):
+    """:func:`postgres_url` with a fresh schema of its own as the search path, dropped afterwards
+    (the server may be shared between tests and runs)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"wb_test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in postgres_url else "?"
+    try:
+        yield f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def teaching_library(tmp_path_factory) -> Path:
     """A 3-case teaching library (seed 1: a plain case, a sacralised L5, a lumbarised S1; a fast

@@ -262,19 +262,5 @@ def test_a_session_of_three_trainees_end_to_end_in_sqlite(session_scores, tmp_pa
     _check_session(_run_session(tmp_path / "results.sqlite", session_scores))
 
 
-def test_a_session_of_three_trainees_end_to_end_in_postgresql(session_scores, postgres_url):
-    import uuid
-
-    import sqlalchemy as sa
-
-    schema = f"wb_e2e_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        separator = "&" if "?" in postgres_url else "?"
-        _check_session(_run_session(f"{postgres_url}{separator}options=-csearch_path%3D{schema}", session_scores))
-    finally:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
+def test_a_session_of_three_trainees_end_to_end_in_postgresql(session_scores, postgres_schema_url):
+    _check_session(_run_session(postgres_schema_url, session_scores))

@@ -5,11 +5,9 @@ shown in the class view. Teaching reads only the JSON; the tests use the real si
 from __future__ import annotations
 
 import json
-import uuid
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 from workbench.cli import main
 from workbench.teaching import TeachingError
@@ -132,17 +130,7 @@ def test_sqlite_upgrade_keeps_plans_and_stores_rehearsals(attempts, tmp_path):
     _check_class_view(rows)
 
 
-def test_postgresql_upgrade_keeps_plans_and_stores_rehearsals(attempts, postgres_url):
-    schema = f"wb_reh_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}options=-csearch_path%3D{schema}"
-        rows = _upgrade_with_both_kinds(url, attempts)
-        assert [r["kind"] for r in rows] == ["plan", "rehearsal", "rehearsal"]
-        _check_class_view(rows)
-    finally:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
+def test_postgresql_upgrade_keeps_plans_and_stores_rehearsals(attempts, postgres_schema_url):
+    rows = _upgrade_with_both_kinds(postgres_schema_url, attempts)
+    assert [r["kind"] for r in rows] == ["plan", "rehearsal", "rehearsal"]
+    _check_class_view(rows)

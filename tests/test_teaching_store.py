@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -164,20 +163,6 @@ def test_teaching_app_results_database_and_session(tmp_path, capsys):
         teaching_results(tmp_path, "postgresql://nobody@127.0.0.1:1/none", "S1")
     assert main(["teach", "--db", str(tmp_path / "x.sqlite"), "--dry-run"]) == 2
     assert "--db and --session need --library" in capsys.readouterr().err
-
-
-@pytest.fixture
-def postgres_schema_url(postgres_url):
-    """A fresh schema of the test server per test, dropped afterwards (the server may be shared)."""
-    schema = f"wb_teach_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in postgres_url else "?"
-    yield f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    engine.dispose()
 
 
 def test_postgresql_store_with_concurrent_writers(postgres_schema_url):
