@@ -30,7 +30,6 @@ the inserted length (the needle's depth marks) and the images only. All position
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.widgets.session import WidgetError
+from workbench.widgets.sweep import png_bytes  # the frames' PNG encoder (zlib level 1), re-exported
 
 __all__ = [
     "ADVANCE_STEPS_MM",
@@ -59,8 +59,6 @@ ADVANCE_STEPS_MM = (1.0, 5.0)
 INJECT_STEP_ML = 1.0
 #: Plan volume when the scene's expert path names none (the study: 6 mL per root), mL.
 DEFAULT_PLAN_VOLUME_ML = 6.0
-#: zlib level of the PNG frames (1: about 5x faster than the default for a few percent more bytes).
-PNG_COMPRESS_LEVEL = 1
 #: Share of ultrasound in the fused view, %.
 FUSED_US_PERCENT = 50.0
 #: Folder of a case bundle that holds the saved attempts.
@@ -94,15 +92,6 @@ def rehearsal_guidance(session) -> str | None:
     if not any(t.structure != ENTRY_STRUCTURE for t in session.case.targets):
         return "no target yet: place at least one target on the MRI (notebook 02)"
     return None
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """(H, W) or (H, W, 3) uint8 -> PNG bytes (zlib level :data:`PNG_COMPRESS_LEVEL`)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="png", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
 
 
 def _unit(vector) -> np.ndarray:
