@@ -46,9 +46,7 @@ def iso_mri(phantom):
 
 def _demo_parameters(**changes) -> SpineParameters:
     """The default demo case's anatomy (seed 7, BMI 28, age 55) on a 1 mm label grid."""
-    spec = DEFAULT_DEMO_CASE
-    values = {"seed": spec.seed, "bmi": spec.bmi, "age_years": spec.age_years, "spacing_mm": 1.0, **changes}
-    return SpineParameters(**values)
+    return DEFAULT_DEMO_CASE.spine_parameters(**{"spacing_mm": 1.0, **changes})
 
 
 @pytest.fixture(scope="module")

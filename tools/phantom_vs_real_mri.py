@@ -94,11 +94,10 @@ def contrasts(means: dict[str, float]) -> dict[str, tuple[float, float]]:
 
 def demo_phantom(spacing_mm: float = 0.5):
     """The default demo case's phantom (:data:`workbench.phantom.democase.DEFAULT_DEMO_CASE`)."""
-    from workbench.phantom.anatomy import SpineParameters, build_phantom
+    from workbench.phantom.anatomy import build_phantom
     from workbench.phantom.democase import DEFAULT_DEMO_CASE as spec
 
-    params = SpineParameters(seed=spec.seed, bmi=spec.bmi, age_years=spec.age_years, spacing_mm=spacing_mm)
-    return build_phantom(params), spec
+    return build_phantom(spec.spine_parameters(spacing_mm=spacing_mm)), spec
 
 
 def _plane(image: sitk.Image, origin_lps, u_lps, v_lps, size_uv) -> np.ndarray:

@@ -98,6 +98,21 @@ class DemoCaseSpec:
                 del out[name]
         return out
 
+    def spine_parameters(self, **changes):
+        """The :class:`~workbench.phantom.anatomy.SpineParameters` of this spec's anatomy (seed, BMI,
+        age and the anatomical variants), with ``changes`` (e.g. ``spacing_mm``, ``levels``) applied."""
+        from workbench.phantom.anatomy import SpineParameters
+
+        values = {
+            "seed": self.seed,
+            "bmi": self.bmi,
+            "age_years": self.age_years,
+            "scoliosis_deg": self.scoliosis_deg,
+            "transitional": self.transitional,
+            "foraminal_stenosis": self.foraminal_stenosis,
+        }
+        return SpineParameters(**{**values, **changes})
+
     def digest(self) -> str:
         """Short digest of the spec, the software version and the MRI synthesis version (the
         cache key: a case cached before the MRI signal model changed is not reused)."""
@@ -241,7 +256,7 @@ def generate_demo_case(
     from workbench.case import Attachment, Case, FileRef, Landmark, MriRef, SweepRef, Target, path_sha256, save_case
     from workbench.io.dicom import load_dicom_series
     from workbench.io.volume import save_volume
-    from workbench.phantom.anatomy import SpineParameters, build_phantom
+    from workbench.phantom.anatomy import build_phantom
     from workbench.phantom.mri import synthesize_t2, write_dicom_series
     from workbench.phantom.sweep import SweepSpec, default_reference_to_mri, default_tracker_to_mri, simulate_sweep
 
@@ -252,14 +267,7 @@ def generate_demo_case(
     out_dir = Path(out_dir)
     staging = _new_staging_folder(out_dir)
     try:
-        params = SpineParameters(
-            seed=spec.seed,
-            bmi=spec.bmi,
-            age_years=spec.age_years,
-            scoliosis_deg=spec.scoliosis_deg,
-            transitional=spec.transitional,
-            foraminal_stenosis=spec.foraminal_stenosis,
-        )
+        params = spec.spine_parameters()
         say(f"building the lumbar spine phantom (seed {spec.seed}, BMI {spec.bmi:g}, age {spec.age_years:g})")
         phantom = build_phantom(params)
         motion = _posture_motion(spec, tuple(phantom.vertebra_centres_lps))
