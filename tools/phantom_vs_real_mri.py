@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.phantom.mri import synthesize_t2
 
     real = load_real(args.real)
-    real_c = contrasts(real_means(real))
+    real_m = real_means(real)
+    real_c = contrasts(real_m)
     phantom, spec = demo_phantom()
     start = time.perf_counter()
     mri = synthesize_t2(phantom, spec.protocol, seed=spec.seed)
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {tissue} | " + " | ".join(cells) + " |")
     print("phantom / real, signal / CSF: " + ", ".join(f"{t} {phantom_c[t][0] / real_c[t][0]:.2f}" for t in TISSUES))
     if not args.no_figure:
-        draw(real, real_means(real)["CSF"], mri, phantom, means["CSF"], Path(args.figure))
+        draw(real, real_m["CSF"], mri, phantom, means["CSF"], Path(args.figure))
         print(f"wrote {args.figure}")
     return 0
 
