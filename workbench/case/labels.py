@@ -626,8 +626,7 @@ def import_label_map(
         labels, names = _from_tptbox(source)
     mri = load_volume(case_dir / case.mri.path).image
     on_mri = _onto_mri(labels, mri, source)
-    label_map = LabelMap(on_mri, names).check_values()  # every name parsed, every value named
-
+    label_map = LabelMap(on_mri, names)  # every name parsed; attach_label_map checks every value is named
     return attach_label_map(case_dir, label_map, f"imported segmentation ({fmt})", case=case)
 
 
