@@ -240,8 +240,7 @@ class Attempt:
             raise RehearsalError(f"needle entry must be 3 finite numbers (LPS mm), got {entry_mri!r}")
         spec = self.expert.needle
         self._needle = NeedleState.of_spec(spec, entry, direction)
-        self._detector.reset(int(self.scene.label_map.values_at(entry[None, :])[0]))
-        self._against_bone = False
+        self._restart_at(entry)
         self._tick(INSERT_TIME_S)
         self._record("insert", 0.0, 0.0)
         return self._needle
@@ -292,8 +291,7 @@ class Attempt:
     def _withdraw_step(self, step_mm: float) -> None:
         self._tick(step_mm / ADVANCE_SPEED_MM_S)
         self._needle = self._needle.with_depth(self._needle.depth_mm - step_mm)
-        self._detector.reset(int(self.scene.label_map.values_at(self._needle.tip_mri[None, :])[0]))
-        self._against_bone = False
+        self._restart_at(self._needle.tip_mri)
         self._record("withdraw", step_mm, 0.0)
 
     def redirect(self, direction_mri) -> NeedleState:
@@ -311,8 +309,7 @@ class Attempt:
     def _redirect_to(self, direction: np.ndarray) -> None:
         needle = self._needle
         self._needle = NeedleState(needle.entry_mri, direction, needle.depth_mm, needle.length_mm, needle.gauge)
-        self._detector.reset(int(self.scene.label_map.values_at(self._needle.tip_mri[None, :])[0]))
-        self._against_bone = False
+        self._restart_at(self._needle.tip_mri)
         self._tick(REDIRECT_TIME_S)
         self._record("redirect", 0.0, 0.0)
 
@@ -362,6 +359,11 @@ class Attempt:
         if self._needle is None:
             raise RehearsalError("no needle yet: insert it at a skin entry first")
         return self._needle
+
+    def _restart_at(self, tip_mri: np.ndarray) -> None:
+        """The tip was placed (not pushed) at ``tip_mri`` (LPS mm): no event for the label there, no bone against it."""
+        self._detector.reset(int(self.scene.label_map.values_at(tip_mri[None, :])[0]))
+        self._against_bone = False
 
     def _tick(self, seconds: float) -> None:
         if self._clock is None:
