@@ -579,21 +579,14 @@ def score_rehearsal(metrics: dict, *, case_id: str, task: str, source=None) -> R
 
 
 def load_rehearsal_metrics(path: str | Path) -> dict:
-    """The dict of a rehearsal attempt's ``metrics.json`` (at most 1 MB).
+    """The dict of a rehearsal attempt's ``metrics.json`` (at most 1 MB), read with the limits of
+    :func:`workbench.io.json_io.read_json_limited`.
 
     Raises
     ------
     TeachingError
         Missing, too large or not JSON (the message names the file).
     """
-    import json
+    from workbench.io.json_io import read_json_limited
 
-    path = Path(path)
-    if not path.is_file():
-        raise TeachingError("no such rehearsal metrics file", path)
-    if path.stat().st_size > 1_000_000:
-        raise TeachingError("rehearsal metrics file larger than 1 MB", path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TeachingError(f"rehearsal metrics file is not JSON ({exc})", path) from None
+    return read_json_limited(path, error=TeachingError, what="rehearsal metrics file", max_bytes=1_000_000)
