@@ -376,3 +376,7 @@ def test_an_imported_map_without_air_gets_its_entry_from_the_mri_body(tmp_path):
     assert SKIN_Y - 2.0 <= path.entry_mri[1] <= SKIN_Y + 0.5  # on the body outline
     assert path.needle.label == "50 mm 23G"  # ~33 mm deep + the 10 mm margin: the study's needle
     assert scripted_attempt(scene, "root", inject=False).metrics["tip_to_target_mm"] < 1.0
+    # the headless CLI loads without the MRI view; the entry still comes from the MRI body outline
+    headless = load_scene(tmp_path, load_mri=False)
+    assert headless.mri is None
+    np.testing.assert_allclose(headless.expert_paths["root"].entry_mri, path.entry_mri, atol=1e-9)

@@ -212,7 +212,10 @@ def load_scene(case_dir, *, load_mri: bool = True) -> RehearsalScene:
         raise RehearsalError("the case has no targets: place one (notebook 02) before rehearsing", case_dir / "case.json")
     ground_truth = _ground_truth(case, case_dir)
     centres, centres_source = _vertebra_centres(case, label_map)
-    paths = _expert_paths(case, case_dir, targets, label_map, ground_truth, mri)
+    # Without load_mri the MRI is still read when an entry must be found on its body outline
+    # (a label map with no AIR), so the headless CLI works on imported segmentations too.
+    paths = _expert_paths(case, case_dir, targets, label_map, ground_truth,
+                          lambda: mri if mri is not None else _read_mri(case, case_dir))
     fat_fraction = 0.0
     if ground_truth is not None and "age_years" in ground_truth.spec:
         from workbench.phantom.anatomy import muscle_fat_fraction_for_age
@@ -267,7 +270,7 @@ def _vertebra_centres(case, label_map: LabelMap) -> tuple[dict[str, np.ndarray],
     return dict(sorted(found.items(), key=lambda item: _LEVEL_ORDER[item[0]])), source
 
 
-def _expert_paths(case, case_dir: Path, targets, label_map, ground_truth, mri) -> dict[str, ExpertPath]:
+def _expert_paths(case, case_dir: Path, targets, label_map, ground_truth, read_mri) -> dict[str, ExpertPath]:
     from workbench.planning.export import load_plan
 
     saved = []
@@ -291,7 +294,7 @@ def _expert_paths(case, case_dir: Path, targets, label_map, ground_truth, mri) -
         if name in entries:
             paths[name] = _path_with_shortest_needle(name, entries[name], target_mri, "case entry")
             continue
-        paths[name] = _suggested_path(name, target_mri, label_map, mri, case_dir)
+        paths[name] = _suggested_path(name, target_mri, label_map, read_mri, case_dir)
     return paths
 
 
@@ -320,7 +323,7 @@ def _path_with_shortest_needle(name: str, entry_mri, target_mri, source: str) ->
 _POSTERIOR_GUESS_MM = 80.0
 
 
-def _suggested_path(name: str, target_mri: np.ndarray, label_map: LabelMap, mri, case_dir: Path) -> ExpertPath:
+def _suggested_path(name: str, target_mri: np.ndarray, label_map: LabelMap, read_mri, case_dir: Path) -> ExpertPath:
     """The safest entry :func:`~workbench.planning.safety.suggest_entries` finds around a straight posterior path."""
     from workbench.anatomy import Label
     from workbench.errors import PlanError
@@ -330,9 +333,10 @@ def _suggested_path(name: str, target_mri: np.ndarray, label_map: LabelMap, mri,
 
     body = None
     if not label_map.values_of([Label.AIR]):
+        mri = read_mri()
         if mri is None:
             raise RehearsalError(
-                f"target {name!r} has no plan and the label map names no AIR: an entry cannot be suggested without the MRI",
+                f"target {name!r} has no plan, the label map names no AIR and the case has no MRI: no entry can be suggested",
                 case_dir / "case.json",
             )
         body = BodyMask.from_image(mri)
