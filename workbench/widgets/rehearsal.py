@@ -878,6 +878,8 @@ class RehearsalPanel:
         self._syncing = False
         self.revision = 0
         self._sent: dict = {}
+        self._scored_result = None  # the finished attempt whose scores self._scored holds
+        self._scored: tuple[str, dict] = ("", {})
 
         probe_box = W.VBox([W.HTML("<b>Probe</b>"), self.along, self.across, self.rotation, self.tilt,
                             W.HBox([self.snap_button, self.sweep_button]), self.recorded_button])
@@ -1014,6 +1016,26 @@ class RehearsalPanel:
         self._sync_sliders()
 
     # -- drawing ----------------------------------------------------------------------------
+    def _score_view(self) -> tuple[str, dict]:
+        """The finished attempt's verdict and metrics table (HTML) and the hook's ``metrics``,
+        ``score`` and ``teaching_score``."""
+        from workbench.widgets._ui import table_html
+
+        c = self.controller
+        score = c.score()
+        teaching = c.teaching_score()
+        verdict = (f"<b>{score['passed']} of {score['checked']} metrics within their pass threshold</b>"
+                   if score["checked"] else "<b>Metrics</b>")
+        if teaching is not None:
+            colour = "#1a7f37" if teaching["passed"] else "#c00"
+            findings = "".join(f"<li>{html.escape(f)}</li>" for f in teaching["findings"])
+            verdict = (f"<b style='color:{colour}'>Score {teaching['score']:.0f} of 100: "
+                       f"{'passed' if teaching['passed'] else 'not passed'}</b> <small>(against expert records, "
+                       f"as a teaching session scores it)</small>" + (f"<ul>{findings}</ul>" if findings else "<br>")
+                       + verdict)
+        table = verdict + table_html(c.score_rows(), ["metric", "value", "pass if", "pass"])
+        return table, {"metrics": c.metrics, "score": score, "teaching_score": teaching}
+
     def refresh(self) -> None:
         """Send the images, the status, the events and (when finished) the metrics to the browser."""
         c = self.controller
@@ -1050,24 +1072,12 @@ class RehearsalPanel:
         state = {"revision": self.revision, "png_px": list(c.images["bmode"].shape[::-1]), "needle": c.needle_pixels(),
                  **status}
         if c.result is not None:
-            from workbench.widgets._ui import table_html
-
-            score = c.score()
-            teaching = c.teaching_score()
+            if self._scored_result is not c.result:  # a finished attempt's scores never change: score it once,
+                self._scored_result, self._scored = c.result, self._score_view()  # not on every slider event
+            table, scores = self._scored
             saved = "" if c.saved_to is None else f"<br><small>Saved: {html.escape(c.saved_to.name)}</small>"
-            verdict = (f"<b>{score['passed']} of {score['checked']} metrics within their pass threshold</b>"
-                       if score["checked"] else "<b>Metrics</b>")
-            if teaching is not None:
-                colour = "#1a7f37" if teaching["passed"] else "#c00"
-                findings = "".join(f"<li>{html.escape(f)}</li>" for f in teaching["findings"])
-                verdict = (f"<b style='color:{colour}'>Score {teaching['score']:.0f} of 100: "
-                           f"{'passed' if teaching['passed'] else 'not passed'}</b> <small>(against expert records, "
-                           f"as a teaching session scores it)</small>" + (f"<ul>{findings}</ul>" if findings else "<br>")
-                           + verdict)
-            self.metrics.value = verdict + table_html(c.score_rows(), ["metric", "value", "pass if", "pass"]) + saved
-            state["metrics"] = c.metrics
-            state["score"] = score
-            state["teaching_score"] = teaching
+            self.metrics.value = table + saved
+            state.update(scores)
         else:
             self.metrics.value = ""
         if self.submit_box is not None:
