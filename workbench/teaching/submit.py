@@ -1,5 +1,6 @@
 """Submit a trainee's plan: score it against the expert's and store the attempt (one call for the
-CLI's ``workbench submit`` and the trainee's page), and the overlay of the two plans."""
+CLI's ``workbench submit`` and the trainee's page); the trainee's page draws both plans on the MRI
+(:func:`workbench.widgets.teacher.comparison_figure`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from workbench.teaching import TeachingError
 from workbench.teaching.library import LIBRARY_INDEX
 from workbench.teaching.store import DEFAULT_DB_NAME, check_pseudonym, open_store
 
-__all__ = ["default_db", "overlay_figure", "submit_plan", "submit_rehearsal"]
+__all__ = ["default_db", "submit_plan", "submit_rehearsal"]
 
 
 def default_db(case_dir: str | Path) -> Path:
@@ -75,33 +76,3 @@ def submit_rehearsal(db, trainee: str, session: str, case_dir: str | Path, metri
     with open_store(db if db is not None else default_db(case_dir)) as store:
         attempt_id = store.submit(trainee, session, score, digest)
     return attempt_id, score
-
-
-def overlay_figure(score, width_in: float = 8.0, height_in: float = 3.6, dpi: int = 90):
-    """The trainee's trajectory (orange) over the expert's (green) in an axial (x-y) and a
-    sagittal (z-y) projection, LPS mm, with the headline figures in the title. Agg Figure."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width_in, height_in), dpi=dpi)
-    FigureCanvasAgg(figure)
-    expert = np.array([score.expert_entry_lps_mm, score.expert_target_lps_mm])
-    trainee = np.array([score.trainee_entry_lps_mm, score.trainee_target_lps_mm])
-    for ax, (a, b, title) in zip(figure.subplots(1, 2), ((0, 1, "axial: x (left +) / y (posterior +)"),
-                                                         (2, 1, "sagittal: z (superior +) / y (posterior +)"))):
-        for points, colour, label in ((expert, "#2ca02c", "expert"), (trainee, "#ff7f0e", "yours")):
-            ax.plot(points[:, a], points[:, b], color=colour, linewidth=2, label=label)
-            ax.plot(points[1, a], points[1, b], "o", color=colour)
-        ax.set_aspect("equal", adjustable="datalim")
-        ax.set_title(title, fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
-    m = score.metrics
-    figure.suptitle(
-        f"score {score.score:.0f} ({'passed' if score.passed else 'not passed'}): angle {m['angle_deviation_deg']:.1f} deg, "
-        f"offset entry {m['offset_at_entry_mm']:.1f} mm / target {m['offset_at_target_mm']:.1f} mm",
-        fontsize=9,
-    )
-    figure.tight_layout()
-    return figure
