@@ -624,9 +624,7 @@ class RehearsalController:
             shutil.rmtree(staging)
         staging.mkdir()
         try:
-            self.result.write(staging)
-            if not (staging / "metrics.json").is_file():
-                (staging / "metrics.json").write_text(json.dumps(self.metrics, indent=2), encoding="utf-8")
+            self.result.write(staging)  # metrics.json and the recording
             os.rename(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
