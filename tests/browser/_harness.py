@@ -257,13 +257,22 @@ def running_teach(case_dir: Path, env: dict[str, str], state_dir: Path, timeout_
     state_dir.mkdir(parents=True, exist_ok=True)
     # the token goes through the environment: `workbench teach` refuses --token (process list)
     full_env = {**os.environ, **env, "JUPYTER_CONFIG_DIR": str(state_dir / "jupyter-config"), "WORKBENCH_TOKEN": token}
-    log_path = state_dir / "voila.log"
     cmd = [sys.executable, "-m", "workbench", "teach", "--case", str(case_dir), "--port", str(port)]
+    with serving(cmd, cwd=state_dir, env=full_env, port=port, token=token, log_path=state_dir / "voila.log",
+                 timeout_s=timeout_s) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], *, cwd: Path, env: dict[str, str], port: int, token: str, log_path: Path,
+            ready_path: str = "/", timeout_s: float = 90) -> Iterator[Server]:
+    """Run the server ``cmd`` (listening on 127.0.0.1:``port``) in its own process group, output to
+    ``log_path``; yield its :class:`Server` once ``ready_path`` answers 200; stop it and its kernels on exit."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=state_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", token, log_path)
     try:
-        _wait_http(server.url("/"), process, log_path, timeout_s)
+        _wait_http(server.url(ready_path), process, log_path, timeout_s)
         yield server
     finally:
         _stop(process)

@@ -25,15 +25,13 @@ import io
 import os
 import re
 import secrets
-import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ._harness import Server, _stop, _wait_http, grey_variance
+from ._harness import grey_variance, serving
 from ._pages import wait_for_class
 
 pytestmark = pytest.mark.browser
@@ -82,15 +80,8 @@ def _running_library_app(library: Path, db: str | None, state_dir: Path):
     cmd = [sys.executable, "-m", "workbench", "teach", "--library", str(library), "--session", SESSION, "--port", str(port)]
     if db is not None:
         cmd += ["--db", db]
-    log_path = state_dir / "voila.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=state_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", token, log_path)
-    try:
-        _wait_http(server.url("/"), process, log_path, 90)
+    with serving(cmd, cwd=state_dir, env=env, port=port, token=token, log_path=state_dir / "voila.log") as server:
         yield server
-    finally:
-        _stop(process)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -102,20 +93,8 @@ def results_db(request, library):
             stale.unlink()
         yield request.param, None, str(path)
         return
-    import sqlalchemy as sa
-
-    postgres_url = request.getfixturevalue("postgres_url")
-    schema = f"wb_t19_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}options=-csearch_path%3D{schema}"
-    try:
-        yield request.param, url, url
-    finally:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        engine.dispose()
+    url = request.getfixturevalue("postgres_schema_url")
+    yield request.param, url, url
 
 
 def _colour_pixels(png: bytes, rgb: np.ndarray, tolerance: int = 40) -> int:
